@@ -1,0 +1,5 @@
+"""`python -m geolb` is the `geolb` command."""
+
+from geolb.cli import entry
+
+entry()

@@ -1,0 +1,69 @@
+"""Lookup + client -> Answer: fills in GEO records; shared by the DNS path, /v1/explain and `resolve`. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from geolb import model
+from geolb.geo.rank import Decision, Location, choose, rank_regions
+from geolb.health.state import HealthView
+from geolb.lookup import NOERROR, Lookup
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response's content: rcode, AA and sections of RRsets, plus how a GEO part was chosen."""
+
+    rcode: int
+    aa: bool
+    answer: tuple[model.RRset, ...] = ()
+    authority: tuple[model.RRset, ...] = ()
+    additional: tuple[model.RRset, ...] = ()
+    ecs_scope: int = 0  # SCOPE PREFIX-LENGTH to echo when the query carried ECS
+    glue_required: bool = False  # a referral: its glue may not be dropped to fit
+    decision: Decision | None = None
+
+
+class Locator(Protocol):
+    def locate(self, address: model.IPAddress) -> Location: ...
+
+
+class GeoDecider:
+    """Turns (pool, family, client) into a Decision using one locator and one health view."""
+
+    def __init__(self, locator: Locator, health: HealthView) -> None:
+        self.locator = locator
+        self.health = health
+
+    def decide(self, pool: model.Pool, family: int, client: model.IPAddress, max_answers: int | None) -> Decision:
+        location = self.locator.locate(client)
+        ranking = rank_regions(pool, client, location)
+        return choose(pool, ranking, family, self.health, max_answers)
+
+
+def build_answer(
+    found: Lookup,
+    client: model.IPAddress,
+    zoneset: model.ZoneSet,
+    decide: GeoDecider,
+    rng: random.Random,
+) -> Answer:
+    """The full answer for a lookup; a GEO record gets the endpoints chosen for `client`."""
+    target = found.geo
+    if target is None:
+        return Answer(found.rcode, found.aa, found.answer, found.authority, found.additional, 0, found.referral)
+    pool = zoneset.pools[target.record.pool]
+    family = 4 if target.rtype == "A" else 6
+    decision = decide.decide(pool, family, client, target.record.max_answers)
+    if decision.region is None:
+        # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
+        return Answer(NOERROR, True, found.answer, (target.negative_soa,), decision=decision)
+    rdatas: tuple[model.Rdata, ...] = tuple(
+        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address)
+        for e in decision.endpoints(rng)
+    )
+    rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
+    return Answer(NOERROR, True, (*found.answer, rrset), found.authority, found.additional, decision.ranking.scope, decision=decision)

@@ -1,0 +1,101 @@
+"""A zones directory to one `model.ZoneSet`, with the checks that span files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from geolb import model
+from geolb.config.zonefile import read_zone_file
+from geolb.errors import ConfigError, Where
+
+
+@dataclass
+class ZoneSetResult:
+    """What loading a directory gave: the zones to serve and every problem found.
+
+    `failed` names the files whose errors kept them out (or kept their last good
+    version in, on a reload); a start-up treats any error as fatal.
+    """
+
+    zoneset: model.ZoneSet
+    errors: list[ConfigError]
+    warnings: list[ConfigError] = field(default_factory=list)
+    failed: dict[str, list[ConfigError]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def zone_files(directory: str) -> list[str]:
+    """The `<zone>.yaml` files of a directory, sorted; editor droppings are skipped."""
+    names = sorted(name for name in os.listdir(directory) if name.endswith(".yaml") and not name.startswith("."))
+    return [os.path.join(directory, name) for name in names]
+
+
+def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneSetResult:
+    """Read every zone file; with `previous`, a file that fails keeps its last good zone."""
+    try:
+        paths = zone_files(directory)
+    except OSError as exc:
+        problem = ConfigError(Where(directory, 0), f"cannot read zones directory: {exc.strerror}")
+        return ZoneSetResult(previous or model.EMPTY_ZONESET, [problem], failed={directory: [problem]})
+    old_by_file = {zone.file: zone for zone in previous.zones.values()} if previous else {}
+
+    errors: list[ConfigError] = []
+    warnings: list[ConfigError] = []
+    failed: dict[str, list[ConfigError]] = {}
+    zones: list[model.Zone] = []
+    for path in paths:
+        old = old_by_file.get(path)
+        result = read_zone_file(path, previous_serial=old.serial if old else None)
+        warnings.extend(result.warnings)
+        if result.zone is not None:
+            zone = result.zone
+            if old is not None and old.digest == zone.digest and old.name == zone.name:
+                zone = old  # unchanged: keep its serial and identity
+            zones.append(zone)
+        else:
+            errors.extend(result.errors)
+            failed[path] = result.errors
+            if old is not None:
+                zones.append(old)
+
+    by_name: dict[str, model.Zone] = {}
+    pools: dict[str, model.Pool] = {}
+    for zone in zones:
+        if zone.name in by_name:
+            first = by_name[zone.name]
+            problem = ConfigError(Where(zone.file, 1), f"zone {zone.name} is also defined in {first.file}")
+            errors.append(problem)
+            failed.setdefault(zone.file, []).append(problem)
+            continue
+        clash = [name for name in zone.pools if name in pools]
+        if clash:
+            problem = ConfigError(
+                zone.pools[clash[0]].where,
+                f"pool '{clash[0]}' is also defined at {pools[clash[0]].where} (pool names are unique across the zones directory)",
+            )
+            errors.append(problem)
+            failed.setdefault(zone.file, []).append(problem)
+            continue
+        by_name[zone.name] = zone
+        pools.update(zone.pools)
+
+    for zone in list(by_name.values()):
+        missing = [
+            (node.geo.where, node.geo.pool) for node in zone.nodes.values() if node.geo is not None and node.geo.pool not in pools
+        ]
+        for at, pool in missing:
+            problem = ConfigError(at, f"GEO record names pool '{pool}', which no zone file defines")
+            errors.append(problem)
+            failed.setdefault(zone.file, []).append(problem)
+        if missing:
+            del by_name[zone.name]
+            for name in zone.pools:
+                pools.pop(name, None)
+
+    zoneset = model.ZoneSet(zones=MappingProxyType(by_name), pools=MappingProxyType(pools))
+    return ZoneSetResult(zoneset, errors, warnings, failed)

@@ -1,0 +1,1 @@
+"""Geo choice: where a client is (`locate`) and which region answers it (`rank`)."""

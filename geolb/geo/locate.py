@@ -1,0 +1,130 @@
+"""Address -> Location from a MaxMind (GeoIP2/GeoLite2 City or Country) database. The only GeoIP importer.
+
+geoip2's model objects cost ~10 µs a lookup; the raw record from maxminddb, the
+reader geoip2 is built on, carries the same fields at a fraction of that.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import os
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import maxminddb
+
+from geolb import model
+from geolb.errors import GeoIPError
+from geolb.geo.rank import Location
+
+# Addresses that have no place on the map (RFC 6890 special-purpose registries).
+# An address in one of them has no location, and that whole range shares the answer.
+_SPECIAL_NETWORKS: tuple[model.IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "::/127", "::ffff:0:0/96", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+    )
+)  # fmt: skip
+
+
+def special_network(address: model.IPAddress) -> model.IPNetwork | None:
+    """The special-purpose range holding `address` (private, loopback, documentation...), if any."""
+    for network in _SPECIAL_NETWORKS:
+        if network.version == address.version and address in network:
+            return network
+    return None
+
+
+def load_centroids() -> Mapping[str, tuple[float, float]]:
+    """ISO country code -> (latitude, longitude), from the table shipped with geolb."""
+    table: dict[str, tuple[float, float]] = {}
+    text = resources.files("geolb").joinpath("data/country-centroids.csv").read_text(encoding="utf-8")
+    for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
+        table[row["country"]] = (float(row["latitude"]), float(row["longitude"]))
+    return table
+
+
+class NoLocator:
+    """No database: every client is unknown, so GEO answers follow file order (SPEC §3 rule 2c)."""
+
+    description = "no GeoIP database"
+
+    def locate(self, address: model.IPAddress) -> Location:
+        return Location(special_network(address) or ipaddress.ip_network((address, 0)), source="no database")
+
+
+class GeoIPLocator:
+    """Locations from a MaxMind City or Country database (the kind is read from its metadata)."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise GeoIPError(f"GeoIP database {path}: no such file")
+        try:
+            self.reader = maxminddb.open_database(path)
+            self.database_type = str(self.reader.metadata().database_type)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise GeoIPError(f"GeoIP database {path}: not a readable MaxMind database ({exc})") from None
+        if "City" in self.database_type:
+            self.kind = "city"
+        elif "Country" in self.database_type:
+            self.kind = "country"
+        else:
+            raise GeoIPError(f"GeoIP database {path}: type {self.database_type!r} is neither a City nor a Country database")
+        self.path = path
+        self.centroids = load_centroids()
+        self.description = f"{path} ({self.database_type}, built {self._build_date()})"
+
+    def _build_date(self) -> str:
+        import datetime
+
+        epoch = int(self.reader.metadata().build_epoch)
+        return datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()
+
+    def locate(self, address: model.IPAddress) -> Location:
+        special = special_network(address)
+        if special is not None:
+            return Location(special, source="special-purpose address")
+        try:
+            record, prefix = self.reader.get_with_prefix_len(address)
+        except (ValueError, maxminddb.InvalidDatabaseError):
+            return Location(ipaddress.ip_network((address, address.max_prefixlen)), source="database error")
+        network = ipaddress.ip_network((address, prefix), strict=False)
+        if not isinstance(record, dict):
+            return Location(network, source="not in database")
+        return self._location(network, record)
+
+    def _location(self, network: model.IPNetwork, record: dict[str, Any]) -> Location:
+        country_rec = record.get("country") or record.get("registered_country") or {}
+        country = country_rec.get("iso_code")
+        continent = (record.get("continent") or {}).get("code")
+        where = record.get("location") or {}
+        lat, lon = where.get("latitude"), where.get("longitude")
+        if lat is not None and lon is not None:
+            return Location(network, country, continent, float(lat), float(lon), source=self.kind)
+        if country in self.centroids:
+            lat, lon = self.centroids[country]
+            return Location(network, country, continent, lat, lon, source="country centroid")
+        return Location(network, country, continent, source=self.kind)
+
+
+def open_locator(path: str | None) -> GeoIPLocator | NoLocator:
+    """The locator for `--geoip`; None means the bundled database, or none if it is not installed."""
+    if path is not None:
+        return GeoIPLocator(path)
+    bundled = bundled_database()
+    return GeoIPLocator(bundled) if bundled is not None else NoLocator()
+
+
+def bundled_database() -> str | None:
+    """The GeoLite2 City database of the `maxminddb-geolite2` package, when installed."""
+    try:
+        from _maxminddb_geolite2 import geolite2_database  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    path = str(geolite2_database())
+    return path if os.path.exists(path) else None

@@ -1,0 +1,188 @@
+"""Pool x client x Location x HealthView -> Decision: region ranking, skips and why, ECS scope. Pure."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from geolb import model
+from geolb.health.state import HealthView
+
+EARTH_RADIUS_KM = 6371.0
+
+
+@dataclass(frozen=True)
+class Location:
+    """What a GeoIP database knows of an address; all None when it knows nothing.
+
+    `network` is the database network holding the address: every address in it has
+    the same location, so its prefix length bounds the ECS scope of the answer.
+    """
+
+    network: model.IPNetwork
+    country: str | None = None
+    continent: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    source: str = "none"  # "city", "country centroid", "private", "not in database", ...
+
+    @property
+    def coordinates(self) -> tuple[float, float] | None:
+        if self.latitude is None or self.longitude is None:
+            return None
+        return self.latitude, self.longitude
+
+    @property
+    def known(self) -> bool:
+        return self.country is not None or self.continent is not None or self.coordinates is not None
+
+
+@dataclass(frozen=True)
+class RankedRegion:
+    region: model.Region
+    reason: str  # why it sits where it does: "networks 10.1.0.0/16", "country US", "1234 km", ...
+    distance_km: float | None = None
+
+
+@dataclass(frozen=True)
+class RegionRanking:
+    """A pool's regions in preference order for one client network."""
+
+    rule: str  # "networks", "geoip" or "file order"
+    regions: tuple[RankedRegion, ...]
+    scope: int  # the prefix length around the client for which this ranking holds
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The region and endpoints a GEO answer comes from, and how they were picked."""
+
+    pool: str
+    family: int  # 4 or 6
+    ranking: RegionRanking
+    region: model.Region | None  # None: the pool has no endpoint of this family (NODATA)
+    candidates: tuple[model.Endpoint, ...]  # the region's endpoints eligible to answer
+    skipped: tuple[tuple[str, str], ...]  # (region, why) for regions passed over
+    failed_open: bool
+    max_answers: int | None
+
+    def endpoints(self, rng: random.Random) -> tuple[model.Endpoint, ...]:
+        """The answer: candidates in weighted-random order, `max_answers` of them."""
+        return weighted_order(self.candidates, self.max_answers, rng)
+
+
+def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def rank_regions(pool: model.Pool, client: model.IPAddress, location: Location) -> RegionRanking:
+    """SPEC §3 rule 2: `networks`, then the GeoIP location, then file order."""
+    matched = _matching_rule(pool.networks, client)
+    if matched is not None:
+        pinned = [pool.region(name) for name in matched.regions]
+        first = tuple(RankedRegion(r, f"networks {matched.network}") for r in pinned if r is not None)
+        rest = _by_location(pool, location, exclude={r.region.name for r in first})
+        scope = _scope(pool.networks, client, matched.network.prefixlen, matched)
+        return RegionRanking("networks", first + rest, scope)
+    scope = _scope(pool.networks, client, location.network.prefixlen, None)
+    if len(pool.regions) == 1:
+        scope = 0  # one region: the answer does not depend on the client at all
+    if not location.known:
+        return RegionRanking("file order", _by_location(pool, location, exclude=set()), scope)
+    return RegionRanking("geoip", _by_location(pool, location, exclude=set()), scope)
+
+
+def _by_location(pool: model.Pool, location: Location, exclude: set[str]) -> tuple[RankedRegion, ...]:
+    """Country, then continent, then distance; regions without a location last, in file order."""
+    country: list[RankedRegion] = []
+    continent: list[RankedRegion] = []
+    by_distance: list[tuple[float, int, RankedRegion]] = []
+    unlocated: list[RankedRegion] = []
+    here = location.coordinates
+    for index, region in enumerate(pool.regions):
+        if region.name in exclude:
+            continue
+        if location.country is not None and location.country in region.countries:
+            country.append(RankedRegion(region, f"country {location.country}"))
+        elif location.continent is not None and location.continent in region.continents:
+            continent.append(RankedRegion(region, f"continent {location.continent}"))
+        elif region.location is None:
+            unlocated.append(RankedRegion(region, "region has no location"))
+        elif here is None:
+            by_distance.append((0.0, index, RankedRegion(region, "no client location: file order")))
+        else:
+            km = great_circle_km(here, region.location)
+            by_distance.append((km, index, RankedRegion(region, f"{km:.0f} km", km)))
+    by_distance.sort(key=lambda item: (item[0], item[1]))
+    return (*country, *continent, *(r for _, _, r in by_distance), *unlocated)
+
+
+def _matching_rule(rules: Sequence[model.NetworkRule], client: model.IPAddress) -> model.NetworkRule | None:
+    best: model.NetworkRule | None = None
+    for rule in rules:
+        if rule.network.version == client.version and client in rule.network:
+            if best is None or rule.network.prefixlen > best.network.prefixlen:
+                best = rule
+    return best
+
+
+def _scope(rules: Sequence[model.NetworkRule], client: model.IPAddress, base: int, matched: model.NetworkRule | None) -> int:
+    """The shortest prefix around `client` that holds no other rule that would change its ranking.
+
+    A more specific rule that does not contain the client splits any prefix shorter
+    than the bits it shares with the client, plus one.
+    """
+    scope = base
+    width = client.max_prefixlen
+    value = int(client)
+    for rule in rules:
+        if rule is matched or rule.network.version != client.version or client in rule.network:
+            continue
+        shared = width - (value ^ int(rule.network.network_address)).bit_length()
+        if shared >= scope:
+            scope = min(width, shared + 1)
+    return scope
+
+
+def choose(
+    pool: model.Pool,
+    ranking: RegionRanking,
+    family: int,
+    health: HealthView,
+    max_answers: int | None,
+) -> Decision:
+    """SPEC §3 rules 3-4: the first region with a healthy endpoint of the family, else fail open."""
+    skipped: list[tuple[str, str]] = []
+    first_with_family: model.Region | None = None
+    for ranked in ranking.regions:
+        region = ranked.region
+        of_family = [e for e in region.endpoints if e.address.version == family]
+        if not of_family:
+            skipped.append((region.name, f"no IPv{family} endpoint"))
+            continue
+        if first_with_family is None:
+            first_with_family = region
+        healthy = tuple(e for e in of_family if health.is_up(e.key))
+        if healthy:
+            return Decision(pool.name, family, ranking, region, healthy, tuple(skipped), False, max_answers)
+        skipped.append((region.name, f"every IPv{family} endpoint is down"))
+    if first_with_family is None:
+        return Decision(pool.name, family, ranking, None, (), tuple(skipped), False, max_answers)
+    candidates = tuple(e for e in first_with_family.endpoints if e.address.version == family)
+    return Decision(pool.name, family, ranking, first_with_family, candidates, tuple(skipped), True, max_answers)
+
+
+def weighted_order(endpoints: Sequence[model.Endpoint], limit: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:
+    """A weighted random order without replacement (Efraimidis-Spirakis keys u^(1/w)).
+
+    Weight 0 means standby: such endpoints answer only when every candidate has weight 0.
+    """
+    weighted = [e for e in endpoints if e.weight > 0] or list(endpoints)
+    if len(weighted) == 1:
+        return (weighted[0],)
+    keyed = sorted(weighted, key=lambda e: rng.random() ** (1.0 / (e.weight or 1)), reverse=True)
+    return tuple(keyed[:limit] if limit is not None else keyed)

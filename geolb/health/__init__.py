@@ -1,0 +1,1 @@
+"""Health: endpoint state (`state`), single probes (`probe`) and their schedule (`prober`)."""

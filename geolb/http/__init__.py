@@ -1,0 +1,1 @@
+"""The HTTP API (aiohttp): health, status, explain, reload, forced states, metrics."""

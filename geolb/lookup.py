@@ -1,0 +1,159 @@
+"""Question x ZoneSet -> Lookup: answer, NXDOMAIN, NODATA, referral or a GEO record to resolve. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geolb import model
+from geolb.names import parent
+
+NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
+QTYPE_A, QTYPE_NS, QTYPE_CNAME, QTYPE_SOA, QTYPE_AAAA, QTYPE_DS, QTYPE_ANY = 1, 2, 5, 6, 28, 43, 255
+QTYPE_AXFR, QTYPE_IXFR = 252, 251
+CLASS_IN, CLASS_ANY = 1, 255
+MAX_CHAIN = 12  # CNAMEs followed before a chain counts as a loop
+
+# RFC 8482: the one RRset an ANY query gets, in this order of preference.
+_ANY_PREFERENCE = ("SOA", "A", "AAAA", "MX", "TXT", "SRV", "CAA", "PTR", "NS")
+
+
+@dataclass(frozen=True)
+class GeoTarget:
+    """A GEO record reached by the question: `answer.py` chooses its endpoints per client."""
+
+    owner: str
+    record: model.GeoRecord
+    rtype: str  # "A" or "AAAA"
+    negative_soa: model.RRset  # for NODATA when the pool has no endpoint of that family
+
+
+@dataclass(frozen=True)
+class Lookup:
+    rcode: int
+    aa: bool
+    answer: tuple[model.RRset, ...] = ()
+    authority: tuple[model.RRset, ...] = ()
+    additional: tuple[model.RRset, ...] = ()
+    geo: GeoTarget | None = None
+    referral: bool = False
+
+
+REFUSED_LOOKUP = Lookup(rcode=REFUSED, aa=False)
+
+
+def negative_soa(zone: model.Zone) -> model.RRset:
+    """The SOA for negative answers, its TTL capped at the SOA minimum (RFC 2308)."""
+    return model.RRset(zone.name, "SOA", zone.negative_ttl, zone.soa.rdatas)
+
+
+def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN) -> Lookup:
+    """Resolve `name`/`qtype` in the served zones, following CNAMEs that stay inside them."""
+    zone = zoneset.find_zone(name)
+    if zone is None or qclass not in (CLASS_IN, CLASS_ANY) or qtype in (QTYPE_AXFR, QTYPE_IXFR):
+        return REFUSED_LOOKUP
+    chain: list[model.RRset] = []
+    seen = {name}
+    while True:
+        step = _lookup_in_zone(zone, name, qtype)
+        if not chain:
+            if step.cname is None:
+                return step.result
+        else:
+            result = step.result
+            if result.referral:
+                return Lookup(NOERROR, True, tuple(chain))  # the resolver follows it from here
+            if step.cname is None:
+                return Lookup(result.rcode, True, (*chain, *result.answer), result.authority, result.additional, result.geo)
+        assert step.cname is not None
+        chain.append(step.cname)
+        cname = step.cname.rdatas[0]
+        assert isinstance(cname, model.CNAME)
+        target = cname.target
+        next_zone = zoneset.find_zone(target)
+        if next_zone is None or target in seen or len(chain) >= MAX_CHAIN:
+            return Lookup(NOERROR, True, tuple(chain))
+        seen.add(target)
+        zone, name = next_zone, target
+
+
+@dataclass(frozen=True)
+class _Step:
+    result: Lookup
+    cname: model.RRset | None = None  # set when the name is an alias to follow
+
+
+def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
+    if zone.delegations:
+        cut = _delegation_at_or_above(zone, name)
+        if cut is not None and not (cut == name and qtype == QTYPE_DS):
+            return _Step(_referral(zone, cut))
+
+    node = zone.nodes.get(name)
+    if node is None:
+        if name in zone.empty_nonterminals:
+            return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),)))
+        node = _wildcard(zone, name)
+        if node is None:
+            return _Step(Lookup(NXDOMAIN, True, authority=(negative_soa(zone),)))
+    return _answer_from_node(zone, node, name, qtype)
+
+
+def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int) -> _Step:
+    rrsets = node.rrsets
+    cname = rrsets.get("CNAME")
+    if cname is not None and qtype != QTYPE_CNAME:
+        return _Step(Lookup(NOERROR, True), cname=_owned(cname, owner))
+    if qtype == QTYPE_ANY:
+        for rtype in _ANY_PREFERENCE:
+            if rtype in rrsets:
+                return _Step(Lookup(NOERROR, True, (_owned(rrsets[rtype], owner),)))
+        ttl = node.geo.ttl if node.geo is not None else zone.soa.ttl
+        hinfo = model.RRset(owner, "HINFO", ttl, (model.HINFO("RFC8482", ""),))
+        return _Step(Lookup(NOERROR, True, (hinfo,)))
+    if node.geo is not None and qtype in (QTYPE_A, QTYPE_AAAA):
+        target = GeoTarget(owner, node.geo, "A" if qtype == QTYPE_A else "AAAA", negative_soa(zone))
+        return _Step(Lookup(NOERROR, True, geo=target))
+    rrset = rrsets.get(model.RTYPE_NAMES.get(qtype, ""))
+    if rrset is None:
+        return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),)))
+    additional = _glue(zone, rrset) if rrset.rtype == "NS" else ()
+    return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=additional))
+
+
+def _owned(rrset: model.RRset, owner: str) -> model.RRset:
+    """The RRset under `owner` (a wildcard's data answers under the name asked)."""
+    return rrset if rrset.name == owner else model.RRset(owner, rrset.rtype, rrset.ttl, rrset.rdatas)
+
+
+def _delegation_at_or_above(zone: model.Zone, name: str) -> str | None:
+    while name != zone.name and name != ".":
+        if name in zone.delegations:
+            return name
+        name = parent(name)
+    return None
+
+
+def _referral(zone: model.Zone, cut: str) -> Lookup:
+    ns = zone.nodes[cut].rrsets["NS"]
+    return Lookup(NOERROR, False, authority=(ns,), additional=_glue(zone, ns), referral=True)
+
+
+def _glue(zone: model.Zone, ns: model.RRset) -> tuple[model.RRset, ...]:
+    """A/AAAA of the nameservers that live in this zone."""
+    glue: list[model.RRset] = []
+    for rdata in ns.rdatas:
+        assert isinstance(rdata, model.NS)
+        node = zone.nodes.get(rdata.target)
+        if node is not None:
+            glue.extend(node.rrsets[t] for t in ("A", "AAAA") if t in node.rrsets)
+    return tuple(glue)
+
+
+def _wildcard(zone: model.Zone, name: str) -> model.Node | None:
+    """RFC 4592: the `*` child of the closest encloser, if there is one."""
+    encloser = name
+    while encloser != zone.name:
+        encloser = parent(encloser)
+        if encloser in zone.nodes or encloser in zone.empty_nonterminals:
+            break
+    return zone.nodes.get("*." + encloser)

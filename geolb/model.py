@@ -1,0 +1,268 @@
+"""Frozen dataclasses for what the zone files mean: zones, records, pools, regions, endpoints.
+
+Built once by `geolb.config`; read by the DNS path, the prober and the HTTP API.
+Imports nothing beyond the standard library. Names are absolute, lower-case and end
+with a dot ("www.example.com.").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from geolb.errors import Where
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Record type codes (RFC 1035 and successors) for the types geolb serves.
+RTYPE_CODES: Mapping[str, int] = {
+    "A": 1,
+    "NS": 2,
+    "CNAME": 5,
+    "SOA": 6,
+    "PTR": 12,
+    "HINFO": 13,
+    "MX": 15,
+    "TXT": 16,
+    "AAAA": 28,
+    "SRV": 33,
+    "DS": 43,
+    "CAA": 257,
+}
+RTYPE_NAMES: Mapping[int, str] = {code: name for name, code in RTYPE_CODES.items()}
+
+
+# --- record data ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class A:
+    address: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class AAAA:
+    address: ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class CNAME:
+    target: str
+
+
+@dataclass(frozen=True)
+class NS:
+    target: str
+
+
+@dataclass(frozen=True)
+class PTR:
+    target: str
+
+
+@dataclass(frozen=True)
+class MX:
+    preference: int
+    exchange: str
+
+
+@dataclass(frozen=True)
+class TXT:
+    strings: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SRV:
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+@dataclass(frozen=True)
+class CAA:
+    flags: int
+    tag: str
+    value: str
+
+
+@dataclass(frozen=True)
+class SOA:
+    mname: str
+    rname: str
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+
+@dataclass(frozen=True)
+class HINFO:
+    cpu: str
+    os: str
+
+
+Rdata = A | AAAA | CNAME | NS | PTR | MX | TXT | SRV | CAA | SOA | HINFO
+
+
+@dataclass(frozen=True)
+class RRset:
+    """Records of one name and type, sharing one TTL."""
+
+    name: str
+    rtype: str
+    ttl: int
+    rdatas: tuple[Rdata, ...]
+
+
+# --- health checks and pools ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How one endpoint is checked; hashable so identical checks are probed once."""
+
+    type: str  # http | https | tcp | none
+    port: int
+    path: str
+    host: str | None
+    expect_status: tuple[int, ...]
+    expect_body: str | None
+    interval: float
+    timeout: float
+    fall: int
+    rise: int
+    tls_verify: bool
+
+
+@dataclass(frozen=True)
+class HealthKey:
+    """One distinct thing the prober checks: an address and the check to run on it."""
+
+    address: IPAddress
+    check: HealthCheck
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: IPAddress
+    weight: int
+    health: HealthCheck
+    where: Where = field(compare=False)
+
+    @property
+    def key(self) -> HealthKey:
+        return HealthKey(self.address, self.health)
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    location: tuple[float, float] | None  # latitude, longitude in degrees
+    countries: frozenset[str]
+    continents: frozenset[str]
+    endpoints: tuple[Endpoint, ...]
+    where: Where = field(compare=False)
+
+
+@dataclass(frozen=True)
+class NetworkRule:
+    """A client prefix pinned to regions, in preference order."""
+
+    network: IPNetwork
+    regions: tuple[str, ...]
+    where: Where = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Regions of endpoints that GEO records choose from, plus the zone's pinned networks.
+
+    `networks` holds only the zone's rules that name a region of this pool, with the
+    other regions dropped: a rule that names none of them is passed over (SPEC §2).
+    """
+
+    name: str
+    zone: str
+    regions: tuple[Region, ...]
+    networks: tuple[NetworkRule, ...]
+    where: Where = field(compare=False)
+
+    def region(self, name: str) -> Region | None:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        return None
+
+
+@dataclass(frozen=True)
+class GeoRecord:
+    """A GEO record: A/AAAA for `name` chosen per client from `pool`."""
+
+    pool: str
+    ttl: int
+    max_answers: int | None
+    where: Where = field(compare=False)
+
+
+# --- zones ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """Everything owned by one name: static RRsets by type name, and at most one GEO."""
+
+    name: str
+    rrsets: Mapping[str, RRset]
+    geo: GeoRecord | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    file: str
+    soa: RRset
+    ns: RRset
+    nodes: Mapping[str, Node]
+    empty_nonterminals: frozenset[str]
+    delegations: frozenset[str]  # zone cuts below the apex
+    pools: Mapping[str, Pool]
+    digest: str  # of the file's bytes: a reload knows whether it changed
+
+    @property
+    def serial(self) -> int:
+        soa = self.soa.rdatas[0]
+        assert isinstance(soa, SOA)
+        return soa.serial
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308: the SOA's TTL capped by its minimum field."""
+        soa = self.soa.rdatas[0]
+        assert isinstance(soa, SOA)
+        return min(self.soa.ttl, soa.minimum)
+
+
+@dataclass(frozen=True)
+class ZoneSet:
+    """Every zone served, swapped as one object on reload."""
+
+    zones: Mapping[str, Zone]
+    pools: Mapping[str, Pool]
+
+    def find_zone(self, name: str) -> Zone | None:
+        """The zone with the longest apex that `name` is at or below."""
+        while True:
+            zone = self.zones.get(name)
+            if zone is not None:
+                return zone
+            dot = name.find(".")
+            if dot < 0 or dot == len(name) - 1:
+                return None
+            name = name[dot + 1 :]
+
+
+EMPTY_ZONESET = ZoneSet(zones={}, pools={})

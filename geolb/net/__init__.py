@@ -1,0 +1,1 @@
+"""Sockets: UDP and TCP listeners that move bytes between clients and the QueryHandler."""
