@@ -62,8 +62,7 @@ def build_answer(
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
         return Answer(NOERROR, True, found.answer, (target.negative_soa,), decision=decision)
     rdatas: tuple[model.Rdata, ...] = tuple(
-        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address)
-        for e in decision.endpoints(rng)
+        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address) for e in decision.endpoints(rng)
     )
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
     return Answer(NOERROR, True, (*found.answer, rrset), found.authority, found.additional, decision.ranking.scope, decision=decision)

@@ -45,8 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", action="append", type=_host_port, metavar="HOST:PORT",
         help="DNS address, UDP and TCP; repeat for more (default: 127.0.0.1:5353; IPv6 as [::1]:5353)",
     )  # fmt: skip
-    serve.add_argument("--http", type=_http, default=HostPort("127.0.0.1", 8053), metavar="HOST:PORT", help="HTTP API address, or 'off' (default: 127.0.0.1:8053)")
-    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close idle TCP connections after this (default: 10)")
+    serve.add_argument(
+        "--http",
+        type=_http,
+        default=HostPort("127.0.0.1", 8053),
+        metavar="HOST:PORT",
+        help="HTTP API address, or 'off' (default: 127.0.0.1:8053)",
+    )
+    serve.add_argument(
+        "--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close idle TCP connections after this (default: 10)"
+    )
     serve.add_argument("--tcp-max-connections", type=int, default=1024, metavar="N", help="concurrent TCP connections (default: 1024)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
@@ -125,7 +133,10 @@ def resolve(name: str, qtype_text: str, client_text: str, zones_dir: str, geoip:
 
 def render_answer(qname: str, qtype: str, client: str, answer: Answer, geoip: str) -> str:
     rcodes = {0: "NOERROR", 3: "NXDOMAIN", 5: "REFUSED"}
-    lines = [f";; {qname} {qtype} for client {client} ({geoip})", f";; status {rcodes.get(answer.rcode, answer.rcode)}, ECS scope /{answer.ecs_scope}"]
+    lines = [
+        f";; {qname} {qtype} for client {client} ({geoip})",
+        f";; status {rcodes.get(answer.rcode, answer.rcode)}, ECS scope /{answer.ecs_scope}",
+    ]
     for section, rrsets in (("answer", answer.answer), ("authority", answer.authority), ("additional", answer.additional)):
         if rrsets:
             lines.append(f";; {section}")

@@ -143,8 +143,8 @@ class Server:
                 await site.start()
             except OSError as exc:
                 raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
-            sockets = [s for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-            port = sockets[0].getsockname()[1] if sockets else self.options.http.port
+            bound = self._http_runner.addresses
+            port = int(bound[0][1]) if bound else self.options.http.port
             self.http_address = str(HostPort(self.options.http.host, port))
 
     def ready_line(self) -> str:

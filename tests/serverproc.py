@@ -66,7 +66,9 @@ class RunningServer:
         message.flags &= ~dns.flags.RD
         return self.send(message, tcp=tcp, host=host, port=port)
 
-    def send(self, message: dns.message.Message, *, tcp: bool = False, host: str | None = None, port: int | None = None) -> dns.message.Message:
+    def send(
+        self, message: dns.message.Message, *, tcp: bool = False, host: str | None = None, port: int | None = None
+    ) -> dns.message.Message:
         where, to = host or self.host, port or self.port
         if tcp:
             return dns.query.tcp(message, where, port=to, timeout=3)

@@ -36,7 +36,7 @@ def is_null(node: Node) -> bool:
 def scalar_value(node: Node) -> object:
     """A scalar as YAML types it (int, float, bool, None, str); collections come back as-is."""
     if isinstance(node, yaml.ScalarNode):
-        return _constructor.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        return _constructor.construct_object(node, deep=True)
     return node
 
 

@@ -23,7 +23,7 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"expected a duration such as 10, 2.5, \"500ms\", \"10s\" or \"2m\", got {value!r}")
+        raise ValueError(f'expected a duration such as 10, 2.5, "500ms", "10s" or "2m", got {value!r}')
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
     return seconds
@@ -65,7 +65,7 @@ def parse_name(text: str, origin: str) -> str:
 def _fields(text: str, count: int, shape: str) -> list[str]:
     parts = text.split()
     if len(parts) != count:
-        raise ValueError(f"expected \"{shape}\", got {text!r}")
+        raise ValueError(f'expected "{shape}", got {text!r}')
     return parts
 
 

@@ -69,6 +69,9 @@ class ZoneFileResult:
     zone: model.Zone | None
     errors: list[ConfigError]
     warnings: list[ConfigError] = field(default_factory=list)
+    # Kept even when the file fails, so cross-file checks can still run on it.
+    pools_declared: frozenset[str] = frozenset()
+    geo_refs: tuple[tuple[str, Where], ...] = ()
 
 
 @dataclass
@@ -99,9 +102,10 @@ def read_zone_file(path: str, *, previous_serial: int | None = None) -> ZoneFile
     except ConfigError as exc:
         return ZoneFileResult(None, [exc])
     zone = reader.read(root)
+    pools, refs = frozenset(reader.pools_declared), tuple(reader.geo_refs)
     if reader.errors:
-        return ZoneFileResult(None, reader.errors, reader.warnings)
-    return ZoneFileResult(zone, [], reader.warnings)
+        return ZoneFileResult(None, reader.errors, reader.warnings, pools, refs)
+    return ZoneFileResult(zone, [], reader.warnings, pools, refs)
 
 
 def derived_serial(mtime: float, previous: int | None) -> int:
@@ -120,6 +124,8 @@ class _ZoneReader:
         self.previous_serial = previous_serial
         self.errors: list[ConfigError] = []
         self.warnings: list[ConfigError] = []
+        self.pools_declared: set[str] = set()
+        self.geo_refs: list[tuple[str, Where]] = []
         base = os.path.basename(path)
         self.origin = absolute(base[: -len(".yaml")] if base.endswith(".yaml") else base, ".")
 
@@ -223,7 +229,9 @@ class _ZoneReader:
             return None
         return self.build_zone(default_ttl, soa, nameservers, networks, pools, records, geos)
 
-    def read_nameservers(self, entry: tuple[yaml.Node, yaml.Node] | None, root: yaml.Node) -> dict[str, tuple[list[model.IPAddress], Where]] | None:
+    def read_nameservers(
+        self, entry: tuple[yaml.Node, yaml.Node] | None, root: yaml.Node
+    ) -> dict[str, tuple[list[model.IPAddress], Where]] | None:
         if entry is None:
             self.error(root, "nameservers: at least one nameserver is required")
             return None
@@ -274,11 +282,17 @@ class _ZoneReader:
                         values[key] = seconds
         if nameservers is None:
             return None
-        mname = values.get("mname", next(iter(nameservers)))
-        rname = values.get("rname", f"hostmaster.{self.origin}")
-        serial = values.get("serial", derived_serial(self.mtime, self.previous_serial))
-        timers = {key: values.get(key, default) for key, default in SOA_DEFAULTS.items()}
-        soa = model.SOA(str(mname), str(rname), int(serial), **{k: int(v) for k, v in timers.items()})  # type: ignore[call-overload]
+        numbers = {key: int(value) for key, value in values.items() if isinstance(value, int)}
+        timers = {key: numbers.get(key, default) for key, default in SOA_DEFAULTS.items()}
+        soa = model.SOA(
+            mname=str(values.get("mname", next(iter(nameservers)))),
+            rname=str(values.get("rname", f"hostmaster.{self.origin}")),
+            serial=numbers.get("serial", derived_serial(self.mtime, self.previous_serial)),
+            refresh=timers["refresh"],
+            retry=timers["retry"],
+            expire=timers["expire"],
+            minimum=timers["minimum"],
+        )
         return model.RRset(self.origin, "SOA", ttl, (soa,))
 
     # --- health ---------------------------------------------------------------------------
@@ -393,6 +407,7 @@ class _ZoneReader:
     def read_pools(self, node: yaml.Node, zone_health: Mapping[str, object]) -> dict[str, model.Pool]:
         pools: dict[str, model.Pool] = {}
         for pool_name, key_node, value in self.entries(node, "pools"):
+            self.pools_declared.add(pool_name)
             sections = {key: v for key, _k, v in self.mapping(value, f"pool {pool_name}", POOL_KEYS)}
             health = self.read_health(sections["health"], zone_health) if "health" in sections else dict(zone_health)
             regions: list[model.Region] = []
@@ -408,7 +423,9 @@ class _ZoneReader:
             pools[pool_name] = model.Pool(pool_name, self.origin, tuple(regions), (), self.at(key_node))
         return pools
 
-    def read_region(self, pool: str, name: str, key_node: yaml.Node, node: yaml.Node, pool_health: Mapping[str, object]) -> model.Region | None:
+    def read_region(
+        self, pool: str, name: str, key_node: yaml.Node, node: yaml.Node, pool_health: Mapping[str, object]
+    ) -> model.Region | None:
         sections = {key: v for key, _k, v in self.mapping(node, f"region {name}", REGION_KEYS)}
         health = self.read_health(sections["health"], pool_health) if "health" in sections else dict(pool_health)
         location = self.read_location(sections["location"]) if "location" in sections else None
@@ -421,7 +438,9 @@ class _ZoneReader:
             if endpoint is None:
                 continue
             if endpoint.address in seen:
-                self.error(item, f"endpoint {endpoint.address} is listed twice in region {name} (first at line {seen[endpoint.address].line})")
+                self.error(
+                    item, f"endpoint {endpoint.address} is listed twice in region {name} (first at line {seen[endpoint.address].line})"
+                )
                 continue
             seen[endpoint.address] = endpoint.where
             endpoints.append(endpoint)
@@ -450,7 +469,11 @@ class _ZoneReader:
             text = scalar_text(item)  # the text as written: YAML 1.1 would read NO as false
             code = text.strip().upper() if text else ""
             if not valid(code):  # type: ignore[operator]
-                kind = "ISO 3166 country codes such as US or NO" if what == "countries" else f"continent codes ({', '.join(sorted(CONTINENTS))})"
+                kind = (
+                    "ISO 3166 country codes such as US or NO"
+                    if what == "countries"
+                    else f"continent codes ({', '.join(sorted(CONTINENTS))})"
+                )
                 self.error(item, f"{what} takes {kind}, got {text!r}")
                 continue
             codes.add(code)
@@ -521,6 +544,7 @@ class _ZoneReader:
                 self.error(node, f"GEO record of {owner} needs a pool")
                 return
             pool = scalar_text(fields["pool"]) or ""
+            self.geo_refs.append((pool, self.at(fields["pool"])))
             ttl = self.convert(ttl_node, "ttl", parse_ttl) if ttl_node is not None else DEFAULT_GEO_TTL
             max_answers = None
             if "max_answers" in fields:
@@ -589,7 +613,9 @@ class _ZoneReader:
             for rtype, group in by_type.items():
                 explicit = {r.ttl for r in group if r.ttl >= 0}
                 if len(explicit) > 1:
-                    self.errors.append(ConfigError(group[-1].where, f"records of one RRset ({owner} {rtype}) must share one TTL, got {sorted(explicit)}"))
+                    self.errors.append(
+                        ConfigError(group[-1].where, f"records of one RRset ({owner} {rtype}) must share one TTL, got {sorted(explicit)}")
+                    )
                 ttl = min(explicit) if explicit else default_ttl
                 unique: list[model.Rdata] = []
                 for record in group:
@@ -611,7 +637,12 @@ class _ZoneReader:
                     others = sorted(set(types) - {"CNAME"} | ({"GEO"} if owner in geos else set()))
                     self.errors.append(ConfigError(first_where, f"CNAME at {owner} cannot have other data beside it ({', '.join(others)})"))
             if owner in geos and ({"A", "AAAA"} & set(types)):
-                self.errors.append(ConfigError(geos[owner].where, f"GEO at {owner} answers A and AAAA; remove the static {'/'.join(sorted({'A', 'AAAA'} & set(types)))}"))
+                self.errors.append(
+                    ConfigError(
+                        geos[owner].where,
+                        f"GEO at {owner} answers A and AAAA; remove the static {'/'.join(sorted({'A', 'AAAA'} & set(types)))}",
+                    )
+                )
             if owner in delegations and set(types) - {"NS"} - ({"A", "AAAA"} if owner in nameservers else set()):
                 self.errors.append(ConfigError(first_where, f"{owner} is delegated (NS); only NS can stand at a delegation point"))
             cut = _cut_above(owner, delegations, origin)
@@ -631,18 +662,23 @@ class _ZoneReader:
                 for rdata in types["NS"].rdatas:
                     assert isinstance(rdata, model.NS)
                     if is_at_or_below(rdata.target, owner) and not ({"A", "AAAA"} & set(rrsets.get(rdata.target, {}))):
-                        self.errors.append(ConfigError(records[owner][0].where, f"delegation {owner} names {rdata.target}, which is below it and needs glue (A/AAAA records)"))
+                        self.errors.append(
+                            ConfigError(
+                                records[owner][0].where,
+                                f"delegation {owner} names {rdata.target}, which is below it and needs glue (A/AAAA records)",
+                            )
+                        )
         if self.errors:
             return None
 
         ns_rrset = model.RRset(origin, "NS", default_ttl, tuple(model.NS(ns) for ns in nameservers))
         nodes: dict[str, model.Node] = {}
         for owner in set(rrsets) | set(geos) | {origin}:
-            owned = dict(rrsets.get(owner, {}))
+            node_rrsets = dict(rrsets.get(owner, {}))
             if owner == origin:
-                owned["SOA"] = soa
-                owned["NS"] = ns_rrset
-            nodes[owner] = model.Node(owner, MappingProxyType(owned), geos.get(owner))
+                node_rrsets["SOA"] = soa
+                node_rrsets["NS"] = ns_rrset
+            nodes[owner] = model.Node(owner, MappingProxyType(node_rrsets), geos.get(owner))
         ents: set[str] = set()
         for owner in nodes:
             name = owner

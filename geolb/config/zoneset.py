@@ -48,10 +48,14 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
     warnings: list[ConfigError] = []
     failed: dict[str, list[ConfigError]] = {}
     zones: list[model.Zone] = []
+    declared: set[str] = set()
+    refs: list[tuple[str, str, Where]] = []
     for path in paths:
         old = old_by_file.get(path)
         result = read_zone_file(path, previous_serial=old.serial if old else None)
         warnings.extend(result.warnings)
+        declared |= result.pools_declared
+        refs.extend((path, pool, at) for pool, at in result.geo_refs)
         if result.zone is not None:
             zone = result.zone
             if old is not None and old.digest == zone.digest and old.name == zone.name:
@@ -84,14 +88,20 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
         by_name[zone.name] = zone
         pools.update(zone.pools)
 
-    for zone in list(by_name.values()):
-        missing = [
-            (node.geo.where, node.geo.pool) for node in zone.nodes.values() if node.geo is not None and node.geo.pool not in pools
-        ]
-        for at, pool in missing:
+    # GEO records may name a pool of any zone file. A pool that no file declares is an
+    # error in the file that names it, even when that file has other errors too.
+    for path, pool, at in refs:
+        if pool not in declared:
             problem = ConfigError(at, f"GEO record names pool '{pool}', which no zone file defines")
             errors.append(problem)
-            failed.setdefault(zone.file, []).append(problem)
+            failed.setdefault(path, []).append(problem)
+    for zone in list(by_name.values()):
+        missing = [(n.geo.where, n.geo.pool) for n in zone.nodes.values() if n.geo is not None and n.geo.pool not in pools]
+        for at, pool in missing:
+            if pool in declared:
+                problem = ConfigError(at, f"GEO record names pool '{pool}', whose zone file has errors")
+                errors.append(problem)
+                failed.setdefault(zone.file, []).append(problem)
         if missing:
             del by_name[zone.name]
             for name in zone.pools:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import itertools
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -75,6 +76,13 @@ class GeoIPLocator:
             self.kind = "country"
         else:
             raise GeoIPError(f"GeoIP database {path}: type {self.database_type!r} is neither a City nor a Country database")
+        try:
+            # A cheap look at the first records catches a corrupt data section at start-up
+            # rather than at the first unlucky query.
+            for _record in itertools.islice(iter(self.reader), 2000):
+                pass
+        except (ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise GeoIPError(f"GeoIP database {path}: corrupt ({exc})") from None
         self.path = path
         self.centroids = load_centroids()
         self.description = f"{path} ({self.database_type}, built {self._build_date()})"
@@ -106,7 +114,7 @@ class GeoIPLocator:
         lat, lon = where.get("latitude"), where.get("longitude")
         if lat is not None and lon is not None:
             return Location(network, country, continent, float(lat), float(lon), source=self.kind)
-        if country in self.centroids:
+        if country is not None and country in self.centroids:
             lat, lon = self.centroids[country]
             return Location(network, country, continent, lat, lon, source="country centroid")
         return Location(network, country, continent, source=self.kind)

@@ -124,9 +124,12 @@ def _by_location(pool: model.Pool, location: Location, exclude: set[str]) -> tup
 def _matching_rule(rules: Sequence[model.NetworkRule], client: model.IPAddress) -> model.NetworkRule | None:
     best: model.NetworkRule | None = None
     for rule in rules:
-        if rule.network.version == client.version and client in rule.network:
-            if best is None or rule.network.prefixlen > best.network.prefixlen:
-                best = rule
+        if (
+            rule.network.version == client.version
+            and client in rule.network
+            and (best is None or rule.network.prefixlen > best.network.prefixlen)
+        ):
+            best = rule
     return best
 
 

@@ -1,0 +1,110 @@
+"""RFC 7766 over a real TCP socket: pipelining, idle timeout, connection cap."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import dns.message
+import dns.rcode
+import pytest
+
+from tests.serverproc import RunningServer, start_server
+
+
+@pytest.fixture(scope="module")
+def tcp_server() -> Iterator[RunningServer]:
+    running = start_server("tests/data/zones", "--tcp-idle-timeout", "0.5", "--tcp-max-connections", "4")
+    yield running
+    assert running.stop() == 0
+
+
+def framed(message: dns.message.Message) -> bytes:
+    wire = message.to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+def read_message(sock: socket.socket) -> dns.message.Message:
+    length = struct.unpack("!H", read_exactly(sock, 2))[0]
+    return dns.message.from_wire(read_exactly(sock, length))
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def connect(server: RunningServer) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=3)
+    return sock
+
+
+def test_pipelined_queries_on_one_connection_are_all_answered(tcp_server: RunningServer) -> None:
+    queries = [dns.message.make_query(name, "A") for name in ("mail.example.com", "www.example.com", "nope.example.com")]
+    with connect(tcp_server) as sock:
+        sock.sendall(b"".join(framed(q) for q in queries))  # all three in one write
+        answers = {m.id: m for m in (read_message(sock) for _ in queries)}
+    assert set(answers) == {q.id for q in queries}
+    assert answers[queries[2].id].rcode() == dns.rcode.NXDOMAIN
+
+
+def test_a_message_split_across_writes_is_reassembled(tcp_server: RunningServer) -> None:
+    query = dns.message.make_query("mail.example.com", "A")
+    data = framed(query)
+    with connect(tcp_server) as sock:
+        for i in range(len(data)):
+            sock.sendall(data[i : i + 1])
+        assert read_message(sock).id == query.id
+
+
+def test_idle_connection_is_closed(tcp_server: RunningServer) -> None:
+    with connect(tcp_server) as sock:
+        sock.settimeout(5)
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # the server closes it
+        assert time.monotonic() - started < 4
+
+
+def test_connection_cap_turns_extra_connections_away(tcp_server: RunningServer) -> None:
+    held = [connect(tcp_server) for _ in range(4)]
+    try:
+        for sock in held:  # make sure the server has accepted each
+            sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
+            read_message(sock)
+        extra = connect(tcp_server)
+        extra.settimeout(3)
+        try:
+            extra.sendall(framed(dns.message.make_query("mail.example.com", "A")))
+            with pytest.raises((ConnectionError, OSError)):
+                read_message(extra)
+        finally:
+            extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they are gone, new connections are served again.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with connect(tcp_server) as sock:
+                sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
+                assert read_message(sock).rcode() == dns.rcode.NOERROR
+                break
+        except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_garbage_on_tcp_does_not_hurt_the_next_connection(tcp_server: RunningServer) -> None:
+    with connect(tcp_server) as sock:
+        sock.sendall(struct.pack("!H", 5) + b"\xff" * 5 + struct.pack("!H", 0))
+        sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
+        assert read_message(sock).rcode() == dns.rcode.NOERROR
