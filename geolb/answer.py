@@ -5,11 +5,10 @@ from __future__ import annotations
 import ipaddress
 import random
 from dataclasses import dataclass
-from typing import Protocol
 
 from geolb import model
-from geolb.geo.rank import Decision, Location, choose, rank_regions
-from geolb.health.state import HealthView
+from geolb.geo.decide import GeoDecider
+from geolb.geo.rank import Decision
 from geolb.lookup import NOERROR, Lookup
 
 
@@ -27,23 +26,6 @@ class Answer:
     decision: Decision | None = None
 
 
-class Locator(Protocol):
-    def locate(self, address: model.IPAddress) -> Location: ...
-
-
-class GeoDecider:
-    """Turns (pool, family, client) into a Decision using one locator and one health view."""
-
-    def __init__(self, locator: Locator, health: HealthView) -> None:
-        self.locator = locator
-        self.health = health
-
-    def decide(self, pool: model.Pool, family: int, client: model.IPAddress, max_answers: int | None) -> Decision:
-        location = self.locator.locate(client)
-        ranking = rank_regions(pool, client, location)
-        return choose(pool, ranking, family, self.health, max_answers)
-
-
 def build_answer(
     found: Lookup,
     client: model.IPAddress,
@@ -57,12 +39,13 @@ def build_answer(
         return Answer(found.rcode, found.aa, found.answer, found.authority, found.additional, 0, found.referral)
     pool = zoneset.pools[target.record.pool]
     family = 4 if target.rtype == "A" else 6
-    decision = decide.decide(pool, family, client, target.record.max_answers)
+    decision = decide.decide(pool, family, client)
     if decision.region is None:
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
         return Answer(NOERROR, True, found.answer, (target.negative_soa,), decision=decision)
     rdatas: tuple[model.Rdata, ...] = tuple(
-        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address) for e in decision.endpoints(rng)
+        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address)
+        for e in decision.endpoints(rng, target.record.max_answers)
     )
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
     return Answer(NOERROR, True, (*found.answer, rrset), found.authority, found.additional, decision.ranking.scope, decision=decision)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
-import random
 import sys
 from collections.abc import Sequence
 
 from geolb import __version__
-from geolb.answer import Answer, GeoDecider, build_answer
 from geolb.config.zoneset import load_zoneset
 from geolb.errors import GeolbError
+from geolb.explain import ExplainError, explain, parse_client, render_text
+from geolb.geo.decide import GeoDecider
 from geolb.geo.locate import open_locator
 from geolb.health.state import ALL_UP
-from geolb.lookup import lookup
-from geolb.model import RTYPE_CODES
 from geolb.net.tcp import TcpLimits
 from geolb.server import HostPort, ServeOptions, run_server
 
@@ -103,15 +100,12 @@ def check(zones_dir: str) -> int:
     return 0
 
 
-def resolve(name: str, qtype_text: str, client_text: str, zones_dir: str, geoip: str | None) -> int:
+def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None) -> int:
     """Print the answer for a client with every endpoint healthy, and how it was chosen."""
     try:
-        network = ipaddress.ip_network(client_text, strict=False)
-    except ValueError:
-        print(f"geolb: --client {client_text!r} is not an address or prefix", file=sys.stderr)
-        return 2
-    if qtype_text not in RTYPE_CODES:
-        print(f"geolb: unsupported --type {qtype_text}", file=sys.stderr)
+        client = parse_client(client_text)
+    except ExplainError as exc:
+        print(f"geolb: --client: {exc}", file=sys.stderr)
         return 2
     result = load_zoneset(zones_dir)
     if not result.ok:
@@ -120,43 +114,13 @@ def resolve(name: str, qtype_text: str, client_text: str, zones_dir: str, geoip:
         return 1
     try:
         locator = open_locator(geoip)
-    except GeolbError as exc:
+        report = explain(result.zoneset, GeoDecider(locator, ALL_UP), name, qtype, client)
+    except (GeolbError, ExplainError) as exc:
         print(f"geolb: {exc}", file=sys.stderr)
         return 1
-    qname = name.lower().rstrip(".") + "."
-    found = lookup(result.zoneset, qname, RTYPE_CODES[qtype_text])
-    client = network.network_address
-    answer = build_answer(found, client, result.zoneset, GeoDecider(locator, ALL_UP), random.Random())
-    print(render_answer(qname, qtype_text, client_text, answer, locator.description))
+    print(f";; geoip: {locator.description}")
+    print(render_text(report))
     return 0
-
-
-def render_answer(qname: str, qtype: str, client: str, answer: Answer, geoip: str) -> str:
-    rcodes = {0: "NOERROR", 3: "NXDOMAIN", 5: "REFUSED"}
-    lines = [
-        f";; {qname} {qtype} for client {client} ({geoip})",
-        f";; status {rcodes.get(answer.rcode, answer.rcode)}, ECS scope /{answer.ecs_scope}",
-    ]
-    for section, rrsets in (("answer", answer.answer), ("authority", answer.authority), ("additional", answer.additional)):
-        if rrsets:
-            lines.append(f";; {section}")
-            lines.extend(f"{rrset.name}\t{rrset.ttl}\tIN\t{rrset.rtype}\t{_text(r)}" for rrset in rrsets for r in rrset.rdatas)
-    decision = answer.decision
-    if decision is not None:
-        ranking = decision.ranking
-        lines.append(f";; pool {decision.pool}: regions by {ranking.rule}")
-        for i, ranked in enumerate(ranking.regions, 1):
-            lines.append(f";;   {i}. {ranked.region.name} ({ranked.reason})")
-        for region, why in decision.skipped:
-            lines.append(f";; skipped {region}: {why}")
-        chosen = decision.region.name if decision.region else "none (no endpoint of this family: NODATA)"
-        lines.append(f";; answered from {chosen}{' (fail open: nothing healthy)' if decision.failed_open else ''}")
-    return "\n".join(lines)
-
-
-def _text(rdata: object) -> str:
-    fields = getattr(rdata, "__dataclass_fields__", {})
-    return " ".join(str(getattr(rdata, f)) for f in fields)
 
 
 def entry() -> None:

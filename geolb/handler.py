@@ -7,7 +7,8 @@ import logging
 import random
 
 from geolb import wire
-from geolb.answer import Answer, GeoDecider, Locator, build_answer
+from geolb.answer import Answer, build_answer
+from geolb.geo.decide import GeoDecider, Locator
 from geolb.lookup import lookup
 from geolb.model import IPAddress
 from geolb.runtime import Runtime, Snapshot

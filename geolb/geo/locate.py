@@ -10,7 +10,7 @@ import csv
 import ipaddress
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -18,7 +18,10 @@ import maxminddb
 
 from geolb import model
 from geolb.errors import GeoIPError
-from geolb.geo.rank import Location
+from geolb.geo.mmdbtree import EMPTY, SearchTree
+from geolb.geo.rank import Location, scope_excluding
+
+AnswerOf = Callable[[Location], Hashable]
 
 # Addresses that have no place on the map (RFC 6890 special-purpose registries).
 # An address in one of them has no location, and that whole range shares the answer.
@@ -50,13 +53,19 @@ def load_centroids() -> Mapping[str, tuple[float, float]]:
     return table
 
 
+UNKNOWN = Location(ipaddress.ip_network("0.0.0.0/0"), source="not in database")
+
+
 class NoLocator:
     """No database: every client is unknown, so GEO answers follow file order (SPEC §3 rule 2c)."""
 
     description = "no GeoIP database"
 
     def locate(self, address: model.IPAddress) -> Location:
-        return Location(special_network(address) or ipaddress.ip_network((address, 0)), source="no database")
+        return Location(ipaddress.ip_network((address, 0)), source="no database")
+
+    def widest_scope(self, address: model.IPAddress, answer_of: AnswerOf, memo: dict[int, Hashable]) -> int:
+        return 0  # nothing is known anywhere, so nothing here depends on the address
 
 
 class GeoIPLocator:
@@ -85,6 +94,12 @@ class GeoIPLocator:
             raise GeoIPError(f"GeoIP database {path}: corrupt ({exc})") from None
         self.path = path
         self.centroids = load_centroids()
+        metadata = self.reader.metadata()
+        try:
+            self.tree: SearchTree | None = SearchTree(path, metadata.node_count, metadata.record_size, metadata.ip_version)
+        except (OSError, ValueError):
+            self.tree = None  # answers stay right; ECS scopes just stay at the database's own networks
+        self._record_locations: dict[int, Location] = {}
         self.description = f"{path} ({self.database_type}, built {self._build_date()})"
 
     def _build_date(self) -> str:
@@ -118,6 +133,49 @@ class GeoIPLocator:
             lat, lon = self.centroids[country]
             return Location(network, country, continent, lat, lon, source="country centroid")
         return Location(network, country, continent, source=self.kind)
+
+    def widest_scope(self, address: model.IPAddress, answer_of: AnswerOf, memo: dict[int, Hashable]) -> int:
+        """The shortest prefix around `address` whose every database network gets the same answer.
+
+        `answer_of(location)` is the answer for a location; `memo` must belong to that
+        one function (same pool, family and health), and makes each subtree's verdict
+        a one-time cost. Special-purpose ranges inside the prefix count as unlocated.
+        """
+        location = self.locate(address)
+        tree = self.tree
+        if tree is None or special_network(address) is not None:
+            return location.network.prefixlen
+        width = address.max_prefixlen
+        value = int(address)
+        nodes, _leaf = tree.path(value, width)
+        target = answer_of(location)
+
+        def leaf_answer(record: int, network: int, prefix: int) -> Hashable:
+            return answer_of(self._record_location(record, network, width))
+
+        widest = len(nodes)
+        for depth in range(len(nodes) - 1, -1, -1):
+            verdict = tree.uniform(nodes[depth], depth, value >> (width - depth), width, leaf_answer, memo, _MIXED)
+            if verdict != target:
+                break
+            widest = depth
+        if answer_of(UNKNOWN) != target:
+            widest = scope_excluding(address, widest, _SPECIAL_NETWORKS)
+        return min(widest, location.network.prefixlen)
+
+    def _record_location(self, record: int, network: int, width: int) -> Location:
+        if record == EMPTY:
+            return UNKNOWN
+        known = self._record_locations.get(record)
+        if known is None:
+            address = ipaddress.IPv4Address(network) if width == 32 else ipaddress.IPv6Address(network)
+            data = self.reader.get(address)
+            known = self._location(UNKNOWN.network, data) if isinstance(data, dict) else UNKNOWN
+            self._record_locations[record] = known
+        return known
+
+
+_MIXED = object()  # two answers under one prefix
 
 
 def open_locator(path: str | None) -> GeoIPLocator | NoLocator:

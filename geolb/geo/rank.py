@@ -61,16 +61,17 @@ class Decision:
 
     pool: str
     family: int  # 4 or 6
+    client: model.IPAddress
+    location: Location
     ranking: RegionRanking
     region: model.Region | None  # None: the pool has no endpoint of this family (NODATA)
     candidates: tuple[model.Endpoint, ...]  # the region's endpoints eligible to answer
     skipped: tuple[tuple[str, str], ...]  # (region, why) for regions passed over
     failed_open: bool
-    max_answers: int | None
 
-    def endpoints(self, rng: random.Random) -> tuple[model.Endpoint, ...]:
+    def endpoints(self, rng: random.Random, max_answers: int | None) -> tuple[model.Endpoint, ...]:
         """The answer: candidates in weighted-random order, `max_answers` of them."""
-        return weighted_order(self.candidates, self.max_answers, rng)
+        return weighted_order(self.candidates, max_answers, rng)
 
 
 def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -80,20 +81,26 @@ def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def rank_regions(pool: model.Pool, client: model.IPAddress, location: Location) -> RegionRanking:
-    """SPEC §3 rule 2: `networks`, then the GeoIP location, then file order."""
+    """SPEC §3 rule 2: `networks`, then the GeoIP location, then file order.
+
+    The scope is the location's network, narrowed so that it holds no `networks`
+    rule that would rank differently; a caller may widen it (see `geo.scope`).
+    """
     matched = _matching_rule(pool.networks, client)
     if matched is not None:
         pinned = [pool.region(name) for name in matched.regions]
         first = tuple(RankedRegion(r, f"networks {matched.network}") for r in pinned if r is not None)
         rest = _by_location(pool, location, exclude={r.region.name for r in first})
-        scope = _scope(pool.networks, client, matched.network.prefixlen, matched)
+        scope = scope_excluding(client, matched.network.prefixlen, [r.network for r in pool.networks if r is not matched])
         return RegionRanking("networks", first + rest, scope)
-    scope = _scope(pool.networks, client, location.network.prefixlen, None)
-    if len(pool.regions) == 1:
-        scope = 0  # one region: the answer does not depend on the client at all
-    if not location.known:
-        return RegionRanking("file order", _by_location(pool, location, exclude=set()), scope)
-    return RegionRanking("geoip", _by_location(pool, location, exclude=set()), scope)
+    return rank_by_location(pool, client, location)
+
+
+def rank_by_location(pool: model.Pool, client: model.IPAddress, location: Location) -> RegionRanking:
+    """Rule 2b/2c alone: the ranking for a client that no `networks` rule covers."""
+    scope = scope_excluding(client, location.network.prefixlen, [r.network for r in pool.networks])
+    rule = "geoip" if location.known else "file order"
+    return RegionRanking(rule, _by_location(pool, location, exclude=set()), scope)
 
 
 def _by_location(pool: model.Pool, location: Location, exclude: set[str]) -> tuple[RankedRegion, ...]:
@@ -133,19 +140,20 @@ def _matching_rule(rules: Sequence[model.NetworkRule], client: model.IPAddress) 
     return best
 
 
-def _scope(rules: Sequence[model.NetworkRule], client: model.IPAddress, base: int, matched: model.NetworkRule | None) -> int:
-    """The shortest prefix around `client` that holds no other rule that would change its ranking.
+def scope_excluding(client: model.IPAddress, base: int, networks: Sequence[model.IPNetwork]) -> int:
+    """The shortest prefix around `client`, at least `base` bits, that overlaps none of `networks`.
 
-    A more specific rule that does not contain the client splits any prefix shorter
-    than the bits it shares with the client, plus one.
+    Only networks not holding the client count. One that shares `n` leading bits
+    with the client lies inside every prefix of `n` bits or fewer, so the scope
+    must be at least `n + 1`.
     """
     scope = base
     width = client.max_prefixlen
     value = int(client)
-    for rule in rules:
-        if rule is matched or rule.network.version != client.version or client in rule.network:
+    for network in networks:
+        if network.version != client.version or client in network:
             continue
-        shared = width - (value ^ int(rule.network.network_address)).bit_length()
+        shared = width - (value ^ int(network.network_address)).bit_length()
         if shared >= scope:
             scope = min(width, shared + 1)
     return scope
@@ -153,10 +161,11 @@ def _scope(rules: Sequence[model.NetworkRule], client: model.IPAddress, base: in
 
 def choose(
     pool: model.Pool,
+    client: model.IPAddress,
+    location: Location,
     ranking: RegionRanking,
     family: int,
     health: HealthView,
-    max_answers: int | None,
 ) -> Decision:
     """SPEC §3 rules 3-4: the first region with a healthy endpoint of the family, else fail open."""
     skipped: list[tuple[str, str]] = []
@@ -171,12 +180,25 @@ def choose(
             first_with_family = region
         healthy = tuple(e for e in of_family if health.is_up(e.key))
         if healthy:
-            return Decision(pool.name, family, ranking, region, healthy, tuple(skipped), False, max_answers)
+            return Decision(pool.name, family, client, location, ranking, region, healthy, tuple(skipped), False)
         skipped.append((region.name, f"every IPv{family} endpoint is down"))
     if first_with_family is None:
-        return Decision(pool.name, family, ranking, None, (), tuple(skipped), False, max_answers)
+        return Decision(pool.name, family, client, location, ranking, None, (), tuple(skipped), False)
     candidates = tuple(e for e in first_with_family.endpoints if e.address.version == family)
-    return Decision(pool.name, family, ranking, first_with_family, candidates, tuple(skipped), True, max_answers)
+    return Decision(pool.name, family, client, location, ranking, first_with_family, candidates, tuple(skipped), True)
+
+
+def answering_region(pool: model.Pool, location: Location, family: int, health: HealthView) -> str | None:
+    """Which region answers a client at `location` that no `networks` rule covers."""
+    for ranked in _by_location(pool, location, exclude=set()):
+        of_family = [e for e in ranked.region.endpoints if e.address.version == family]
+        if of_family and any(health.is_up(e.key) for e in of_family):
+            return ranked.region.name
+    # Fail open (or NODATA): the first region with an endpoint of the family, health aside.
+    for ranked in _by_location(pool, location, exclude=set()):
+        if any(e.address.version == family for e in ranked.region.endpoints):
+            return ranked.region.name
+    return None
 
 
 def weighted_order(endpoints: Sequence[model.Endpoint], limit: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:

@@ -1,0 +1,133 @@
+"""The answer to one question for one client, and the reasoning, as plain data (for `resolve` and /v1/explain). Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import Any
+
+from geolb import model
+from geolb.answer import Answer, build_answer
+from geolb.geo.decide import GeoDecider
+from geolb.lookup import lookup
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+class ExplainError(ValueError):
+    """A question that cannot be explained: bad name, type or client."""
+
+
+def parse_client(text: str) -> model.IPNetwork:
+    """`IP` or `IP/PREFIX`, as a network (host bits dropped, like an ECS source)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ExplainError(f"client {text!r} is not an IP address or prefix") from None
+
+
+def explain(zoneset: model.ZoneSet, decider: GeoDecider, name: str, qtype: str, client: model.IPNetwork) -> dict[str, Any]:
+    """What `client` (an ECS subnet, or one address) gets for `name`/`qtype`, and why."""
+    qtype = qtype.upper()
+    if qtype not in model.RTYPE_CODES:
+        raise ExplainError(f"unsupported type {qtype!r}")
+    qname = name.strip().lower().rstrip(".") + "."
+    found = lookup(zoneset, qname, model.RTYPE_CODES[qtype])
+    answer = build_answer(found, client.network_address, zoneset, decider, random.Random())
+    return {
+        "query": {"name": qname, "type": qtype},
+        "client": {"address": str(client.network_address), "prefix": client.prefixlen},
+        "rcode": RCODE_NAMES.get(answer.rcode, str(answer.rcode)),
+        "authoritative": answer.aa,
+        "ecs_scope": min(answer.ecs_scope, client.prefixlen),
+        "answer": _records(answer.answer),
+        "authority": _records(answer.authority),
+        "additional": _records(answer.additional),
+        "geo": _geo(answer),
+    }
+
+
+def _records(rrsets: tuple[model.RRset, ...]) -> list[dict[str, Any]]:
+    return [
+        {"name": rrset.name, "type": rrset.rtype, "ttl": rrset.ttl, "data": rdata_text(rdata)} for rrset in rrsets for rdata in rrset.rdatas
+    ]
+
+
+def rdata_text(rdata: model.Rdata) -> str:
+    """Presentation format, as dig prints it."""
+    match rdata:
+        case model.TXT(strings):
+            return " ".join('"' + s.decode("utf-8", "replace").replace('"', '\\"') + '"' for s in strings)
+        case model.CAA(flags, tag, value):
+            return f'{flags} {tag} "{value}"'
+        case model.HINFO(cpu, os):
+            return f'"{cpu}" "{os}"'
+    return " ".join(str(getattr(rdata, name)) for name in rdata.__dataclass_fields__)
+
+
+def _geo(answer: Answer) -> dict[str, Any] | None:
+    decision = answer.decision
+    if decision is None:
+        return None
+    location = decision.location
+    return {
+        "pool": decision.pool,
+        "family": f"IPv{decision.family}",
+        "client": str(decision.client),
+        "location": {
+            "source": location.source,
+            "network": str(location.network),
+            "country": location.country,
+            "continent": location.continent,
+            "latitude": location.latitude,
+            "longitude": location.longitude,
+        },
+        "rule": decision.ranking.rule,
+        "ranking": [
+            {
+                "region": ranked.region.name,
+                "reason": ranked.reason,
+                "distance_km": None if ranked.distance_km is None else round(ranked.distance_km, 1),
+            }
+            for ranked in decision.ranking.regions
+        ],
+        "skipped": [{"region": region, "reason": why} for region, why in decision.skipped],
+        "region": decision.region.name if decision.region else None,
+        "failed_open": decision.failed_open,
+        "candidates": [str(e.address) for e in decision.candidates],
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """`report` for a terminal, dig-like."""
+    query, client = report["query"], report["client"]
+    lines = [
+        f";; {query['name']} {query['type']} for client {client['address']}/{client['prefix']}",
+        f";; status {report['rcode']}, ECS scope /{report['ecs_scope']}",
+    ]
+    for section in ("answer", "authority", "additional"):
+        if report[section]:
+            lines.append(f";; {section.upper()}")
+            lines.extend(f"{r['name']}\t{r['ttl']}\tIN\t{r['type']}\t{r['data']}" for r in report[section])
+    geo = report["geo"]
+    if geo is not None:
+        where = geo["location"]
+        place = ", ".join(
+            str(part)
+            for part in (
+                where["country"],
+                where["continent"],
+                f"{where['latitude']}, {where['longitude']}" if where["latitude"] is not None else None,
+            )
+            if part
+        )
+        lines.append(f";; GEO pool {geo['pool']} ({geo['family']}); location: {place or 'unknown'} [{where['source']}, {where['network']}]")
+        lines.append(f";; regions by {geo['rule']}:")
+        lines.extend(f";;   {i}. {r['region']} ({r['reason']})" for i, r in enumerate(geo["ranking"], 1))
+        lines.extend(f";; skipped {s['region']}: {s['reason']}" for s in geo["skipped"])
+        if geo["region"] is None:
+            lines.append(f";; no {geo['family']} endpoint in the pool: NODATA")
+        else:
+            note = " (fail open: no healthy endpoint anywhere)" if geo["failed_open"] else ""
+            lines.append(f";; answered from {geo['region']}{note}")
+    return "\n".join(lines)
