@@ -8,7 +8,7 @@ import random
 
 from geolb import wire
 from geolb.answer import Answer, build_answer
-from geolb.geo.decide import GeoDecider, Locator
+from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
 from geolb.lookup import lookup
 from geolb.model import IPAddress
 from geolb.runtime import Runtime, Snapshot
@@ -41,11 +41,12 @@ class QueryHandler:
         self.locator = locator
         self.rng = rng or random.Random()
         self._decider_for: tuple[int, GeoDecider] | None = None
+        self._scope_memos = ScopeMemos()
 
     def decider(self, snapshot: Snapshot) -> GeoDecider:
         cached = self._decider_for
         if cached is None or cached[0] != snapshot.generation:
-            cached = (snapshot.generation, GeoDecider(self.locator, snapshot.health))
+            cached = (snapshot.generation, GeoDecider(self.locator, snapshot.health, self._scope_memos))
             self._decider_for = cached
         return cached[1]
 

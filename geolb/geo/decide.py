@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
@@ -21,6 +22,30 @@ class Locator(Protocol):
     def widest_scope(self, address: model.IPAddress, answer_of: Callable[[Location], Hashable], memo: dict[int, Hashable]) -> int: ...
 
 
+class ScopeMemos:
+    """Scope-widening verdicts per (pool, family, the pool's down endpoints), kept across snapshots.
+
+    A health change in another pool, a reload that leaves a pool as it was, or a flap
+    back to an earlier state finds its verdicts again instead of walking the tree anew.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._memos: OrderedDict[tuple[model.Pool, int, frozenset[model.HealthKey]], dict[int, Hashable]] = OrderedDict()
+
+    def memo(self, pool: model.Pool, family: int, health: HealthView) -> dict[int, Hashable]:
+        down = frozenset(e.key for r in pool.regions for e in r.endpoints if not health.is_up(e.key))
+        key = (pool, family, down)
+        memo = self._memos.get(key)
+        if memo is None:
+            memo = self._memos[key] = {}
+            while len(self._memos) > self.limit:
+                self._memos.popitem(last=False)
+        else:
+            self._memos.move_to_end(key)
+        return memo
+
+
 class GeoDecider:
     """Decisions for one snapshot (zones + health): made once per client, reused until the next swap.
 
@@ -28,9 +53,10 @@ class GeoDecider:
     health it was made from.
     """
 
-    def __init__(self, locator: Locator, health: HealthView) -> None:
+    def __init__(self, locator: Locator, health: HealthView, memos: ScopeMemos | None = None) -> None:
         self.locator = locator
         self.health = health
+        self.scope_memos = memos or ScopeMemos()
         self._by_client: dict[tuple[str, int, model.IPAddress], Decision] = {}
         self._by_network: dict[tuple[str, int, model.IPNetwork], Decision] = {}
         self._memos: dict[tuple[str, int], dict[int, Hashable]] = {}
@@ -70,7 +96,9 @@ class GeoDecider:
         """As short as the data allows: every network under it gets this answer, no rule inside it."""
         if len({r.name for r in pool.regions if any(e.address.version == family for e in r.endpoints)}) <= 1 and not pool.networks:
             return 0  # one region can answer this family: nothing depends on the client
-        memo = self._memos.setdefault((pool.name, family), {})
+        memo = self._memos.get((pool.name, family))
+        if memo is None:
+            memo = self._memos[(pool.name, family)] = self.scope_memos.memo(pool, family, self.health)
         health = self.health
 
         def answer_of(location: Location) -> Hashable:

@@ -18,7 +18,7 @@ import maxminddb
 
 from geolb import model
 from geolb.errors import GeoIPError
-from geolb.geo.mmdbtree import EMPTY, SearchTree
+from geolb.geo.mmdbtree import EMPTY, BudgetExhausted, SearchTree
 from geolb.geo.rank import Location, scope_excluding
 
 AnswerOf = Callable[[Location], Hashable]
@@ -36,10 +36,16 @@ _SPECIAL_NETWORKS: tuple[model.IPNetwork, ...] = tuple(
 )  # fmt: skip
 
 
+_SPECIAL_BY_VERSION: Mapping[int, tuple[tuple[int, int, model.IPNetwork], ...]] = {
+    version: tuple((int(n.netmask), int(n.network_address), n) for n in _SPECIAL_NETWORKS if n.version == version) for version in (4, 6)
+}
+
+
 def special_network(address: model.IPAddress) -> model.IPNetwork | None:
     """The special-purpose range holding `address` (private, loopback, documentation...), if any."""
-    for network in _SPECIAL_NETWORKS:
-        if network.version == address.version and address in network:
+    value = int(address)
+    for mask, network_value, network in _SPECIAL_BY_VERSION[address.version]:
+        if value & mask == network_value:
             return network
     return None
 
@@ -154,11 +160,16 @@ class GeoIPLocator:
             return answer_of(self._record_location(record, network, width))
 
         widest = len(nodes)
-        for depth in range(len(nodes) - 1, -1, -1):
-            verdict = tree.uniform(nodes[depth], depth, value >> (width - depth), width, leaf_answer, memo, _MIXED)
-            if verdict != target:
-                break
-            widest = depth
+        floor = WIDEST_SCOPE[width]
+        budget = [LEAF_BUDGET]
+        try:
+            for depth in range(len(nodes) - 1, floor - 1, -1):
+                verdict = tree.uniform(nodes[depth], depth, value >> (width - depth), width, leaf_answer, memo, _MIXED, budget)
+                if verdict != target:
+                    break
+                widest = depth
+        except BudgetExhausted:
+            pass  # keep what is confirmed; the memo lets later clients nearby go further
         if answer_of(UNKNOWN) != target:
             widest = scope_excluding(address, widest, _SPECIAL_NETWORKS)
         return min(widest, location.network.prefixlen)
@@ -171,11 +182,18 @@ class GeoIPLocator:
             address = ipaddress.IPv4Address(network) if width == 32 else ipaddress.IPv6Address(network)
             data = self.reader.get(address)
             known = self._location(UNKNOWN.network, data) if isinstance(data, dict) else UNKNOWN
+            if len(self._record_locations) >= RECORD_CACHE_LIMIT:
+                self._record_locations.clear()
             self._record_locations[record] = known
         return known
 
 
 _MIXED = object()  # two answers under one prefix
+# Scopes stop widening here: resolvers gain little from caching one answer for more
+# than a /16 (IPv4) or /32 (IPv6), and each bit wider doubles the tree to confirm.
+WIDEST_SCOPE = {32: 16, 128: 32}
+LEAF_BUDGET = 4096  # database networks one cold decision may look at
+RECORD_CACHE_LIMIT = 500_000
 
 
 def open_locator(path: str | None) -> GeoIPLocator | NoLocator:

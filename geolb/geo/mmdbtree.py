@@ -16,6 +16,10 @@ from collections.abc import Callable, Hashable
 EMPTY = -1  # the "no data" leaf
 
 
+class BudgetExhausted(Exception):
+    """A walk looked at as many leaves as it was allowed to."""
+
+
 class SearchTree:
     def __init__(self, path: str, node_count: int, record_size: int, ip_version: int) -> None:
         if record_size not in (24, 28, 32):
@@ -73,11 +77,15 @@ class SearchTree:
         answer_of: Callable[[int, int, int], Hashable],
         memo: dict[int, Hashable],
         mixed: Hashable,
+        budget: list[int],
     ) -> Hashable:
         """The one answer every leaf under `node` gets, or `mixed` as soon as two differ.
 
         `answer_of(record, network_value, prefix_len)` gives a leaf's answer; `memo`
-        keeps each node's verdict, so no subtree is walked twice for one answer function.
+        keeps each node's verdict and each data record's answer (node numbers are below
+        `node_count`, records above it), so nothing is worked out twice for one answer
+        function. `budget[0]` counts down the leaves worked out; at zero the walk stops
+        with BudgetExhausted, keeping only verdicts it completed.
         """
         known = memo.get(node)
         if known is not None:
@@ -86,10 +94,16 @@ class SearchTree:
         for bit, record in enumerate(self.children(node)):
             child_bits = (bits << 1) | bit
             if record < self.node_count and depth + 1 < width:
-                answer = self.uniform(record, depth + 1, child_bits, width, answer_of, memo, mixed)
+                answer = self.uniform(record, depth + 1, child_bits, width, answer_of, memo, mixed, budget)
             else:
-                network = child_bits << (width - depth - 1)
-                answer = answer_of(EMPTY if record == self.node_count else record, network, depth + 1)
+                answer = memo.get(record)
+                if answer is None:
+                    if budget[0] <= 0:
+                        raise BudgetExhausted
+                    budget[0] -= 1
+                    network = child_bits << (width - depth - 1)
+                    answer = answer_of(EMPTY if record == self.node_count else record, network, depth + 1)
+                    memo[record] = answer
             if answer == mixed or (verdict is not None and answer != verdict):
                 memo[node] = mixed
                 return mixed
