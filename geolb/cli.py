@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close idle TCP connections after this (default: 10)"
     )
     serve.add_argument("--tcp-max-connections", type=int, default=1024, metavar="N", help="concurrent TCP connections (default: 1024)")
+    serve.add_argument(
+        "--api-token",
+        default=os.environ.get("GEOLB_API_TOKEN"),
+        metavar="TOKEN",
+        help="require Authorization: Bearer TOKEN on mutating API calls (default: $GEOLB_API_TOKEN)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen=tuple(args.listen or [HostPort("127.0.0.1", 5353)]),
             http=args.http,
             tcp=TcpLimits(idle_timeout=args.tcp_idle_timeout, max_connections=args.tcp_max_connections),
+            api_token=args.api_token or None,
         )
         return run_server(options)
     if args.command == "check":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import random
+from dataclasses import dataclass, field
 
 from geolb import wire
 from geolb.answer import Answer, build_answer
@@ -33,6 +35,16 @@ def peer_address(host: str) -> IPAddress:
     return address
 
 
+@dataclass
+class QueryStats:
+    """Plain counters on the hot path; /metrics reads them at scrape time."""
+
+    queries: collections.Counter[tuple[str, int, int]] = field(default_factory=collections.Counter)  # zone, qtype, rcode
+    geo_answers: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # pool, region
+    fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
+    dropped: int = 0
+
+
 class QueryHandler:
     """Answers DNS messages from the runtime's current snapshot."""
 
@@ -42,6 +54,7 @@ class QueryHandler:
         self.rng = rng or random.Random()
         self._decider_for: tuple[int, GeoDecider] | None = None
         self._scope_memos = ScopeMemos()
+        self.stats = QueryStats()
 
     def decider(self, snapshot: Snapshot) -> GeoDecider:
         cached = self._decider_for
@@ -55,18 +68,28 @@ class QueryHandler:
         try:
             parsed = wire.parse_query(data)
         except wire.WireError:
+            self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
+            self.stats.queries["", parsed.query.qtype, parsed.rcode] += 1
             return self._encode(parsed.query, Answer(parsed.rcode, False), tcp)
         query = parsed
         try:
             snapshot = self.runtime.snapshot
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
             answer = build_answer(found, client_address(query, peer), snapshot.zones, self.decider(snapshot), self.rng)
+            stats = self.stats
+            stats.queries[found.zone, query.qtype, answer.rcode] += 1
+            decision = answer.decision
+            if decision is not None and decision.region is not None:
+                stats.geo_answers[decision.pool, decision.region.name] += 1
+                if decision.failed_open:
+                    stats.fail_open[decision.pool] += 1
             return self._encode(query, answer, tcp)
         except Exception:
             # A bug must cost one answer, not the server.
             log.exception("internal error answering %s type %d", query.name, query.qtype)
+            self.stats.queries["", query.qtype, wire.SERVFAIL] += 1
             return self._encode(query, Answer(wire.SERVFAIL, False), tcp)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:

@@ -36,6 +36,7 @@ class Lookup:
     additional: tuple[model.RRset, ...] = ()
     geo: GeoTarget | None = None
     referral: bool = False
+    zone: str = ""  # the zone the question fell in ("" when refused), for metrics
 
 
 REFUSED_LOOKUP = Lookup(rcode=REFUSED, aa=False)
@@ -53,6 +54,7 @@ def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN
         return REFUSED_LOOKUP
     chain: list[model.RRset] = []
     seen = {name}
+    first_zone = zone.name
     while True:
         step = _lookup_in_zone(zone, name, qtype)
         if not chain:
@@ -61,9 +63,11 @@ def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN
         else:
             result = step.result
             if result.referral:
-                return Lookup(NOERROR, True, tuple(chain))  # the resolver follows it from here
+                return Lookup(NOERROR, True, tuple(chain), zone=first_zone)  # the resolver follows it from here
             if step.cname is None:
-                return Lookup(result.rcode, True, (*chain, *result.answer), result.authority, result.additional, result.geo)
+                return Lookup(
+                    result.rcode, True, (*chain, *result.answer), result.authority, result.additional, result.geo, zone=first_zone
+                )
         assert step.cname is not None
         chain.append(step.cname)
         cname = step.cname.rdatas[0]
@@ -71,7 +75,7 @@ def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN
         target = cname.target
         next_zone = zoneset.find_zone(target)
         if next_zone is None or target in seen or len(chain) >= MAX_CHAIN:
-            return Lookup(NOERROR, True, tuple(chain))
+            return Lookup(NOERROR, True, tuple(chain), zone=first_zone)
         seen.add(target)
         zone, name = next_zone, target
 
@@ -91,10 +95,10 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
     node = zone.nodes.get(name)
     if node is None:
         if name in zone.empty_nonterminals:
-            return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),)))
+            return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),), zone=zone.name))
         node = _wildcard(zone, name)
         if node is None:
-            return _Step(Lookup(NXDOMAIN, True, authority=(negative_soa(zone),)))
+            return _Step(Lookup(NXDOMAIN, True, authority=(negative_soa(zone),), zone=zone.name))
     return _answer_from_node(zone, node, name, qtype)
 
 
@@ -102,22 +106,22 @@ def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int
     rrsets = node.rrsets
     cname = rrsets.get("CNAME")
     if cname is not None and qtype != QTYPE_CNAME:
-        return _Step(Lookup(NOERROR, True), cname=_owned(cname, owner))
+        return _Step(Lookup(NOERROR, True, zone=zone.name), cname=_owned(cname, owner))
     if qtype == QTYPE_ANY:
         for rtype in _ANY_PREFERENCE:
             if rtype in rrsets:
-                return _Step(Lookup(NOERROR, True, (_owned(rrsets[rtype], owner),)))
+                return _Step(Lookup(NOERROR, True, (_owned(rrsets[rtype], owner),), zone=zone.name))
         ttl = node.geo.ttl if node.geo is not None else zone.soa.ttl
         hinfo = model.RRset(owner, "HINFO", ttl, (model.HINFO("RFC8482", ""),))
-        return _Step(Lookup(NOERROR, True, (hinfo,)))
+        return _Step(Lookup(NOERROR, True, (hinfo,), zone=zone.name))
     if node.geo is not None and qtype in (QTYPE_A, QTYPE_AAAA):
         target = GeoTarget(owner, node.geo, "A" if qtype == QTYPE_A else "AAAA", negative_soa(zone))
-        return _Step(Lookup(NOERROR, True, geo=target))
+        return _Step(Lookup(NOERROR, True, geo=target, zone=zone.name))
     rrset = rrsets.get(model.RTYPE_NAMES.get(qtype, ""))
     if rrset is None:
-        return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),)))
+        return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),), zone=zone.name))
     additional = _glue(zone, rrset) if rrset.rtype == "NS" else ()
-    return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=additional))
+    return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=additional, zone=zone.name))
 
 
 def _owned(rrset: model.RRset, owner: str) -> model.RRset:
@@ -135,7 +139,7 @@ def _delegation_at_or_above(zone: model.Zone, name: str) -> str | None:
 
 def _referral(zone: model.Zone, cut: str) -> Lookup:
     ns = zone.nodes[cut].rrsets["NS"]
-    return Lookup(NOERROR, False, authority=(ns,), additional=_glue(zone, ns), referral=True)
+    return Lookup(NOERROR, False, authority=(ns,), additional=_glue(zone, ns), referral=True, zone=zone.name)
 
 
 def _glue(zone: model.Zone, ns: model.RRset) -> tuple[model.RRset, ...]:

@@ -16,7 +16,11 @@ from geolb.config.zoneset import ZoneSetResult, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
 from geolb.geo.locate import GeoIPLocator, NoLocator, open_locator
 from geolb.handler import QueryHandler
+from geolb.health.prober import Prober
+from geolb.health.state import HealthState, health_keys
 from geolb.http.api import build_app
+from geolb.http.metrics import Metrics, server_metrics
+from geolb.model import IPAddress
 from geolb.net.tcp import DnsStreamProtocol, TcpConnections, TcpLimits
 from geolb.net.udp import DnsDatagramProtocol
 from geolb.runtime import Runtime
@@ -54,6 +58,8 @@ class ServeOptions:
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 5353),)
     http: HostPort | None = HostPort("127.0.0.1", 8053)
     tcp: TcpLimits = field(default_factory=TcpLimits)
+    api_token: str | None = None
+    probe_concurrency: int = 256
 
 
 def _resolve(address: HostPort) -> tuple[socket.AddressFamily, str]:
@@ -118,6 +124,19 @@ class Server:
         self.locator: GeoIPLocator | NoLocator = open_locator(options.geoip)
         self.runtime = Runtime(result.zoneset)
         self.handler = QueryHandler(self.runtime, self.locator)
+        self.metrics = Metrics()
+        self.health = HealthState()
+        self.health.set_targets(health_keys(result.zoneset))
+        self.prober = Prober(
+            self.health,
+            self.publish_health,
+            concurrency=options.probe_concurrency,
+            observe=self.metrics.observe_probe,
+            on_transition=self.metrics.count_transition,
+        )
+        self.prober.describe(result.zoneset)
+        self.metrics.attach(lambda: server_metrics(self))
+        self._reload_lock = asyncio.Lock()
         self.tcp_connections = TcpConnections(options.tcp)
         self.dns_addresses: list[str] = []
         self.http_address: str | None = None
@@ -125,9 +144,29 @@ class Server:
         self._tcp_servers: list[asyncio.AbstractServer] = []
         self._http_runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[ZoneSetResult]] = set()
+
+    def force(self, pool: str, region: str, address: IPAddress, up: bool | None) -> None:
+        """An operator's forced state (None: back to the checks); it survives reloads."""
+        if self.health.force((pool, region, address), up):
+            log.warning("%s/%s %s forced %s", pool, region, address, "back to its checks" if up is None else ("up" if up else "down"))
+            self.publish_health()
+
+    def publish_health(self) -> None:
+        """The prober or a forced state changed health: the next query sees it."""
+        if self.health.view is not self.runtime.snapshot.health:
+            self.runtime.publish_health(self.health.view)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.prober.start()
+        # SPEC §4: one round of checks before the first answer; first results set the states.
+        keys = self.health.targets()
+        if keys:
+            log.info("checking %d health target(s) before answering", len(keys))
+            await self.prober.check_once(keys)
+        self.publish_health()
+        self.prober.schedule(keys)
         for address in self.options.listen:
             udp, tcp, port = bind_pair(address)
             transport, _ = await loop.create_datagram_endpoint(lambda: DnsDatagramProtocol(self.handler), sock=udp)
@@ -152,19 +191,40 @@ class Server:
         http = f"http {self.http_address}" if self.http_address else "http off"
         return f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), geoip {self.locator.description}"
 
-    def reload(self) -> ZoneSetResult:
-        """Re-read the zones directory; files that fail keep their last good version."""
-        result = load_zoneset(self.options.zones_dir, previous=self.runtime.snapshot.zones)
-        for warning in result.warnings:
-            log.warning("%s", warning)
-        for error in result.errors:
-            log.error("reload: %s", error)
-        if result.zoneset is not self.runtime.snapshot.zones:
-            self.runtime.swap_zones(result.zoneset)
-        self.last_reload = result
-        serials = ", ".join(f"{z.name} {z.serial}" for z in result.zoneset.zones.values())
-        log.info("reload %s: %s", "ok" if result.ok else "with errors", serials)
-        return result
+    async def reload(self) -> ZoneSetResult:
+        """Re-read the zones directory and swap it in whole; files that fail keep their last good version.
+
+        New check targets are probed once before the new zones go live, so a reload
+        never answers with an endpoint nobody has checked.
+        """
+        async with self._reload_lock:
+            current = self.runtime.snapshot.zones
+            result = load_zoneset(self.options.zones_dir, previous=current)
+            for warning in result.warnings:
+                log.warning("%s", warning)
+            for error in result.errors:
+                log.error("reload: %s", error)
+            if result.zoneset is not current:
+                wanted = health_keys(result.zoneset)
+                new = wanted - self.health.targets()
+                if new:
+                    self.health.set_targets(self.health.targets() | new)
+                    await self.prober.check_once(new)
+                self.health.set_targets(wanted)
+                self.prober.describe(result.zoneset)
+                self.runtime.swap_zones(result.zoneset)
+                self.publish_health()
+                self.prober.schedule(wanted)
+            self.last_reload = result
+            self.metrics.reloads.labels("ok" if result.ok else "error").inc()
+            serials = ", ".join(f"{z.name} {z.serial}" for z in result.zoneset.zones.values())
+            log.info("reload %s: %s", "ok" if result.ok else "with errors", serials)
+            return result
+
+    def reload_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -173,7 +233,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
         await self.start()
         print(self.ready_line(), flush=True)
         await self._stopping.wait()
@@ -189,6 +249,7 @@ class Server:
         await self.tcp_connections.drain(DRAIN_TIMEOUT)
         for server in self._tcp_servers:
             await server.wait_closed()
+        await self.prober.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
 

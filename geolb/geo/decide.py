@@ -31,10 +31,10 @@ class ScopeMemos:
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
-        self._memos: OrderedDict[tuple[model.Pool, int, frozenset[model.HealthKey]], dict[int, Hashable]] = OrderedDict()
+        self._memos: OrderedDict[tuple[model.Pool, int, frozenset[tuple[str, model.IPAddress]]], dict[int, Hashable]] = OrderedDict()
 
     def memo(self, pool: model.Pool, family: int, health: HealthView) -> dict[int, Hashable]:
-        down = frozenset(e.key for r in pool.regions for e in r.endpoints if not health.is_up(e.key))
+        down = frozenset((r.name, e.address) for r in pool.regions for e in r.endpoints if not health.is_up(pool.name, r.name, e))
         key = (pool, family, down)
         memo = self._memos.get(key)
         if memo is None:

@@ -178,7 +178,7 @@ def choose(
             continue
         if first_with_family is None:
             first_with_family = region
-        healthy = tuple(e for e in of_family if health.is_up(e.key))
+        healthy = tuple(e for e in of_family if health.is_up(pool.name, region.name, e))
         if healthy:
             return Decision(pool.name, family, client, location, ranking, region, healthy, tuple(skipped), False)
         skipped.append((region.name, f"every IPv{family} endpoint is down"))
@@ -192,7 +192,7 @@ def answering_region(pool: model.Pool, location: Location, family: int, health: 
     """Which region answers a client at `location` that no `networks` rule covers."""
     for ranked in _by_location(pool, location, exclude=set()):
         of_family = [e for e in ranked.region.endpoints if e.address.version == family]
-        if of_family and any(health.is_up(e.key) for e in of_family):
+        if of_family and any(health.is_up(pool.name, ranked.region.name, e) for e in of_family):
             return ranked.region.name
     # Fail open (or NODATA): the first region with an endpoint of the family, health aside.
     for ranked in _by_location(pool, location, exclude=set()):

@@ -2,25 +2,68 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from geolb.explain import ExplainError, explain, parse_client
+from geolb.health.probe import url_of
 
 if TYPE_CHECKING:
     from geolb.server import Server
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(server: Server) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_errors_as_json])
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/explain", explain_query)
-    app.router.add_post("/v1/reload", reload)
+    app.router.add_post("/v1/reload", _mutating(reload))
+    app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/force", _mutating(force))
     return app
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return json_error(exc.status, exc.reason)
+        raise
+
+
+def _mutating(handler: Handler) -> Handler:
+    """With a token configured, require `Authorization: Bearer <token>` (401 without, 403 wrong)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = request.app[SERVER_KEY].options.api_token
+        if token:
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                response = json_error(401, "this call needs Authorization: Bearer <token>")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="geolb"'
+                return response
+            if not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return json_error(403, "wrong token")
+        return await handler(request)
+
+    return guarded
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,14 +73,68 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "zones": len(server.runtime.snapshot.zones.zones)})
 
 
-async def reload(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
-    result = server.reload()
-    serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
-    if result.ok:
-        return web.json_response({"status": "ok", "serials": serials})
-    errors = [str(error) for error in result.errors]
-    return web.json_response({"status": "error", "errors": errors, "serials": serials}, status=422)
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVER_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _time(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _forced_text(forced: bool | None) -> str | None:
+    return None if forced is None else ("up" if forced else "down")
+
+
+def status_report(server: Server) -> dict[str, Any]:
+    """Zones, and for every pool, region and endpoint: state, forced state, counters, last check."""
+    snapshot = server.runtime.snapshot
+    health = server.health
+    pools: dict[str, Any] = {}
+    for pool in snapshot.zones.pools.values():
+        regions: dict[str, Any] = {}
+        for region in pool.regions:
+            endpoints = []
+            for endpoint in region.endpoints:
+                check = health.check(endpoint.key) if endpoint.health.type != "none" else None
+                endpoints.append(
+                    {
+                        "address": str(endpoint.address),
+                        "weight": endpoint.weight,
+                        "state": "up" if snapshot.health.is_up(pool.name, region.name, endpoint) else "down",
+                        "checked_state": None if check is None else ("up" if check.up else "down"),
+                        "forced": _forced_text(health.forced((pool.name, region.name, endpoint.address))),
+                        "check": {
+                            "type": endpoint.health.type,
+                            "target": None if endpoint.health.type == "none" else url_of(endpoint.key),
+                            "interval": endpoint.health.interval,
+                            "timeout": endpoint.health.timeout,
+                            "fall": endpoint.health.fall,
+                            "rise": endpoint.health.rise,
+                        },
+                        "successes": check.successes if check else 0,
+                        "failures": check.failures if check else 0,
+                        "last_check": _time(check.last_check) if check else None,
+                        "last_error": check.last_error if check else None,
+                        "last_latency_ms": None if check is None or check.last_latency is None else round(check.last_latency * 1000, 3),
+                    }
+                )
+            regions[region.name] = {"location": region.location, "endpoints": endpoints}
+        pools[pool.name] = {"zone": pool.zone, "regions": regions}
+    last = server.last_reload
+    return {
+        "generation": snapshot.generation,
+        "zones": [{"name": z.name, "file": z.file, "serial": z.serial} for z in snapshot.zones.zones.values()],
+        "pools": pools,
+        "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
+        "health_checks_scheduled": server.prober.scheduled,
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_report(request.app[SERVER_KEY]))
 
 
 async def explain_query(request: web.Request) -> web.Response:
@@ -59,5 +156,49 @@ async def explain_query(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+async def reload(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    result = await server.reload()
+    serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
+    if result.ok:
+        return web.json_response({"status": "ok", "serials": serials})
+    return json_error(
+        422, "some zone files have errors; their last good versions keep serving", errors=[str(e) for e in result.errors], serials=serials
+    )
+
+
+async def force(request: web.Request) -> web.Response:
+    """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
+    server = request.app[SERVER_KEY]
+    pool_name, region_name, address_text = (request.match_info[k] for k in ("pool", "region", "address"))
+    pool = server.runtime.snapshot.zones.pools.get(pool_name)
+    if pool is None:
+        return json_error(404, f"no pool {pool_name!r}")
+    region = pool.region(region_name)
+    if region is None:
+        return json_error(404, f"pool {pool_name!r} has no region {region_name!r}")
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        return json_error(404, f"{address_text!r} is not an address")
+    endpoint = next((e for e in region.endpoints if e.address == address), None)
+    if endpoint is None:
+        return json_error(404, f"region {region_name!r} of pool {pool_name!r} has no endpoint {address}")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error(400, 'body must be JSON: {"state": "up" | "down" | null}')
+    if not isinstance(body, dict) or "state" not in body or body["state"] not in ("up", "down", None):
+        return json_error(400, 'body must be {"state": "up" | "down" | null}')
+    wanted = None if body["state"] is None else body["state"] == "up"
+    server.force(pool_name, region_name, endpoint.address, wanted)
+    snapshot = server.runtime.snapshot
+    return web.json_response(
+        {
+            "pool": pool_name,
+            "region": region_name,
+            "address": str(endpoint.address),
+            "forced": _forced_text(wanted),
+            "state": "up" if snapshot.health.is_up(pool_name, region_name, endpoint) else "down",
+        }
+    )

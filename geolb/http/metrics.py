@@ -1,0 +1,98 @@
+"""Every metric, defined once, in a registry of our own. The DNS path keeps plain counters; they are read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from geolb import model
+from geolb.health.probe import Outcome, url_of
+from geolb.health.state import Transition
+
+if TYPE_CHECKING:
+    from geolb.server import Server
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
+
+
+class Metrics:
+    """What the prober and the reloads report; the DNS counters come in through ServerCollector."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.probe_seconds = Histogram(
+            "geolb_health_check_duration_seconds",
+            "Time one health check took, by check type and result.",
+            ["type", "result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "geolb_health_transitions_total", "Health state changes of a check target.", ["target", "state"], registry=self.registry
+        )
+        self.reloads = Counter("geolb_reloads_total", "Zone reloads, by result.", ["result"], registry=self.registry)
+
+    def observe_probe(self, key: model.HealthKey, outcome: Outcome) -> None:
+        self.probe_seconds.labels(key.check.type, "ok" if outcome.ok else "fail").observe(outcome.latency)
+
+    def count_transition(self, transition: Transition) -> None:
+        self.transitions.labels(url_of(transition.key), "up" if transition.up else "down").inc()
+
+    def attach(self, collect: Callable[[], Iterator[CounterMetricFamily | GaugeMetricFamily]]) -> None:
+        self.registry.register(_Adapter(collect))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Adapter(Collector):
+    def __init__(self, collect: Callable[[], Iterator[CounterMetricFamily | GaugeMetricFamily]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        return self._collect()
+
+
+def server_metrics(server: Server) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The DNS path's plain counters and the current health, as Prometheus families."""
+    stats = server.handler.stats
+    queries = CounterMetricFamily("geolb_dns_queries", "DNS queries answered, by zone, type and rcode.", labels=["zone", "qtype", "rcode"])
+    for (zone_name, qtype, rcode), count in list(stats.queries.items()):
+        queries.add_metric([zone_name, model.RTYPE_NAMES.get(qtype, str(qtype)), RCODE_NAMES.get(rcode, str(rcode))], count)
+    yield queries
+    yield CounterMetricFamily("geolb_dns_dropped", "Packets dropped unanswered (unparseable, or responses).", value=stats.dropped)
+    answers = CounterMetricFamily("geolb_geo_answers", "GEO answers, by pool and the region that answered.", labels=["pool", "region"])
+    for (pool_name, region_name), count in list(stats.geo_answers.items()):
+        answers.add_metric([pool_name, region_name], count)
+    yield answers
+    fail_open = CounterMetricFamily("geolb_geo_fail_open_answers", "GEO answers given with nothing healthy (fail open).", labels=["pool"])
+    for pool_name, count in list(stats.fail_open.items()):
+        fail_open.add_metric([pool_name], count)
+    yield fail_open
+
+    snapshot = server.runtime.snapshot
+    up = GaugeMetricFamily(
+        "geolb_endpoint_up", "1 when an endpoint is answered as healthy (forced states included).", labels=["pool", "region", "address"]
+    )
+    for pool in snapshot.zones.pools.values():
+        for region in pool.regions:
+            for endpoint in region.endpoints:
+                up.add_metric(
+                    [pool.name, region.name, str(endpoint.address)], 1.0 if snapshot.health.is_up(pool.name, region.name, endpoint) else 0.0
+                )
+    yield up
+    latency = GaugeMetricFamily("geolb_health_check_last_seconds", "Duration of the latest check of a target.", labels=["target"])
+    for key in server.health.targets():
+        check = server.health.check(key)
+        if check is not None and check.last_latency is not None:
+            latency.add_metric([url_of(key)], check.last_latency)
+    yield latency
+    serial = GaugeMetricFamily("geolb_zone_serial", "SOA serial of each zone served.", labels=["zone"])
+    for zone in snapshot.zones.zones.values():
+        serial.add_metric([zone.name], zone.serial)
+    yield serial
+    yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.prober.scheduled)

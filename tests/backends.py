@@ -1,0 +1,132 @@
+"""Real aiohttp backends on distinct loopback addresses (127.0.0.11, .12, ...) with a switchable /health.
+
+They run on an event loop of their own in a helper thread, so that tests can flip
+them while the geolb subprocess probes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import ssl
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+MODES = ("ok", "fail", "body", "hang")
+
+
+def free_port(addresses: Iterable[str]) -> int:
+    """A TCP port free on every one of `addresses`."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind((next(iter(addresses)), 0))
+            port = int(probe.getsockname()[1])
+        try:
+            for address in addresses:
+                with socket.socket() as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((address, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
+def self_signed(directory: Path) -> ssl.SSLContext:
+    """A server context with a throwaway self-signed certificate (openssl)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=backend.test",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class Backends:
+    """One aiohttp server per address, all on `port`."""
+
+    def __init__(self, addresses: Iterable[str], tls: ssl.SSLContext | None = None) -> None:
+        self.addresses = list(addresses)
+        self.port = free_port(self.addresses)
+        self.tls = tls
+        self.modes = dict.fromkeys(self.addresses, "ok")
+        self.hits: Counter[str] = Counter()
+        self.last_headers: dict[str, dict[str, str]] = {}
+        self._runners: dict[str, web.AppRunner] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        for address in self.addresses:
+            self.start(address)
+
+    def _call(self, coroutine: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=10)
+
+    def set(self, mode: str, *addresses: str) -> None:
+        """Switch /health of these backends (all when none named) to ok, fail (503), body (wrong body) or hang."""
+        assert mode in MODES
+        for address in addresses or self.addresses:
+            self.modes[address] = mode
+
+    def start(self, address: str) -> None:
+        self._call(self._start(address))
+
+    def stop(self, address: str) -> None:
+        """Close the listener: connections are refused."""
+        runner = self._runners.pop(address, None)
+        if runner is not None:
+            self._call(runner.cleanup())
+
+    async def _start(self, address: str) -> None:
+        app = web.Application()
+        app.router.add_get("/health", functools.partial(self._health, address))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, address, self.port, ssl_context=self.tls, reuse_address=True)
+        await site.start()
+        self._runners[address] = runner
+
+    async def _health(self, address: str, request: web.Request) -> web.Response:
+        self.hits[address] += 1
+        self.last_headers[address] = dict(request.headers)
+        mode = self.modes[address]
+        if mode == "hang":
+            await asyncio.sleep(30)
+        if mode == "fail":
+            return web.Response(status=503, text="unavailable")
+        if mode == "body":
+            return web.Response(text="maintenance")
+        return web.Response(text="healthy and serving")
+
+    def close(self) -> None:
+        for address in list(self._runners):
+            self.stop(address)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
