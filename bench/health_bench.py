@@ -228,7 +228,8 @@ records:
             pct = {p: 1000 * rtts[min(len(rtts) - 1, int(p / 100 * len(rtts)))] for p in (50, 90, 99, 99.9)}
             print(
                 f"  checks/s {sum(per_target) / expected:.0f} (wanted {count}); on schedule {100 * on_schedule:.1f} %; "
-                f"endpoints down {down}; DNS at 2000 qps: p50 {pct[50]:.2f} ms p90 {pct[90]:.2f} ms p99 {pct[99]:.2f} ms p99.9 {pct[99.9]:.2f} ms",
+                f"endpoints down {down}; DNS at 2000 qps: "
+                f"p50 {pct[50]:.2f} ms p90 {pct[90]:.2f} ms p99 {pct[99]:.2f} ms p99.9 {pct[99.9]:.2f} ms",
                 flush=True,
             )
     finally:
