@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="require Authorization: Bearer TOKEN on mutating API calls (default: $GEOLB_API_TOKEN)",
     )
+    serve.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="look for changed zone files this often; 0 turns it off (default: 1)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -88,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             http=args.http,
             tcp=TcpLimits(idle_timeout=args.tcp_idle_timeout, max_connections=args.tcp_max_connections),
             api_token=args.api_token or None,
+            watch_interval=args.watch_interval,
         )
         return run_server(options)
     if args.command == "check":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from geolb.config.zoneset import ZoneSetResult, load_zoneset
+from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
 from geolb.geo.locate import GeoIPLocator, NoLocator, open_locator
 from geolb.handler import QueryHandler
@@ -28,6 +28,7 @@ from geolb.runtime import Runtime
 log = logging.getLogger("geolb")
 UDP_RECEIVE_BUFFER = 4 << 20  # absorbs bursts while the loop is busy
 DRAIN_TIMEOUT = 5.0
+WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ServeOptions:
     tcp: TcpLimits = field(default_factory=TcpLimits)
     api_token: str | None = None
     probe_concurrency: int = 256
+    watch_interval: float = 1.0  # seconds between looks at the zones directory; 0: do not watch
 
 
 def _resolve(address: HostPort) -> tuple[socket.AddressFamily, str]:
@@ -221,6 +223,25 @@ class Server:
             log.info("reload %s: %s", "ok" if result.ok else "with errors", serials)
             return result
 
+    async def watch_zones(self) -> None:
+        """Reload when a file in the zones directory changes, once a burst of writes has settled."""
+        interval = self.options.watch_interval
+        seen = fingerprint(self.options.zones_dir)
+        while True:
+            await asyncio.sleep(interval)
+            current = fingerprint(self.options.zones_dir)
+            if current == seen:
+                continue
+            while True:  # debounce: an editor or a deploy tool may write several times
+                await asyncio.sleep(WATCH_SETTLE)
+                settled = fingerprint(self.options.zones_dir)
+                if settled == current:
+                    break
+                current = settled
+            seen = current
+            log.info("zones directory changed: reloading")
+            await self.reload()
+
     def reload_in_background(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
         self._background.add(task)
@@ -235,8 +256,12 @@ class Server:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
         await self.start()
+        if self.options.watch_interval > 0:
+            watcher = loop.create_task(self.watch_zones(), name="watch zones")
         print(self.ready_line(), flush=True)
         await self._stopping.wait()
+        if self.options.watch_interval > 0:
+            watcher.cancel()
         await self.stop()
 
     async def stop(self) -> None:

@@ -107,5 +107,19 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
             for name in zone.pools:
                 pools.pop(name, None)
 
+    if previous is not None and by_name.keys() == previous.zones.keys() and all(by_name[n] is previous.zones[n] for n in by_name):
+        return ZoneSetResult(previous, errors, warnings, failed)  # nothing changed: same object, caches stay warm
     zoneset = model.ZoneSet(zones=MappingProxyType(by_name), pools=MappingProxyType(pools))
     return ZoneSetResult(zoneset, errors, warnings, failed)
+
+
+def fingerprint(directory: str) -> tuple[tuple[str, int, int], ...] | None:
+    """What a change to the zones directory changes: names, sizes, modification times."""
+    try:
+        out = []
+        for path in zone_files(directory):
+            stat = os.stat(path)
+            out.append((path, stat.st_mtime_ns, stat.st_size))
+        return tuple(out)
+    except OSError:
+        return None
