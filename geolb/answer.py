@@ -24,6 +24,7 @@ class Answer:
     ecs_scope: int = 0  # SCOPE PREFIX-LENGTH to echo when the query carried ECS
     glue_required: bool = False  # a referral: its glue may not be dropped to fit
     decision: Decision | None = None
+    max_answers: int | None = None  # of the GEO record, when there is one
 
 
 def build_answer(
@@ -48,4 +49,13 @@ def build_answer(
         for e in decision.endpoints(rng, target.record.max_answers)
     )
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
-    return Answer(NOERROR, True, (*found.answer, rrset), found.authority, found.additional, decision.ranking.scope, decision=decision)
+    return Answer(
+        NOERROR,
+        True,
+        (*found.answer, rrset),
+        found.authority,
+        found.additional,
+        decision.ranking.scope,
+        decision=decision,
+        max_answers=target.record.max_answers,
+    )

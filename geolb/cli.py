@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="look for changed zone files this often; 0 turns it off (default: 1)",
     )
+    serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tcp=TcpLimits(idle_timeout=args.tcp_idle_timeout, max_connections=args.tcp_max_connections),
             api_token=args.api_token or None,
             watch_interval=args.watch_interval,
+            fast_path=not args.no_fast_path,
         )
         return run_server(options)
     if args.command == "check":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
 import logging
 import random
 from dataclasses import dataclass, field
 
-from geolb import wire
+from geolb import model, wire
 from geolb.answer import Answer, build_answer
+from geolb.fastpath import GeoEntry, Key, PacketCache, StaticEntry, geo_entry, scan
 from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
 from geolb.lookup import lookup
 from geolb.model import IPAddress
@@ -48,13 +50,14 @@ class QueryStats:
 class QueryHandler:
     """Answers DNS messages from the runtime's current snapshot."""
 
-    def __init__(self, runtime: Runtime, locator: Locator, rng: random.Random | None = None) -> None:
+    def __init__(self, runtime: Runtime, locator: Locator, rng: random.Random | None = None, *, fast_path: bool = True) -> None:
         self.runtime = runtime
         self.locator = locator
         self.rng = rng or random.Random()
         self._decider_for: tuple[int, GeoDecider] | None = None
         self._scope_memos = ScopeMemos()
         self.stats = QueryStats()
+        self.cache = PacketCache() if fast_path else None
 
     def decider(self, snapshot: Snapshot) -> GeoDecider:
         cached = self._decider_for
@@ -63,11 +66,36 @@ class QueryHandler:
             self._decider_for = cached
         return cached[1]
 
-    def handle(self, data: bytes, peer: IPAddress, tcp: bool) -> bytes | None:
-        """The response to send, or None to drop the packet."""
+    def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
+        """The response to `data` from the peer `host`, or None to drop the packet."""
+        cache = self.cache
+        if cache is None:
+            return self._full(data, host, tcp, None)
+        snapshot = self.runtime.snapshot
+        if cache.generation != snapshot.generation:
+            cache.reset(snapshot.generation)
+        scanned = scan(data, tcp)
+        if scanned is None:
+            return self._full(data, host, tcp, None)
+        key, qend, by_peer = scanned
+        entry = cache.get(key, host, by_peer)
+        if entry is None:
+            return self._full(data, host, tcp, (cache, key, qend, by_peer))
+        stats = self.stats
+        stats.queries[entry.stats] += 1
+        if type(entry) is GeoEntry:
+            pool, region, failed_open = entry.geo
+            stats.geo_answers[pool, region] += 1
+            if failed_open:
+                stats.fail_open[pool] += 1
+        return entry.respond(data, qend, self.rng)
+
+    def _full(self, data: bytes, host: str, tcp: bool, fill: tuple[PacketCache, Key, int, bool] | None) -> bytes | None:
+        """The full path: dnslib parse, lookup, answer, encode; its answer may fill the packet cache."""
         try:
             parsed = wire.parse_query(data)
-        except wire.WireError:
+            peer = peer_address(host)
+        except (wire.WireError, ValueError):
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
@@ -77,20 +105,64 @@ class QueryHandler:
         try:
             snapshot = self.runtime.snapshot
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
-            answer = build_answer(found, client_address(query, peer), snapshot.zones, self.decider(snapshot), self.rng)
+            client = client_address(query, peer)
+            answer = build_answer(found, client, snapshot.zones, self.decider(snapshot), self.rng)
             stats = self.stats
-            stats.queries[found.zone, query.qtype, answer.rcode] += 1
+            stats_key = (found.zone, query.qtype, answer.rcode)
+            stats.queries[stats_key] += 1
             decision = answer.decision
             if decision is not None and decision.region is not None:
                 stats.geo_answers[decision.pool, decision.region.name] += 1
                 if decision.failed_open:
                     stats.fail_open[decision.pool] += 1
-            return self._encode(query, answer, tcp)
+            response = self._encode(query, answer, tcp)
+            if fill is not None and response is not None and snapshot is self.runtime.snapshot:
+                self._fill(fill, query, answer, response, stats_key, host, client is peer, tcp)
+            return response
         except Exception:
             # A bug must cost one answer, not the server.
             log.exception("internal error answering %s type %d", query.name, query.qtype)
             self.stats.queries["", query.qtype, wire.SERVFAIL] += 1
             return self._encode(query, Answer(wire.SERVFAIL, False), tcp)
+
+    def _fill(
+        self,
+        fill: tuple[PacketCache, Key, int, bool],
+        query: wire.Query,
+        answer: Answer,
+        response: bytes,
+        stats_key: tuple[str, int, int],
+        host: str,
+        from_peer: bool,
+        tcp: bool,
+    ) -> None:
+        cache, key, qend, _ = fill
+        decision = answer.decision
+        if decision is None or decision.region is None:
+            cache.put(key, host, False, StaticEntry(response, stats_key))
+            return
+        geo_rrset = answer.answer[-1] if answer.answer else None
+        if len(answer.answer) != 1 or geo_rrset is None or geo_rrset.name != query.name:
+            return  # a GEO answer behind a CNAME: the full path answers it every time
+        # Encode every candidate once, in candidate order, and cut the packet into records.
+        everything = dataclasses.replace(
+            answer,
+            answer=(dataclasses.replace(geo_rrset, rdatas=tuple(_address_rdata(e.address) for e in decision.candidates)),),
+        )
+        packet = self._encode(query, everything, tcp)
+        if packet is None or packet[2] & 0x02:  # truncated: not worth a fast path
+            return
+        entry = geo_entry(
+            packet,
+            qend,
+            tuple(4 if e.address.version == 4 else 16 for e in decision.candidates),
+            tuple(e.weight for e in decision.candidates),
+            answer.max_answers,
+            stats_key,
+            (decision.pool, decision.region.name, decision.failed_open),
+        )
+        if entry is not None:
+            cache.put(key, host, from_peer, entry)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:
@@ -98,3 +170,7 @@ class QueryHandler:
         except Exception:
             log.exception("cannot encode the answer to %s", query.name)
             return None
+
+
+def _address_rdata(address: IPAddress) -> model.Rdata:
+    return model.A(address) if isinstance(address, ipaddress.IPv4Address) else model.AAAA(address)

@@ -62,6 +62,7 @@ class ServeOptions:
     api_token: str | None = None
     probe_concurrency: int = 256
     watch_interval: float = 1.0  # seconds between looks at the zones directory; 0: do not watch
+    fast_path: bool = True
 
 
 def _resolve(address: HostPort) -> tuple[socket.AddressFamily, str]:
@@ -125,7 +126,7 @@ class Server:
         self.last_reload = result
         self.locator: GeoIPLocator | NoLocator = open_locator(options.geoip)
         self.runtime = Runtime(result.zoneset)
-        self.handler = QueryHandler(self.runtime, self.locator)
+        self.handler = QueryHandler(self.runtime, self.locator, fast_path=options.fast_path)
         self.metrics = Metrics()
         self.health = HealthState()
         self.health.set_targets(health_keys(result.zoneset))

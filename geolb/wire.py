@@ -218,8 +218,27 @@ def _encode(query: Query, response: Answer, additional: tuple[model.RRset, ...],
                 opts=opts,
             )
         )
-    packed: bytes = record.pack()
-    return packed
+    return _pack(record, query.labels)
+
+
+def _pack(record: dnslib.DNSRecord, labels: tuple[bytes, ...]) -> bytes:
+    """dnslib's DNSRecord.pack, except that only the whole question name is a compression target.
+
+    The question comes back in the client's case; letting other names point into its
+    suffixes would make the rest of the answer follow that case, so the same answer
+    would differ byte for byte between WWW.EXAMPLE.COM and www.example.com, and the
+    packet cache (fastpath.py) could not reuse one for the other.
+    """
+    record.set_header_qa()
+    buffer = dnslib.DNSBuffer()
+    record.header.pack(buffer)
+    for question in record.questions:
+        question.pack(buffer)
+    buffer.names = {labels: 12} if labels else {}
+    for section in (record.rr, record.auth, record.ar):
+        for rr in section:
+            rr.pack(buffer)
+    return bytes(buffer.data)
 
 
 def _rrs(query: Query, rrset: model.RRset) -> list[dnslib.RR]:

@@ -7,8 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import cast
 
-from geolb.handler import QueryHandler, peer_address
-from geolb.model import IPAddress
+from geolb.handler import QueryHandler
 
 log = logging.getLogger("geolb.net")
 
@@ -45,7 +44,7 @@ class DnsStreamProtocol(asyncio.Protocol):
         self.handler = handler
         self.connections = connections
         self.transport: asyncio.Transport | None = None
-        self.peer: IPAddress | None = None
+        self.peer: str | None = None
         self.buffer = bytearray()
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
@@ -57,8 +56,8 @@ class DnsStreamProtocol(asyncio.Protocol):
             transport.abort()
             return
         try:
-            self.peer = peer_address(transport.get_extra_info("peername")[0])
-        except (TypeError, ValueError):
+            self.peer = str(transport.get_extra_info("peername")[0])
+        except (TypeError, IndexError):
             transport.abort()
             return
         self.connections.open.add(self)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import cast
 
-from geolb.handler import QueryHandler, peer_address
+from geolb.handler import QueryHandler
 
 log = logging.getLogger("geolb.net")
 
@@ -21,11 +21,7 @@ class DnsDatagramProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        try:
-            peer = peer_address(addr[0])
-        except ValueError:
-            return
-        response = self.handler.handle(data, peer, tcp=False)
+        response = self.handler.handle(data, addr[0], tcp=False)
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
 
