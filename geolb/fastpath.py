@@ -10,8 +10,10 @@ random order: the cached packet is cut into one slice per endpoint record.
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
 
 OPT = 41
 ECS = 8
@@ -79,43 +81,52 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
     return (question, flags, limit, True, do, ecs), qend, by_peer
 
 
-@dataclass(frozen=True)
 class StaticEntry:
-    """A whole response but its ID and question (the client's case goes back as sent)."""
+    """Whole responses but their ID and question (the client's case goes back as sent).
 
-    packet: bytes
-    stats: tuple[str, int, int]
+    Usually one; a GEO answer with equal weights keeps every order (or every choice
+    of `max_answers`) of its records, and each query picks one at random.
+    """
+
+    __slots__ = ("geo", "hits", "packets", "stats")
+
+    def __init__(self, packets: tuple[bytes, ...], stats: tuple[str, int, int], geo: tuple[str, str, bool] | None = None) -> None:
+        self.packets = packets
+        self.stats = stats
+        self.geo = geo  # pool, region, failed open
+        self.hits = 0  # answers given from here since the last fold into QueryStats
 
     def respond(self, query: bytes, qend: int, rng: random.Random) -> bytes:
-        packet = self.packet
+        self.hits += 1
+        packets = self.packets
+        packet = packets[0] if len(packets) == 1 else packets[int(rng.random() * len(packets))]
         return query[:2] + packet[2:12] + query[12:qend] + packet[qend:]
 
 
-@dataclass(frozen=True)
 class GeoEntry:
-    """A GEO answer: header, one record per candidate endpoint, and what follows them."""
+    """A GEO answer with unequal weights: header, one record per candidate, and what follows them."""
 
-    head: bytes  # bytes 2..6 of the header (flags, QDCOUNT)
-    counts_tail: bytes  # NSCOUNT and ARCOUNT
-    records: tuple[bytes, ...]  # one per candidate, in candidate order
-    weights: tuple[int, ...]
-    equal_weights: bool
-    max_answers: int | None
-    tail: bytes  # authority, additional and OPT
-    stats: tuple[str, int, int]
-    geo: tuple[str, str, bool]  # pool, region, failed open
+    __slots__ = ("counts_tail", "geo", "head", "hits", "max_answers", "records", "stats", "tail", "weights")
+
+    def __init__(self, head: bytes, counts_tail: bytes, records: tuple[bytes, ...], weights: tuple[int, ...], max_answers: int | None,
+                 tail: bytes, stats: tuple[str, int, int], geo: tuple[str, str, bool]) -> None:  # fmt: skip
+        self.head = head  # bytes 2..6 of the header (flags, QDCOUNT)
+        self.counts_tail = counts_tail  # NSCOUNT and ARCOUNT
+        self.records = records  # one per candidate, in candidate order
+        self.weights = weights
+        self.max_answers = max_answers
+        self.tail = tail  # authority, additional and OPT
+        self.stats = stats
+        self.geo = geo
+        self.hits = 0
 
     def respond(self, query: bytes, qend: int, rng: random.Random) -> bytes:
+        self.hits += 1
         records = self.records
         count = len(records)
         limit = count if self.max_answers is None else min(count, self.max_answers)
-        if count == 1:
-            chosen: list[bytes] | tuple[bytes, ...] = records
-        elif self.equal_weights:
-            chosen = rng.sample(records, limit)
-        else:
-            keyed = sorted(range(count), key=lambda i: rng.random() ** (1.0 / self.weights[i]), reverse=True)
-            chosen = [records[i] for i in keyed[:limit]]
+        keyed = sorted(range(count), key=lambda i: rng.random() ** (1.0 / self.weights[i]), reverse=True)
+        chosen = [records[i] for i in keyed[:limit]]
         return b"".join((query[:2], self.head, len(chosen).to_bytes(2, "big"), self.counts_tail, query[12:qend], *chosen, self.tail))
 
 
@@ -123,19 +134,32 @@ Entry = StaticEntry | GeoEntry
 
 
 class PacketCache:
-    """Ready answers for one snapshot generation; per-peer ones live under their key in a second table."""
+    """Ready answers for one snapshot generation.
+
+    `exact` maps a query's bytes after its ID (and the transport) straight to an
+    answer that does not depend on the peer: a repeated query costs one dictionary
+    lookup. Below it, `entries` is keyed by the scanned question (any case, any
+    extra EDNS options); answers that depend on the peer live in `by_peer`.
+    """
 
     def __init__(self) -> None:
         self.generation = -1
+        self.exact: dict[tuple[bytes, bool], tuple[Entry, int]] = {}  # -> (answer, end of question)
         self.entries: dict[Key, Entry] = {}
         self.by_peer: dict[tuple[Key, str], Entry] = {}
         self.peer_keys: set[Key] = set()  # keys whose answer turned out to depend on the peer
+        self.live: list[Entry] = []
+        self.on_drop: Callable[[list[Entry]], None] | None = None  # folds hits before entries go
 
     def reset(self, generation: int) -> None:
+        if self.on_drop is not None:
+            self.on_drop(self.live)
         self.generation = generation
+        self.exact = {}
         self.entries = {}
         self.by_peer = {}
         self.peer_keys = set()
+        self.live = []  # every entry made this generation, for folding their hits
 
     def get(self, key: Key, peer: str, by_peer: bool) -> Entry | None:
         if by_peer and key in self.peer_keys:
@@ -145,15 +169,25 @@ class PacketCache:
     def put(self, key: Key, peer: str, depends_on_peer: bool, entry: Entry) -> None:
         if len(self.entries) + len(self.by_peer) >= CACHE_LIMIT:
             self.reset(self.generation)
+        self.live.append(entry)
         if depends_on_peer:
             self.peer_keys.add(key)
             self.by_peer[(key, peer)] = entry
         else:
             self.entries[key] = entry
 
+    def remember(self, query: bytes, qend: int, tcp: bool, entry: Entry) -> None:
+        """Answer these exact bytes with `entry` from now on (never for per-peer answers)."""
+        if len(self.exact) >= CACHE_LIMIT:
+            self.exact = {}
+        self.exact[(query[2:], tcp)] = (entry, qend)
+
+
+MAX_VARIANTS = 120  # every order of up to 5 records
+
 
 def geo_entry(packet: bytes, qend: int, rrsizes: tuple[int, ...], weights: tuple[int, ...], max_answers: int | None,
-              stats: tuple[str, int, int], geo: tuple[str, str, bool]) -> GeoEntry | None:  # fmt: skip
+              stats: tuple[str, int, int], geo: tuple[str, str, bool]) -> Entry | None:  # fmt: skip
     """Cut a GEO answer encoded with every candidate, in order, into its records.
 
     Returns None unless the answer section is exactly those records, each owned by
@@ -171,17 +205,16 @@ def geo_entry(packet: bytes, qend: int, rrsizes: tuple[int, ...], weights: tuple
         offset = end
     if int.from_bytes(packet[6:8], "big") != len(records):
         return None
+    # Weight 0 is standby: such records answer only when every candidate has weight 0.
     eligible = [i for i, w in enumerate(weights) if w > 0] or list(range(len(weights)))
-    kept = tuple(records[i] for i in eligible)
+    kept = [records[i] for i in eligible]
     kept_weights = tuple(max(weights[i], 1) for i in eligible)
-    return GeoEntry(
-        head=packet[2:6],
-        counts_tail=packet[8:12],
-        records=kept,
-        weights=kept_weights,
-        equal_weights=len(set(kept_weights)) == 1,
-        max_answers=max_answers,
-        tail=packet[offset:],
-        stats=stats,
-        geo=geo,
-    )
+    tail = packet[offset:]
+    limit = len(kept) if max_answers is None else min(len(kept), max_answers)
+    if len(set(kept_weights)) == 1 and math.perm(len(kept), limit) <= MAX_VARIANTS:
+        # Equal weights: a uniform pick among all orders is the weighted random order.
+        packets = tuple(
+            b"".join((packet[:6], limit.to_bytes(2, "big"), packet[8:qend], *order, tail)) for order in itertools.permutations(kept, limit)
+        )
+        return StaticEntry(packets, stats, geo)
+    return GeoEntry(packet[2:6], packet[8:12], tuple(kept), kept_weights, max_answers, tail, stats, geo)

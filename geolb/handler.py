@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from geolb import model, wire
 from geolb.answer import Answer, build_answer
-from geolb.fastpath import GeoEntry, Key, PacketCache, StaticEntry, geo_entry, scan
+from geolb.fastpath import Entry, Key, PacketCache, StaticEntry, geo_entry, scan
 from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
 from geolb.lookup import lookup
 from geolb.model import IPAddress
@@ -58,6 +58,12 @@ class QueryHandler:
         self._scope_memos = ScopeMemos()
         self.stats = QueryStats()
         self.cache = PacketCache() if fast_path else None
+        if self.cache is not None:
+            cache = self.cache
+            cache.on_drop = self._fold_hits
+            cache.reset(runtime.snapshot.generation)
+            # Every swap (reload, health change) drops the cache before the next query runs.
+            runtime.on_swap(lambda snapshot: cache.reset(snapshot.generation))
 
     def decider(self, snapshot: Snapshot) -> GeoDecider:
         cached = self._decider_for
@@ -71,26 +77,43 @@ class QueryHandler:
         cache = self.cache
         if cache is None:
             return self._full(data, host, tcp, None)
-        snapshot = self.runtime.snapshot
-        if cache.generation != snapshot.generation:
-            cache.reset(snapshot.generation)
-        scanned = scan(data, tcp)
-        if scanned is None:
-            return self._full(data, host, tcp, None)
-        key, qend, by_peer = scanned
-        entry = cache.get(key, host, by_peer)
-        if entry is None:
-            return self._full(data, host, tcp, (cache, key, qend, by_peer))
-        stats = self.stats
-        stats.queries[entry.stats] += 1
-        if type(entry) is GeoEntry:
-            pool, region, failed_open = entry.geo
-            stats.geo_answers[pool, region] += 1
-            if failed_open:
-                stats.fail_open[pool] += 1
-        return entry.respond(data, qend, self.rng)
+        known = cache.exact.get((data[2:], tcp))
+        if known is not None:
+            entry, qend = known
+        else:
+            scanned = scan(data, tcp)
+            if scanned is None:
+                return self._full(data, host, tcp, None)
+            key, qend, by_peer = scanned
+            found = cache.get(key, host, by_peer)
+            if found is None:
+                return self._full(data, host, tcp, (cache, key, qend, data))
+            entry = found
+            if not (by_peer and key in cache.peer_keys):
+                cache.remember(data, qend, tcp, entry)
+        return entry.respond(data, qend, self.rng)  # counts itself; see fold_hits
 
-    def _full(self, data: bytes, host: str, tcp: bool, fill: tuple[PacketCache, Key, int, bool] | None) -> bytes | None:
+    def _fold_hits(self, entries: list[Entry]) -> None:
+        """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
+        stats = self.stats
+        for entry in entries:
+            hits = entry.hits
+            if hits:
+                entry.hits = 0
+                stats.queries[entry.stats] += hits
+                if entry.geo is not None:
+                    pool, region, failed_open = entry.geo
+                    stats.geo_answers[pool, region] += hits
+                    if failed_open:
+                        stats.fail_open[pool] += hits
+
+    def fold_stats(self) -> QueryStats:
+        """The counters, with every answer given so far included."""
+        if self.cache is not None:
+            self._fold_hits(self.cache.live)
+        return self.stats
+
+    def _full(self, data: bytes, host: str, tcp: bool, fill: tuple[PacketCache, Key, int, bytes] | None) -> bytes | None:
         """The full path: dnslib parse, lookup, answer, encode; its answer may fill the packet cache."""
         try:
             parsed = wire.parse_query(data)
@@ -127,7 +150,7 @@ class QueryHandler:
 
     def _fill(
         self,
-        fill: tuple[PacketCache, Key, int, bool],
+        fill: tuple[PacketCache, Key, int, bytes],
         query: wire.Query,
         answer: Answer,
         response: bytes,
@@ -136,10 +159,12 @@ class QueryHandler:
         from_peer: bool,
         tcp: bool,
     ) -> None:
-        cache, key, qend, _ = fill
+        cache, key, qend, data = fill
         decision = answer.decision
         if decision is None or decision.region is None:
-            cache.put(key, host, False, StaticEntry(response, stats_key))
+            static = StaticEntry((response,), stats_key)
+            cache.put(key, host, False, static)
+            cache.remember(data, qend, tcp, static)
             return
         geo_rrset = answer.answer[-1] if answer.answer else None
         if len(answer.answer) != 1 or geo_rrset is None or geo_rrset.name != query.name:
@@ -163,6 +188,8 @@ class QueryHandler:
         )
         if entry is not None:
             cache.put(key, host, from_peer, entry)
+            if not from_peer:
+                cache.remember(data, qend, tcp, entry)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:

@@ -22,7 +22,7 @@ from geolb.http.api import build_app
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
 from geolb.net.tcp import DnsStreamProtocol, TcpConnections, TcpLimits
-from geolb.net.udp import DnsDatagramProtocol
+from geolb.net.udp import UdpListener
 from geolb.runtime import Runtime
 
 log = logging.getLogger("geolb")
@@ -143,7 +143,7 @@ class Server:
         self.tcp_connections = TcpConnections(options.tcp)
         self.dns_addresses: list[str] = []
         self.http_address: str | None = None
-        self._transports: list[asyncio.BaseTransport] = []
+        self._udp: list[UdpListener] = []
         self._tcp_servers: list[asyncio.AbstractServer] = []
         self._http_runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -172,8 +172,9 @@ class Server:
         self.prober.schedule(keys)
         for address in self.options.listen:
             udp, tcp, port = bind_pair(address)
-            transport, _ = await loop.create_datagram_endpoint(lambda: DnsDatagramProtocol(self.handler), sock=udp)
-            self._transports.append(transport)
+            listener = UdpListener(udp, self.handler)
+            listener.start()
+            self._udp.append(listener)
             server = await loop.create_server(lambda: DnsStreamProtocol(self.handler, self.tcp_connections), sock=tcp)
             self._tcp_servers.append(server)
             self.dns_addresses.append(str(HostPort(address.host, port)))
@@ -270,8 +271,8 @@ class Server:
         log.info("stopping")
         for server in self._tcp_servers:
             server.close()
-        for transport in self._transports:
-            transport.close()
+        for listener in self._udp:
+            listener.close()
         await self.tcp_connections.drain(DRAIN_TIMEOUT)
         for server in self._tcp_servers:
             await server.wait_closed()

@@ -206,3 +206,12 @@ def test_weighted_order_survives_the_cache() -> None:
     picks = [str(dns.message.from_wire(fast.handle(data, "127.0.0.1", False)).answer[0][0]) for _ in range(2000)]  # type: ignore[arg-type]
     assert picks.count("192.0.2.82") == 0
     assert 0.70 < picks.count("192.0.2.81") / len(picks) < 0.80
+
+
+def test_exact_hits_echo_their_own_question() -> None:
+    """An answer filled by one case and reached through another keeps each client's case."""
+    fast, full = handlers()
+    upper = query_bytes("MAIL.EXAMPLE.COM", "A", True, None, 1232, False)
+    lower = query_bytes("mail.example.com", "A", True, None, 1232, False)
+    for data in (upper, lower, lower, upper, lower):
+        assert fast.handle(data, "127.0.0.1", False) == full.handle(data, "127.0.0.1", False)
