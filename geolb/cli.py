@@ -15,8 +15,9 @@ from geolb.explain import ExplainError, explain, parse_client, render_text
 from geolb.geo.decide import GeoDecider
 from geolb.geo.locate import open_locator
 from geolb.health.state import ALL_UP
+from geolb.net.listeners import HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.server import HostPort, ServeOptions, run_server
+from geolb.server import ServeOptions, run_server
 
 
 def _host_port(text: str) -> HostPort:
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="look for changed zone files this often; 0 turns it off (default: 1)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="DNS processes on SO_REUSEPORT sockets (default: the number of CPUs)",
+    )
     serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
@@ -98,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_token=args.api_token or None,
             watch_interval=args.watch_interval,
             fast_path=not args.no_fast_path,
+            workers=max(1, args.workers),
+            log_level=getattr(logging, args.log_level.upper()),
         )
         return run_server(options)
     if args.command == "check":

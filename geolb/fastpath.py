@@ -137,14 +137,16 @@ class PacketCache:
     """Ready answers for one snapshot generation.
 
     `exact` maps a query's bytes after its ID (and the transport) straight to an
-    answer that does not depend on the peer: a repeated query costs one dictionary
-    lookup. Below it, `entries` is keyed by the scanned question (any case, any
-    extra EDNS options); answers that depend on the peer live in `by_peer`.
+    answer that does not depend on the peer, so a repeated query costs one
+    dictionary lookup; `exact_by_peer` does the same per peer for answers that do.
+    Below them, `entries` is keyed by the scanned question (any case, any extra
+    EDNS options); answers that depend on the peer live in `by_peer`.
     """
 
     def __init__(self) -> None:
         self.generation = -1
         self.exact: dict[tuple[bytes, bool], tuple[Entry, int]] = {}  # -> (answer, end of question)
+        self.exact_by_peer: dict[tuple[bytes, bool, str], tuple[Entry, int]] = {}
         self.entries: dict[Key, Entry] = {}
         self.by_peer: dict[tuple[Key, str], Entry] = {}
         self.peer_keys: set[Key] = set()  # keys whose answer turned out to depend on the peer
@@ -156,6 +158,7 @@ class PacketCache:
             self.on_drop(self.live)
         self.generation = generation
         self.exact = {}
+        self.exact_by_peer = {}
         self.entries = {}
         self.by_peer = {}
         self.peer_keys = set()
@@ -176,11 +179,15 @@ class PacketCache:
         else:
             self.entries[key] = entry
 
-    def remember(self, query: bytes, qend: int, tcp: bool, entry: Entry) -> None:
-        """Answer these exact bytes with `entry` from now on (never for per-peer answers)."""
-        if len(self.exact) >= CACHE_LIMIT:
+    def remember(self, query: bytes, qend: int, tcp: bool, entry: Entry, peer: str | None = None) -> None:
+        """Answer these exact bytes (from `peer`, for an answer that depends on it) with `entry` from now on."""
+        if len(self.exact) + len(self.exact_by_peer) >= CACHE_LIMIT:
             self.exact = {}
-        self.exact[(query[2:], tcp)] = (entry, qend)
+            self.exact_by_peer = {}
+        if peer is None:
+            self.exact[(query[2:], tcp)] = (entry, qend)
+        else:
+            self.exact_by_peer[(query[2:], tcp, peer)] = (entry, qend)
 
 
 MAX_VARIANTS = 120  # every order of up to 5 records

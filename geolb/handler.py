@@ -78,6 +78,8 @@ class QueryHandler:
         if cache is None:
             return self._full(data, host, tcp, None)
         known = cache.exact.get((data[2:], tcp))
+        if known is None and cache.exact_by_peer:
+            known = cache.exact_by_peer.get((data[2:], tcp, host))
         if known is not None:
             entry, qend = known
         else:
@@ -89,8 +91,7 @@ class QueryHandler:
             if found is None:
                 return self._full(data, host, tcp, (cache, key, qend, data))
             entry = found
-            if not (by_peer and key in cache.peer_keys):
-                cache.remember(data, qend, tcp, entry)
+            cache.remember(data, qend, tcp, entry, host if by_peer and key in cache.peer_keys else None)
         return entry.respond(data, qend, self.rng)  # counts itself; see fold_hits
 
     def _fold_hits(self, entries: list[Entry]) -> None:
@@ -188,8 +189,7 @@ class QueryHandler:
         )
         if entry is not None:
             cache.put(key, host, from_peer, entry)
-            if not from_peer:
-                cache.remember(data, qend, tcp, entry)
+            cache.remember(data, qend, tcp, entry, host if from_peer else None)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:

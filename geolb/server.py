@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -15,41 +13,20 @@ from aiohttp import web
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
 from geolb.geo.locate import GeoIPLocator, NoLocator, open_locator
-from geolb.handler import QueryHandler
+from geolb.handler import QueryHandler, QueryStats
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, health_keys
 from geolb.http.api import build_app
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
-from geolb.net.tcp import DnsStreamProtocol, TcpConnections, TcpLimits
-from geolb.net.udp import UdpListener
+from geolb.net.listeners import DnsListeners, HostPort, bind_pair
+from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime
+from geolb.workers import WorkerConfig, WorkerPool
 
 log = logging.getLogger("geolb")
-UDP_RECEIVE_BUFFER = 4 << 20  # absorbs bursts while the loop is busy
 DRAIN_TIMEOUT = 5.0
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
-
-
-@dataclass(frozen=True)
-class HostPort:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> HostPort:
-        """`127.0.0.1:5353`, `[::1]:5353` or `localhost:5353`."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:5353), got {text!r}")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise ValueError(f"write IPv6 addresses in brackets, as [{host}]:{port}")
-        return cls(host or "0.0.0.0", int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -57,60 +34,14 @@ class ServeOptions:
     zones_dir: str = "zones"
     geoip: str | None = None
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 5353),)
-    http: HostPort | None = HostPort("127.0.0.1", 8053)
+    http: HostPort | None = field(default_factory=lambda: HostPort("127.0.0.1", 8053))
     tcp: TcpLimits = field(default_factory=TcpLimits)
     api_token: str | None = None
     probe_concurrency: int = 256
     watch_interval: float = 1.0  # seconds between looks at the zones directory; 0: do not watch
     fast_path: bool = True
-
-
-def _resolve(address: HostPort) -> tuple[socket.AddressFamily, str]:
-    try:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise GeolbError(f"cannot listen on {address}: {exc.strerror}") from None
-    family, _, _, _, sockaddr = infos[0]
-    return family, str(sockaddr[0])
-
-
-def _bind(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> socket.socket:
-    sock = socket.socket(family, kind)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        sock.bind((host, port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(1024)
-        sock.setblocking(False)
-        return sock
-    except BaseException:
-        sock.close()
-        raise
-
-
-def bind_pair(address: HostPort) -> tuple[socket.socket, socket.socket, int]:
-    """A UDP and a TCP socket on the same port (port 0: any free port that both can have)."""
-    family, host = _resolve(address)
-    for _attempt in range(20):
-        try:
-            udp = _bind(family, socket.SOCK_DGRAM, host, address.port)
-        except OSError as exc:
-            raise GeolbError(f"cannot listen on {address} (udp): {exc.strerror}") from None
-        port = int(udp.getsockname()[1])
-        try:
-            tcp = _bind(family, socket.SOCK_STREAM, host, port)
-        except OSError as exc:
-            udp.close()
-            if address.port == 0 and exc.errno == errno.EADDRINUSE:
-                continue  # that free UDP port is taken on TCP: try another
-            raise GeolbError(f"cannot listen on {address} (tcp): {exc.strerror}") from None
-        return udp, tcp, port
-    raise GeolbError(f"cannot find a port free on both UDP and TCP for {address}")
+    workers: int = 1  # DNS processes; 1: this process answers DNS itself
+    log_level: int = logging.INFO
 
 
 class Server:
@@ -118,6 +49,7 @@ class Server:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
+        self._seen_files = fingerprint(options.zones_dir)  # before loading: a change meanwhile means one more reload
         result = load_zoneset(options.zones_dir)
         if not result.ok:
             raise ZoneSetError(result.errors)
@@ -140,11 +72,11 @@ class Server:
         self.prober.describe(result.zoneset)
         self.metrics.attach(lambda: server_metrics(self))
         self._reload_lock = asyncio.Lock()
-        self.tcp_connections = TcpConnections(options.tcp)
+        self.listeners = DnsListeners(self.handler, options.tcp)
+        self.pool: WorkerPool | None = None
+        self.scraped_stats = QueryStats()  # what /metrics renders: gathered from every process per scrape
         self.dns_addresses: list[str] = []
         self.http_address: str | None = None
-        self._udp: list[UdpListener] = []
-        self._tcp_servers: list[asyncio.AbstractServer] = []
         self._http_runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
@@ -161,7 +93,6 @@ class Server:
             self.runtime.publish_health(self.health.view)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         await self.prober.start()
         # SPEC §4: one round of checks before the first answer; first results set the states.
         keys = self.health.targets()
@@ -170,14 +101,11 @@ class Server:
             await self.prober.check_once(keys)
         self.publish_health()
         self.prober.schedule(keys)
-        for address in self.options.listen:
-            udp, tcp, port = bind_pair(address)
-            listener = UdpListener(udp, self.handler)
-            listener.start()
-            self._udp.append(listener)
-            server = await loop.create_server(lambda: DnsStreamProtocol(self.handler, self.tcp_connections), sock=tcp)
-            self._tcp_servers.append(server)
-            self.dns_addresses.append(str(HostPort(address.host, port)))
+        if self.options.workers > 1:
+            await self._start_workers()
+        else:
+            listening = await self.listeners.start(self.options.listen)
+            self.dns_addresses = [str(address) for address in listening]
         if self.options.http is not None:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
@@ -186,14 +114,52 @@ class Server:
                 await site.start()
             except OSError as exc:
                 raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
-            bound = self._http_runner.addresses
-            port = int(bound[0][1]) if bound else self.options.http.port
+            http_bound = self._http_runner.addresses
+            port = int(http_bound[0][1]) if http_bound else self.options.http.port
             self.http_address = str(HostPort(self.options.http.host, port))
+
+    async def _start_workers(self) -> None:
+        """Find free ports here (SO_REUSEPORT), hand them to the workers, then let go of ours."""
+        reserved = [bind_pair(address, reuse_port=True) for address in self.options.listen]
+        listen = tuple(bound for _, _, bound in reserved)
+        config = WorkerConfig(listen, self.options.geoip, self.options.tcp, self.options.fast_path, self.options.log_level)
+        self.pool = WorkerPool(self.options.workers, config)
+        try:
+            await self.pool.start(self.runtime.snapshot)
+        finally:
+            for udp, tcp, _ in reserved:  # a socket we held but never read would swallow its share of queries
+                udp.close()
+                tcp.close()
+        self.runtime.on_swap(self.pool.publish)
+        self.dns_addresses = [str(address) for address in listen]
+
+    async def query_stats(self) -> QueryStats:
+        """DNS counters of every process that answers."""
+        if self.pool is None:
+            return self.handler.fold_stats()
+        total = QueryStats()
+        for stats in await self.pool.stats():
+            total.queries.update(stats.queries)
+            total.geo_answers.update(stats.geo_answers)
+            total.fail_open.update(stats.fail_open)
+            total.dropped += stats.dropped
+        return total
+
+    @property
+    def answering(self) -> bool:
+        """True while DNS is being answered (by this process or every worker)."""
+        if self.pool is not None:
+            return self.pool.alive == self.pool.count
+        return bool(self.dns_addresses)
 
     def ready_line(self) -> str:
         zones = self.runtime.snapshot.zones.zones
         http = f"http {self.http_address}" if self.http_address else "http off"
-        return f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), geoip {self.locator.description}"
+        workers = f", {self.options.workers} DNS workers" if self.pool is not None else ""
+        return (
+            f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), "
+            f"geoip {self.locator.description}{workers}"
+        )
 
     async def reload(self) -> ZoneSetResult:
         """Re-read the zones directory and swap it in whole; files that fail keep their last good version.
@@ -203,6 +169,7 @@ class Server:
         """
         async with self._reload_lock:
             current = self.runtime.snapshot.zones
+            self._seen_files = fingerprint(self.options.zones_dir)
             result = load_zoneset(self.options.zones_dir, previous=current)
             for warning in result.warnings:
                 log.warning("%s", warning)
@@ -228,11 +195,10 @@ class Server:
     async def watch_zones(self) -> None:
         """Reload when a file in the zones directory changes, once a burst of writes has settled."""
         interval = self.options.watch_interval
-        seen = fingerprint(self.options.zones_dir)
         while True:
             await asyncio.sleep(interval)
             current = fingerprint(self.options.zones_dir)
-            if current == seen:
+            if current == self._seen_files:
                 continue
             while True:  # debounce: an editor or a deploy tool may write several times
                 await asyncio.sleep(WATCH_SETTLE)
@@ -240,7 +206,6 @@ class Server:
                 if settled == current:
                     break
                 current = settled
-            seen = current
             log.info("zones directory changed: reloading")
             await self.reload()
 
@@ -257,7 +222,11 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         if self.options.watch_interval > 0:
             watcher = loop.create_task(self.watch_zones(), name="watch zones")
         print(self.ready_line(), flush=True)
@@ -269,13 +238,9 @@ class Server:
     async def stop(self) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
         log.info("stopping")
-        for server in self._tcp_servers:
-            server.close()
-        for listener in self._udp:
-            listener.close()
-        await self.tcp_connections.drain(DRAIN_TIMEOUT)
-        for server in self._tcp_servers:
-            await server.wait_closed()
+        if self.pool is not None:
+            await self.pool.stop()
+        await self.listeners.stop(DRAIN_TIMEOUT)
         await self.prober.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()

@@ -31,6 +31,7 @@ class RunningServer:
     dns: list[tuple[str, int]]
     http: str | None
     stderr_path: Path
+    ready_line: str = ""
 
     @property
     def host(self) -> str:
@@ -114,7 +115,7 @@ def start_server(
             match = READY.match(line)
             if match:
                 dns_addrs = [_split(a) for a in match.group("dns").split()]
-                return RunningServer(proc, dns_addrs, None if match.group("http") == "off" else match.group("http"), stderr_path)
+                return RunningServer(proc, dns_addrs, None if match.group("http") == "off" else match.group("http"), stderr_path, line)
             if not line and proc.poll() is not None:
                 break
     proc.kill()

@@ -68,13 +68,15 @@ def _mutating(handler: Handler) -> Handler:
 
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    if not server.dns_addresses:
-        return web.json_response({"status": "starting"}, status=503)
+    if not server.answering:
+        return web.json_response({"status": "not answering DNS"}, status=503)
     return web.json_response({"status": "ok", "zones": len(server.runtime.snapshot.zones.zones)})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVER_KEY].metrics.render()
+    server = request.app[SERVER_KEY]
+    server.scraped_stats = await server.query_stats()  # every worker's counters, gathered now
+    body = server.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

@@ -59,7 +59,7 @@ class _Adapter(Collector):
 
 def server_metrics(server: Server) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     """The DNS path's plain counters and the current health, as Prometheus families."""
-    stats = server.handler.fold_stats()
+    stats = server.scraped_stats
     queries = CounterMetricFamily("geolb_dns_queries", "DNS queries answered, by zone, type and rcode.", labels=["zone", "qtype", "rcode"])
     for (zone_name, qtype, rcode), count in list(stats.queries.items()):
         queries.add_metric([zone_name, model.RTYPE_NAMES.get(qtype, str(qtype)), RCODE_NAMES.get(rcode, str(rcode))], count)

@@ -100,11 +100,11 @@ def test_reload_when_a_file_changes(zones: Path, tmp_path: Path) -> None:
     server = start_server(zones, "--watch-interval", "0.2", tmp=tmp_path)
     try:
         write(zones / "r.example.yaml", zone_text("192.0.2.4"))
-        wait_for(lambda: a_records(server) == {"192.0.2.4"}, timeout=5)
+        wait_for(lambda: a_records(server) == {"192.0.2.4"}, timeout=10)
         write(zones / "s.example.yaml", "nameservers: {ns1.s.example.: [192.0.2.53]}\nrecords: {www: [{type: A, value: 192.0.2.5}]}\n")
-        wait_for(lambda: a_records(server, "www.s.example") == {"192.0.2.5"}, timeout=5)
+        wait_for(lambda: a_records(server, "www.s.example") == {"192.0.2.5"}, timeout=10)
         (zones / "s.example.yaml").unlink()
-        wait_for(lambda: server.query("www.s.example", "A").rcode() == dns.rcode.REFUSED, timeout=5)
+        wait_for(lambda: server.query("www.s.example", "A").rcode() == dns.rcode.REFUSED, timeout=10)
     finally:
         assert server.stop() == 0
 

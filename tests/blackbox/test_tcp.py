@@ -16,7 +16,8 @@ from tests.serverproc import RunningServer, start_server
 
 @pytest.fixture(scope="module")
 def tcp_server() -> Iterator[RunningServer]:
-    running = start_server("tests/data/zones", "--tcp-idle-timeout", "0.5", "--tcp-max-connections", "4")
+    # One DNS process: the connection cap is per process.
+    running = start_server("tests/data/zones", "--tcp-idle-timeout", "0.5", "--tcp-max-connections", "4", "--workers", "1")
     yield running
     assert running.stop() == 0
 
@@ -108,3 +109,17 @@ def test_garbage_on_tcp_does_not_hurt_the_next_connection(tcp_server: RunningSer
         sock.sendall(struct.pack("!H", 5) + b"\xff" * 5 + struct.pack("!H", 0))
         sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
         assert read_message(sock).rcode() == dns.rcode.NOERROR
+
+
+def test_workers_answer_alike_on_udp_and_tcp() -> None:
+    """With several DNS processes, every answer is the same whichever process takes it."""
+    running = start_server("tests/data/zones", "--workers", "3")
+    try:
+        assert "3 DNS workers" in running.ready_line
+        answers = set()
+        for i in range(60):
+            response = running.query("mail.example.com", "A", tcp=i % 2 == 1)
+            answers.add(tuple(sorted(r.to_text() for rrset in response.answer for r in rrset)))
+        assert answers == {("192.0.2.25",)}
+    finally:
+        assert running.stop() == 0
