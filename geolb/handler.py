@@ -15,10 +15,11 @@ from geolb.fastpath import Entry, Key, PacketCache, StaticEntry, geo_entry, scan
 from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
 from geolb.lookup import lookup
 from geolb.model import IPAddress
-from geolb.runtime import Runtime, Snapshot
+from geolb.runtime import Runtime, Snapshot, settle_memory
 
 log = logging.getLogger("geolb.dns")
 TCP_LIMIT = 65535
+SETTLE_EVERY = 2048  # cache fills between two settle_memory() calls
 
 
 def client_address(query: wire.Query, peer: IPAddress) -> IPAddress:
@@ -58,6 +59,7 @@ class QueryHandler:
         self._scope_memos = ScopeMemos()
         self.stats = QueryStats()
         self.cache = PacketCache() if fast_path else None
+        self._fills = 0
         if self.cache is not None:
             cache = self.cache
             cache.on_drop = self._fold_hits
@@ -161,6 +163,9 @@ class QueryHandler:
         tcp: bool,
     ) -> None:
         cache, key, qend, data = fill
+        self._fills += 1
+        if self._fills % SETTLE_EVERY == 0:
+            settle_memory()  # cached answers live until the next swap: keep them out of GC passes
         decision = answer.decision
         if decision is None or decision.region is None:
             static = StaticEntry((response,), stats_key)

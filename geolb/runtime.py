@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,4 +40,17 @@ class Runtime:
         self.snapshot = snapshot
         for listener in self._listeners:
             listener(snapshot)
+        settle_memory()
         return snapshot
+
+
+def settle_memory() -> None:
+    """Move what is alive now out of the cyclic collector's reach.
+
+    Zones, decisions and cached answers are long-lived and acyclic; left in the
+    collector's generations, a full pass over them stalls every query for ~30 ms
+    (measured with 110k objects: bench/README). Frozen objects are still freed by
+    reference counting when a swap lets go of them.
+    """
+    gc.collect(1)
+    gc.freeze()

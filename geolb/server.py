@@ -21,7 +21,7 @@ from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
 from geolb.net.listeners import DnsListeners, HostPort, bind_pair
 from geolb.net.tcp import TcpLimits
-from geolb.runtime import Runtime
+from geolb.runtime import Runtime, settle_memory
 from geolb.workers import WorkerConfig, WorkerPool
 
 log = logging.getLogger("geolb")
@@ -229,6 +229,7 @@ class Server:
             raise
         if self.options.watch_interval > 0:
             watcher = loop.create_task(self.watch_zones(), name="watch zones")
+        settle_memory()
         print(self.ready_line(), flush=True)
         await self._stopping.wait()
         if self.options.watch_interval > 0:

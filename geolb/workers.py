@@ -27,7 +27,7 @@ from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
 from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.runtime import Runtime, Snapshot
+from geolb.runtime import Runtime, Snapshot, settle_memory
 
 log = logging.getLogger("geolb.workers")
 START_TIMEOUT = 60.0
@@ -100,6 +100,7 @@ async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConf
 
     loop.add_reader(conn.fileno(), on_message)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    settle_memory()
     conn.send(("ready", None))
     await stop.wait()
     await listeners.stop(DRAIN_TIMEOUT)
