@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--rate", type=int, default=5000, help="queries per second for the latency run")
     parser.add_argument("--probe-targets", type=int, default=0)
+    parser.add_argument("--probe-interval", type=float, default=1.0)
     parser.add_argument("--geolb", nargs="*", default=[], help="more `geolb serve` arguments")
     args = parser.parse_args()
     if shutil.which("dnsperf") is None:
@@ -136,7 +137,7 @@ def main() -> None:
             )
             (zones / "probe.example.yaml").write_text(
                 "nameservers: {ns1.probe.example.: [192.0.2.53]}\n"
-                f"health: {{type: http, port: {port}, interval: 1, timeout: 1}}\n"
+                f"health: {{type: http, port: {port}, interval: {args.probe_interval}, timeout: 1}}\n"
                 f"pools:\n  probed:\n    regions:\n{regions}\nrecords:\n  www: [{{type: GEO, pool: probed}}]\n"
             )
         dns_port = free_port()
