@@ -8,7 +8,7 @@ from geolb import model
 from geolb.names import parent
 
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
-QTYPE_A, QTYPE_NS, QTYPE_CNAME, QTYPE_SOA, QTYPE_AAAA, QTYPE_DS, QTYPE_ANY = 1, 2, 5, 6, 28, 43, 255
+QTYPE_A, QTYPE_CNAME, QTYPE_AAAA, QTYPE_DS, QTYPE_ANY = 1, 5, 28, 43, 255
 QTYPE_AXFR, QTYPE_IXFR = 252, 251
 CLASS_IN, CLASS_ANY = 1, 255
 MAX_CHAIN = 12  # CNAMEs followed before a chain counts as a loop
