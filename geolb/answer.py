@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from dataclasses import dataclass
 
 from geolb import model
 from geolb.geo.decide import GeoDecider
 from geolb.geo.rank import Decision
-from geolb.lookup import NOERROR, Lookup
+from geolb.lookup import Lookup
+from geolb.model import NOERROR
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,7 @@ def build_answer(
     if decision.region is None:
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
         return Answer(NOERROR, True, found.answer, (target.negative_soa,), decision=decision)
-    rdatas: tuple[model.Rdata, ...] = tuple(
-        model.A(e.address) if isinstance(e.address, ipaddress.IPv4Address) else model.AAAA(e.address)
-        for e in decision.endpoints(rng, target.record.max_answers)
-    )
+    rdatas = tuple(model.address_rdata(e.address) for e in decision.endpoints(rng, target.record.max_answers))
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
     return Answer(
         NOERROR,

@@ -11,8 +11,6 @@ from geolb.answer import Answer, build_answer
 from geolb.geo.decide import GeoDecider
 from geolb.lookup import lookup
 
-RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
 
 class ExplainError(ValueError):
     """A question that cannot be explained: bad name, type or client."""
@@ -37,7 +35,7 @@ def explain(zoneset: model.ZoneSet, decider: GeoDecider, name: str, qtype: str, 
     return {
         "query": {"name": qname, "type": qtype},
         "client": {"address": str(client.network_address), "prefix": client.prefixlen},
-        "rcode": RCODE_NAMES.get(answer.rcode, str(answer.rcode)),
+        "rcode": model.RCODE_NAMES.get(answer.rcode, str(answer.rcode)),
         "authoritative": answer.aa,
         "ecs_scope": min(answer.ecs_scope, client.prefixlen),
         "answer": _records(answer.answer),

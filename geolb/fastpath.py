@@ -15,11 +15,9 @@ import math
 import random
 from collections.abc import Callable
 
-OPT = 41
-ECS = 8
-CLASSIC_UDP = 512
-EDNS_UDP = 1232
-TCP_LIMIT = 65535
+from geolb.geo.rank import standby_aware, weighted_indices
+from geolb.wire import ECS_OPTION, OPT, response_limit
+
 CACHE_LIMIT = 50_000  # packets per generation; past it the cache starts over
 
 # (question in lower case, RD and CD bits, response size limit, EDNS present, DO bit, ECS option data)
@@ -52,7 +50,7 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
     if data[11] == 0:
         if qend != size:
             return None
-        return (question, flags, TCP_LIMIT if tcp else CLASSIC_UDP, False, False, None), qend, True
+        return (question, flags, response_limit(None, tcp), False, False, None), qend, True
     # One additional record: it must be a well-formed EDNS(0) OPT at the root.
     if size < qend + 11 or data[qend] != 0 or data[qend + 1] != 0 or data[qend + 2] != OPT or data[qend + 6] != 0:
         return None
@@ -71,12 +69,12 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
         end = offset + 4 + length
         if end > size:
             return None
-        if code == ECS:
+        if code == ECS_OPTION:
             if ecs is not None:
                 return None  # two ECS options: FORMERR, the full path says so
             ecs = data[offset + 4 : end]
         offset = end
-    limit = TCP_LIMIT if tcp else max(CLASSIC_UDP, min(udp, EDNS_UDP))
+    limit = response_limit(udp, tcp)
     by_peer = ecs is None or len(ecs) < 3 or ecs[2] == 0
     return (question, flags, limit, True, do, ecs), qend, by_peer
 
@@ -123,10 +121,7 @@ class GeoEntry:
     def respond(self, query: bytes, qend: int, rng: random.Random) -> bytes:
         self.hits += 1
         records = self.records
-        count = len(records)
-        limit = count if self.max_answers is None else min(count, self.max_answers)
-        keyed = sorted(range(count), key=lambda i: rng.random() ** (1.0 / self.weights[i]), reverse=True)
-        chosen = [records[i] for i in keyed[:limit]]
+        chosen = [records[i] for i in weighted_indices(self.weights, self.max_answers, rng)]
         return b"".join((query[:2], self.head, len(chosen).to_bytes(2, "big"), self.counts_tail, query[12:qend], *chosen, self.tail))
 
 
@@ -164,10 +159,11 @@ class PacketCache:
         self.peer_keys = set()
         self.live = []  # every entry made this generation, for folding their hits
 
-    def get(self, key: Key, peer: str, by_peer: bool) -> Entry | None:
+    def get(self, key: Key, peer: str, by_peer: bool) -> tuple[Entry | None, str | None]:
+        """The answer for `key`, and the peer it was kept under (None: it does not depend on the peer)."""
         if by_peer and key in self.peer_keys:
-            return self.by_peer.get((key, peer))
-        return self.entries.get(key)
+            return self.by_peer.get((key, peer)), peer
+        return self.entries.get(key), None
 
     def put(self, key: Key, peer: str, depends_on_peer: bool, entry: Entry) -> None:
         if len(self.entries) + len(self.by_peer) >= CACHE_LIMIT:
@@ -212,10 +208,9 @@ def geo_entry(packet: bytes, qend: int, rrsizes: tuple[int, ...], weights: tuple
         offset = end
     if int.from_bytes(packet[6:8], "big") != len(records):
         return None
-    # Weight 0 is standby: such records answer only when every candidate has weight 0.
-    eligible = [i for i, w in enumerate(weights) if w > 0] or list(range(len(weights)))
+    eligible = standby_aware(weights)
     kept = [records[i] for i in eligible]
-    kept_weights = tuple(max(weights[i], 1) for i in eligible)
+    kept_weights = tuple(weights[i] for i in eligible)
     tail = packet[offset:]
     limit = len(kept) if max_answers is None else min(len(kept), max_answers)
     if len(set(kept_weights)) == 1 and math.perm(len(kept), limit) <= MAX_VARIANTS:

@@ -14,11 +14,10 @@ from geolb.answer import Answer, build_answer
 from geolb.fastpath import Entry, Key, PacketCache, StaticEntry, geo_entry, scan
 from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
 from geolb.lookup import lookup
-from geolb.model import IPAddress
+from geolb.model import SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot, settle_memory
 
 log = logging.getLogger("geolb.dns")
-TCP_LIMIT = 65535
 SETTLE_EVERY = 2048  # cache fills between two settle_memory() calls
 
 
@@ -46,6 +45,21 @@ class QueryStats:
     geo_answers: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # pool, region
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     dropped: int = 0
+
+    def count(self, key: tuple[str, int, int], geo: tuple[str, str, bool] | None, answers: int = 1) -> None:
+        """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, failed open) for GEO."""
+        self.queries[key] += answers
+        if geo is not None:
+            pool, region, failed_open = geo
+            self.geo_answers[pool, region] += answers
+            if failed_open:
+                self.fail_open[pool] += answers
+
+    def add(self, other: QueryStats) -> None:
+        self.queries.update(other.queries)
+        self.geo_answers.update(other.geo_answers)
+        self.fail_open.update(other.fail_open)
+        self.dropped += other.dropped
 
 
 class QueryHandler:
@@ -79,9 +93,10 @@ class QueryHandler:
         cache = self.cache
         if cache is None:
             return self._full(data, host, tcp, None)
-        known = cache.exact.get((data[2:], tcp))
+        tail = data[2:]
+        known = cache.exact.get((tail, tcp))
         if known is None and cache.exact_by_peer:
-            known = cache.exact_by_peer.get((data[2:], tcp, host))
+            known = cache.exact_by_peer.get((tail, tcp, host))
         if known is not None:
             entry, qend = known
         else:
@@ -89,26 +104,19 @@ class QueryHandler:
             if scanned is None:
                 return self._full(data, host, tcp, None)
             key, qend, by_peer = scanned
-            found = cache.get(key, host, by_peer)
+            found, peer = cache.get(key, host, by_peer)
             if found is None:
                 return self._full(data, host, tcp, (cache, key, qend, data))
             entry = found
-            cache.remember(data, qend, tcp, entry, host if by_peer and key in cache.peer_keys else None)
+            cache.remember(data, qend, tcp, entry, peer)
         return entry.respond(data, qend, self.rng)  # counts itself; see fold_hits
 
     def _fold_hits(self, entries: list[Entry]) -> None:
         """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
-        stats = self.stats
         for entry in entries:
-            hits = entry.hits
-            if hits:
+            if entry.hits:
+                self.stats.count(entry.stats, entry.geo, entry.hits)
                 entry.hits = 0
-                stats.queries[entry.stats] += hits
-                if entry.geo is not None:
-                    pool, region, failed_open = entry.geo
-                    stats.geo_answers[pool, region] += hits
-                    if failed_open:
-                        stats.fail_open[pool] += hits
 
     def fold_stats(self) -> QueryStats:
         """The counters, with every answer given so far included."""
@@ -125,7 +133,7 @@ class QueryHandler:
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
-            self.stats.queries["", parsed.query.qtype, parsed.rcode] += 1
+            self.stats.count(("", parsed.query.qtype, parsed.rcode), None)
             return self._encode(parsed.query, Answer(parsed.rcode, False), tcp)
         query = parsed
         try:
@@ -133,23 +141,21 @@ class QueryHandler:
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
             client = client_address(query, peer)
             answer = build_answer(found, client, snapshot.zones, self.decider(snapshot), self.rng)
-            stats = self.stats
             stats_key = (found.zone, query.qtype, answer.rcode)
-            stats.queries[stats_key] += 1
             decision = answer.decision
+            geo = None
             if decision is not None and decision.region is not None:
-                stats.geo_answers[decision.pool, decision.region.name] += 1
-                if decision.failed_open:
-                    stats.fail_open[decision.pool] += 1
+                geo = (decision.pool, decision.region.name, decision.failed_open)
+            self.stats.count(stats_key, geo)
             response = self._encode(query, answer, tcp)
             if fill is not None and response is not None and snapshot is self.runtime.snapshot:
-                self._fill(fill, query, answer, response, stats_key, host, client is peer, tcp)
+                self._fill(fill, query, answer, response, stats_key, geo, host, client is peer, tcp)
             return response
         except Exception:
             # A bug must cost one answer, not the server.
             log.exception("internal error answering %s type %d", query.name, query.qtype)
-            self.stats.queries["", query.qtype, wire.SERVFAIL] += 1
-            return self._encode(query, Answer(wire.SERVFAIL, False), tcp)
+            self.stats.count(("", query.qtype, SERVFAIL), None)
+            return self._encode(query, Answer(SERVFAIL, False), tcp)
 
     def _fill(
         self,
@@ -158,6 +164,7 @@ class QueryHandler:
         answer: Answer,
         response: bytes,
         stats_key: tuple[str, int, int],
+        geo: tuple[str, str, bool] | None,
         host: str,
         from_peer: bool,
         tcp: bool,
@@ -167,7 +174,7 @@ class QueryHandler:
         if self._fills % SETTLE_EVERY == 0:
             settle_memory()  # cached answers live until the next swap: keep them out of GC passes
         decision = answer.decision
-        if decision is None or decision.region is None:
+        if decision is None or geo is None:  # static, NODATA, or no region: one packet
             static = StaticEntry((response,), stats_key)
             cache.put(key, host, False, static)
             cache.remember(data, qend, tcp, static)
@@ -178,7 +185,7 @@ class QueryHandler:
         # Encode every candidate once, in candidate order, and cut the packet into records.
         everything = dataclasses.replace(
             answer,
-            answer=(dataclasses.replace(geo_rrset, rdatas=tuple(_address_rdata(e.address) for e in decision.candidates)),),
+            answer=(dataclasses.replace(geo_rrset, rdatas=tuple(model.address_rdata(e.address) for e in decision.candidates)),),
         )
         packet = self._encode(query, everything, tcp)
         if packet is None or packet[2] & 0x02:  # truncated: not worth a fast path
@@ -186,11 +193,11 @@ class QueryHandler:
         entry = geo_entry(
             packet,
             qend,
-            tuple(4 if e.address.version == 4 else 16 for e in decision.candidates),
+            tuple(len(e.address.packed) for e in decision.candidates),
             tuple(e.weight for e in decision.candidates),
             answer.max_answers,
             stats_key,
-            (decision.pool, decision.region.name, decision.failed_open),
+            geo,
         )
         if entry is not None:
             cache.put(key, host, from_peer, entry)
@@ -198,11 +205,7 @@ class QueryHandler:
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:
-            return wire.to_wire(query, answer, TCP_LIMIT if tcp else query.udp_limit)
+            return wire.to_wire(query, answer, query.response_limit(tcp))
         except Exception:
             log.exception("cannot encode the answer to %s", query.name)
             return None
-
-
-def _address_rdata(address: IPAddress) -> model.Rdata:
-    return model.A(address) if isinstance(address, ipaddress.IPv4Address) else model.AAAA(address)

@@ -33,6 +33,13 @@ RTYPE_CODES: Mapping[str, int] = {
 }
 RTYPE_NAMES: Mapping[int, str] = {code: name for name, code in RTYPE_CODES.items()}
 
+# Response codes (RFC 1035, 6891).
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
+RCODE_NAMES: Mapping[int, str] = {
+    NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP", REFUSED: "REFUSED", BADVERS: "BADVERS",
+}  # fmt: skip
+
 
 # --- record data ---------------------------------------------------------------
 
@@ -106,6 +113,15 @@ class HINFO:
 
 
 Rdata = A | AAAA | CNAME | NS | PTR | MX | TXT | SRV | CAA | SOA | HINFO
+
+
+def address_rdata(address: IPAddress) -> A | AAAA:
+    """An address as the record that carries it."""
+    return A(address) if isinstance(address, ipaddress.IPv4Address) else AAAA(address)
+
+
+def address_rtype(address: IPAddress) -> str:
+    return "A" if address.version == 4 else "AAAA"
 
 
 @dataclass(frozen=True)

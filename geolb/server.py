@@ -12,6 +12,7 @@ from aiohttp import web
 
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
+from geolb.eventloop import loop_factory
 from geolb.geo.locate import GeoIPLocator, NoLocator, open_locator
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.prober import Prober
@@ -139,10 +140,7 @@ class Server:
             return self.handler.fold_stats()
         total = QueryStats()
         for stats in await self.pool.stats():
-            total.queries.update(stats.queries)
-            total.geo_answers.update(stats.geo_answers)
-            total.fail_open.update(stats.fail_open)
-            total.dropped += stats.dropped
+            total.add(stats)
         return total
 
     @property
@@ -249,19 +247,13 @@ class Server:
 
 def run_server(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; the exit status for the CLI."""
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # uvloop is optional; asyncio's own loop also works
-        loop_factory = None
 
     async def main() -> None:
         server = Server(options)
         await server.run()
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main())
     except ZoneSetError as exc:
         for problem in exc.problems:

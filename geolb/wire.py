@@ -10,13 +10,23 @@ import dnslib
 
 from geolb import model
 from geolb.answer import Answer
+from geolb.model import BADVERS, FORMERR, NOTIMP
 from geolb.names import labels_to_key
 
-# RCODEs (RFC 1035, 6891)
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
 OPT, ECS_OPTION = 41, 8
 EDNS_UDP_SIZE = 1232  # what we advertise, and the most we send over UDP (DNS flag day 2020)
 CLASSIC_UDP_SIZE = 512
+TCP_SIZE = 65535
+
+
+def response_limit(udp_size: int | None, tcp: bool) -> int:
+    """The largest response a client takes: TCP carries anything; over UDP its EDNS size
+    (RFC 6891 §6.2.5), 512 without EDNS, and never more than we advertise."""
+    if tcp:
+        return TCP_SIZE
+    if udp_size is None:
+        return CLASSIC_UDP_SIZE
+    return max(CLASSIC_UDP_SIZE, min(udp_size, EDNS_UDP_SIZE))
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,8 @@ class Query:
     qclass: int
     edns: Edns | None
 
-    @property
-    def udp_limit(self) -> int:
-        """The largest UDP response this client takes (RFC 6891 §6.2.5), capped at what we send."""
-        if self.edns is None:
-            return CLASSIC_UDP_SIZE
-        return max(CLASSIC_UDP_SIZE, min(self.edns.udp_size, EDNS_UDP_SIZE))
+    def response_limit(self, tcp: bool) -> int:
+        return response_limit(None if self.edns is None else self.edns.udp_size, tcp)
 
 
 @dataclass(frozen=True)

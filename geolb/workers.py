@@ -22,6 +22,7 @@ from typing import Any
 
 from geolb import model
 from geolb.errors import GeolbError
+from geolb.eventloop import loop_factory
 from geolb.geo.locate import open_locator
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
@@ -61,13 +62,7 @@ def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfi
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     try:
-        import uvloop
-
-        runner_factory = uvloop.new_event_loop
-    except ImportError:  # uvloop is optional
-        runner_factory = None
-    try:
-        with asyncio.Runner(loop_factory=runner_factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_serve(conn, config, zones, health))
     except GeolbError as exc:
         conn.send(("error", str(exc)))

@@ -598,9 +598,7 @@ class _ZoneReader:
         origin = self.origin
         for ns, (addresses, at) in nameservers.items():
             for address in addresses:
-                rtype = "A" if address.version == 4 else "AAAA"
-                rdata: model.Rdata = model.A(address) if isinstance(address, ipaddress.IPv4Address) else model.AAAA(address)
-                records.setdefault(ns, []).append(_Record(rtype, rdata, default_ttl, at))
+                records.setdefault(ns, []).append(_Record(model.address_rtype(address), model.address_rdata(address), default_ttl, at))
         if origin in records and any(r.rtype == "NS" for r in records[origin]):
             first = next(r for r in records[origin] if r.rtype == "NS")
             self.errors.append(ConfigError(first.where, "the apex NS records come from the nameservers: section"))

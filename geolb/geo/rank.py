@@ -189,25 +189,25 @@ def choose(
 
 
 def answering_region(pool: model.Pool, location: Location, family: int, health: HealthView) -> str | None:
-    """Which region answers a client at `location` that no `networks` rule covers."""
-    for ranked in _by_location(pool, location, exclude=set()):
-        of_family = [e for e in ranked.region.endpoints if e.address.version == family]
-        if of_family and any(health.is_up(pool.name, ranked.region.name, e) for e in of_family):
-            return ranked.region.name
-    # Fail open (or NODATA): the first region with an endpoint of the family, health aside.
-    for ranked in _by_location(pool, location, exclude=set()):
-        if any(e.address.version == family for e in ranked.region.endpoints):
-            return ranked.region.name
-    return None
+    """Which region answers a client at `location` that no `networks` rule covers (None: NODATA)."""
+    ranking = RegionRanking("geoip", _by_location(pool, location, exclude=set()), 0)
+    region = choose(pool, location.network.network_address, location, ranking, family, health).region
+    return None if region is None else region.name
+
+
+def standby_aware(weights: Sequence[int]) -> list[int]:
+    """Indices that may answer: weight 0 is standby, used only when every weight is 0."""
+    return [i for i, weight in enumerate(weights) if weight > 0] or list(range(len(weights)))
+
+
+def weighted_indices(weights: Sequence[int], limit: int | None, rng: random.Random) -> list[int]:
+    """A weighted random order without replacement (Efraimidis-Spirakis keys u^(1/w)), `limit` long."""
+    eligible = standby_aware(weights)
+    if len(eligible) > 1:
+        eligible.sort(key=lambda i: rng.random() ** (1.0 / (weights[i] or 1)), reverse=True)
+    return eligible if limit is None else eligible[:limit]
 
 
 def weighted_order(endpoints: Sequence[model.Endpoint], limit: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:
-    """A weighted random order without replacement (Efraimidis-Spirakis keys u^(1/w)).
-
-    Weight 0 means standby: such endpoints answer only when every candidate has weight 0.
-    """
-    weighted = [e for e in endpoints if e.weight > 0] or list(endpoints)
-    if len(weighted) == 1:
-        return (weighted[0],)
-    keyed = sorted(weighted, key=lambda e: rng.random() ** (1.0 / (e.weight or 1)), reverse=True)
-    return tuple(keyed[:limit] if limit is not None else keyed)
+    """The endpoints in weighted random order (see weighted_indices)."""
+    return tuple(endpoints[i] for i in weighted_indices([e.weight for e in endpoints], limit, rng))

@@ -16,8 +16,6 @@ from geolb.health.state import Transition
 if TYPE_CHECKING:
     from geolb.server import Server
 
-RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
-
 
 class Metrics:
     """What the prober and the reloads report; the DNS counters come in through ServerCollector."""
@@ -62,7 +60,7 @@ def server_metrics(server: Server) -> Iterator[CounterMetricFamily | GaugeMetric
     stats = server.scraped_stats
     queries = CounterMetricFamily("geolb_dns_queries", "DNS queries answered, by zone, type and rcode.", labels=["zone", "qtype", "rcode"])
     for (zone_name, qtype, rcode), count in list(stats.queries.items()):
-        queries.add_metric([zone_name, model.RTYPE_NAMES.get(qtype, str(qtype)), RCODE_NAMES.get(rcode, str(rcode))], count)
+        queries.add_metric([zone_name, model.RTYPE_NAMES.get(qtype, str(qtype)), model.RCODE_NAMES.get(rcode, str(rcode))], count)
     yield queries
     yield CounterMetricFamily("geolb_dns_dropped", "Packets dropped unanswered (unparseable, or responses).", value=stats.dropped)
     answers = CounterMetricFamily("geolb_geo_answers", "GEO answers, by pool and the region that answered.", labels=["pool", "region"])
