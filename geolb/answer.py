@@ -6,8 +6,7 @@ import random
 from dataclasses import dataclass
 
 from geolb import model
-from geolb.geo.decide import GeoDecider
-from geolb.geo.rank import Decision
+from geolb.geo.choose import GeoAnswers, GeoChoice
 from geolb.lookup import Lookup
 from geolb.model import NOERROR
 
@@ -23,28 +22,21 @@ class Answer:
     additional: tuple[model.RRset, ...] = ()
     ecs_scope: int = 0  # SCOPE PREFIX-LENGTH to echo when the query carried ECS
     glue_required: bool = False  # a referral: its glue may not be dropped to fit
-    decision: Decision | None = None
+    choice: GeoChoice | None = None
     max_answers: int | None = None  # of the GEO record, when there is one
 
 
-def build_answer(
-    found: Lookup,
-    client: model.IPAddress,
-    zoneset: model.ZoneSet,
-    decide: GeoDecider,
-    rng: random.Random,
-) -> Answer:
+def build_answer(found: Lookup, client: model.IPAddress, zoneset: model.ZoneSet, geo: GeoAnswers, rng: random.Random) -> Answer:
     """The full answer for a lookup; a GEO record gets the endpoints chosen for `client`."""
     target = found.geo
     if target is None:
         return Answer(found.rcode, found.aa, found.answer, found.authority, found.additional, 0, found.referral)
     pool = zoneset.pools[target.record.pool]
-    family = 4 if target.rtype == "A" else 6
-    decision = decide.decide(pool, family, client)
-    if decision.region is None:
+    choice = geo.choose(pool, 4 if target.rtype == "A" else 6, client)
+    if choice.region is None:
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
-        return Answer(NOERROR, True, found.answer, (target.negative_soa,), decision=decision)
-    rdatas = tuple(model.address_rdata(e.address) for e in decision.endpoints(rng, target.record.max_answers))
+        return Answer(NOERROR, True, found.answer, (target.negative_soa,), choice=choice)
+    rdatas = tuple(model.address_rdata(e.address) for e in choice.endpoints(rng, target.record.max_answers))
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
     return Answer(
         NOERROR,
@@ -52,7 +44,7 @@ def build_answer(
         (*found.answer, rrset),
         found.authority,
         found.additional,
-        decision.ranking.scope,
-        decision=decision,
+        choice.scope,
+        choice=choice,
         max_answers=target.record.max_answers,
     )

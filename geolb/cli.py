@@ -12,12 +12,13 @@ from geolb import __version__
 from geolb.config.zoneset import load_zoneset
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
-from geolb.geo.decide import GeoDecider
+from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import open_locator
+from geolb.geo.store import MapStore
 from geolb.health.state import ALL_UP
 from geolb.net.listeners import HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.server import ServeOptions, run_server
+from geolb.server import ServeOptions, run_server, usable_cache_dir
 
 
 def _host_port(text: str) -> HostPort:
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="DNS processes on SO_REUSEPORT sockets (default: the number of CPUs)",
     )
     serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
+    serve.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where region maps are kept between runs (default: $GEOLB_CACHE_DIR, else $XDG_CACHE_HOME/geolb, else ~/.cache/geolb)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -86,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--client", required=True, metavar="IP[/PREFIX]", help="client address or ECS subnet")
     resolve.add_argument("--zones", default="zones", metavar="DIR")
     resolve.add_argument("--geoip", metavar="FILE")
+    resolve.add_argument("--cache-dir", metavar="DIR", help="region map cache, as for serve")
     return parser
 
 
@@ -108,11 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             fast_path=not args.no_fast_path,
             workers=max(1, args.workers),
             log_level=getattr(logging, args.log_level.upper()),
+            cache_dir=args.cache_dir,
         )
         return run_server(options)
     if args.command == "check":
         return check(args.zones)
-    return resolve(args.name, args.type, args.client, args.zones, args.geoip)
+    return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir)
 
 
 def check(zones_dir: str) -> int:
@@ -127,7 +135,7 @@ def check(zones_dir: str) -> int:
     return 0
 
 
-def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None) -> int:
+def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None, cache_dir: str | None = None) -> int:
     """Print the answer for a client with every endpoint healthy, and how it was chosen."""
     try:
         client = parse_client(client_text)
@@ -141,7 +149,8 @@ def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str 
         return 1
     try:
         locator = open_locator(geoip)
-        report = explain(result.zoneset, GeoDecider(locator, ALL_UP), name, qtype, client)
+        maps = MapStore(usable_cache_dir(cache_dir)[0]).maps_for(result.zoneset, locator)
+        report = explain(result.zoneset, GeoAnswers(maps, ALL_UP), locator, name, qtype, client)
     except (GeolbError, ExplainError) as exc:
         print(f"geolb: {exc}", file=sys.stderr)
         return 1

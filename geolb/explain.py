@@ -8,7 +8,9 @@ from typing import Any
 
 from geolb import model
 from geolb.answer import Answer, build_answer
-from geolb.geo.decide import GeoDecider
+from geolb.geo.choose import GeoAnswers
+from geolb.geo.locate import Locator
+from geolb.geo.rank import Decision, choose, rank_regions
 from geolb.lookup import lookup
 
 
@@ -24,14 +26,25 @@ def parse_client(text: str) -> model.IPNetwork:
         raise ExplainError(f"client {text!r} is not an IP address or prefix") from None
 
 
-def explain(zoneset: model.ZoneSet, decider: GeoDecider, name: str, qtype: str, client: model.IPNetwork) -> dict[str, Any]:
-    """What `client` (an ECS subnet, or one address) gets for `name`/`qtype`, and why."""
+def explain(zoneset: model.ZoneSet, geo: GeoAnswers, locator: Locator, name: str, qtype: str, client: model.IPNetwork) -> dict[str, Any]:
+    """What `client` (an ECS subnet, or one address) gets for `name`/`qtype`, and why.
+
+    The answer and scope come from the same maps the DNS path reads; the reasoning
+    (location, ranking, skips) is worked out the straightforward way beside it.
+    """
     qtype = qtype.upper()
     if qtype not in model.RTYPE_CODES:
         raise ExplainError(f"unsupported type {qtype!r}")
     qname = name.strip().lower().rstrip(".") + "."
     found = lookup(zoneset, qname, model.RTYPE_CODES[qtype])
-    answer = build_answer(found, client.network_address, zoneset, decider, random.Random())
+    address = client.network_address
+    answer = build_answer(found, address, zoneset, geo, random.Random())
+    reasoning = None
+    if answer.choice is not None:
+        pool = zoneset.pools[answer.choice.pool]
+        location = locator.locate(address)
+        ranking = rank_regions(pool, address, location)
+        reasoning = choose(pool, address, location, ranking, answer.choice.family, geo.health)
     return {
         "query": {"name": qname, "type": qtype},
         "client": {"address": str(client.network_address), "prefix": client.prefixlen},
@@ -41,7 +54,7 @@ def explain(zoneset: model.ZoneSet, decider: GeoDecider, name: str, qtype: str, 
         "answer": _records(answer.answer),
         "authority": _records(answer.authority),
         "additional": _records(answer.additional),
-        "geo": _geo(answer),
+        "geo": _geo(answer, reasoning),
     }
 
 
@@ -63,14 +76,14 @@ def rdata_text(rdata: model.Rdata) -> str:
     return " ".join(str(getattr(rdata, name)) for name in rdata.__dataclass_fields__)
 
 
-def _geo(answer: Answer) -> dict[str, Any] | None:
-    decision = answer.decision
-    if decision is None:
+def _geo(answer: Answer, decision: Decision | None) -> dict[str, Any] | None:
+    choice = answer.choice
+    if choice is None or decision is None:
         return None
     location = decision.location
     return {
-        "pool": decision.pool,
-        "family": f"IPv{decision.family}",
+        "pool": choice.pool,
+        "family": f"IPv{choice.family}",
         "client": str(decision.client),
         "location": {
             "source": location.source,
@@ -90,9 +103,9 @@ def _geo(answer: Answer) -> dict[str, Any] | None:
             for ranked in decision.ranking.regions
         ],
         "skipped": [{"region": region, "reason": why} for region, why in decision.skipped],
-        "region": decision.region.name if decision.region else None,
-        "failed_open": decision.failed_open,
-        "candidates": [str(e.address) for e in decision.candidates],
+        "region": choice.region.name if choice.region else None,
+        "failed_open": choice.failed_open,
+        "candidates": [str(e.address) for e in choice.candidates],
     }
 
 

@@ -1,34 +1,37 @@
-"""The common query without dnslib: scan header, question and OPT from bytes; answer from ready packets.
+"""The common query without dnslib: scan header, question and OPT from bytes; answer from ready templates.
 
 Only plain queries take this path: QUERY opcode, one question with no compression,
-at most an EDNS(0) OPT record, nothing trailing. Everything else, and every first
-query of a kind, goes through the full path (`handler.py`), whose encoded answer
-fills the cache. The cache is dropped whenever the snapshot generation changes, so
-it never serves a stale zone or region. GEO answers keep their per-query weighted
-random order: the cached packet is cut into one slice per endpoint record.
+at most an EDNS(0) OPT record with a well-formed ECS option, nothing trailing.
+Everything else, and the first query of each kind in a generation, goes through the
+full path (`handler.py`), whose encoded answer fills the cache. The cache is dropped
+whenever the snapshot generation changes, so it never serves a stale zone or region.
+
+Entries do not depend on the client: the key leaves the ECS address out, and a GEO
+entry holds every region's records, picking the region per query from the pool's
+AnswerMap (one bisect). So a client network never seen before costs what a known
+one costs. The response's OPT is rebuilt per query, echoing the query's ECS option
+with the scope that holds for the answer.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from geolb.geo.rank import standby_aware, weighted_indices
+from geolb.geo.choose import PoolFamily
+from geolb.geo.select import every_order, weighted_indices
 from geolb.wire import ECS_OPTION, OPT, response_limit
 
-CACHE_LIMIT = 50_000  # packets per generation; past it the cache starts over
+CACHE_LIMIT = 50_000  # exact query bytes remembered per generation; past it that table starts over
+ECS_LONGEST = 4 + 4 + 16  # option code, length, family/source/scope and a whole IPv6 address
 
-# (question in lower case, RD and CD bits, response size limit, EDNS present, DO bit, ECS option data)
-Key = tuple[bytes, int, int, bool, bool, bytes | None]
+# (question in lower case, RD and CD bits, response size limit, EDNS present, DO bit, ECS present)
+Key = tuple[bytes, int, int, bool, bool, bool]
 
 
-def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
-    """(cache key, end of question, answer depends on the peer) for a plain query, else None.
-
-    The peer matters only without an ECS address: then the sender is the client.
-    """
+def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
+    """(cache key, end of question, offset of the ECS option data or -1) for a plain query, else None."""
     size = len(data)
     if size < 17 or data[2] & 0xF8 or data[4:12] not in (b"\x00\x01\x00\x00\x00\x00\x00\x00", b"\x00\x01\x00\x00\x00\x00\x00\x01"):
         return None  # a response, another opcode, QDCOUNT != 1, answer/authority records
@@ -50,7 +53,7 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
     if data[11] == 0:
         if qend != size:
             return None
-        return (question, flags, response_limit(None, tcp), False, False, None), qend, True
+        return (question, flags, response_limit(None, tcp), False, False, False), qend, -1
     # One additional record: it must be a well-formed EDNS(0) OPT at the root.
     if size < qend + 11 or data[qend] != 0 or data[qend + 1] != 0 or data[qend + 2] != OPT or data[qend + 6] != 0:
         return None
@@ -60,7 +63,7 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
     offset = qend + 11
     if offset + rdlen != size:
         return None
-    ecs: bytes | None = None
+    ecs_at = -1
     while offset < size:
         if offset + 4 > size:
             return None
@@ -70,153 +73,248 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, bool] | None:
         if end > size:
             return None
         if code == ECS_OPTION:
-            if ecs is not None:
-                return None  # two ECS options: FORMERR, the full path says so
-            ecs = data[offset + 4 : end]
+            if ecs_at >= 0 or not _plain_ecs(data, offset + 4, length):
+                return None  # two ECS options, or a malformed one: FORMERR, the full path says so
+            ecs_at = offset + 4
         offset = end
-    limit = response_limit(udp, tcp)
-    by_peer = ecs is None or len(ecs) < 3 or ecs[2] == 0
-    return (question, flags, limit, True, do, ecs), qend, by_peer
+    return (question, flags, response_limit(udp, tcp), True, do, ecs_at >= 0), qend, ecs_at
+
+
+def _plain_ecs(data: bytes, at: int, length: int) -> bool:
+    """RFC 7871 §6: a known family, a source prefix that fits, exactly its bytes, no bits set past it."""
+    if length < 4 or data[at] != 0 or data[at + 1] not in (1, 2):
+        return False
+    source = data[at + 2]
+    if source > (32 if data[at + 1] == 1 else 128) or data[at + 3] > (32 if data[at + 1] == 1 else 128):
+        return False
+    size = (source + 7) >> 3
+    if length != 4 + size:
+        return False
+    return size == 0 or not data[at + 3 + size] & (0xFF >> (source - 8 * (size - 1)))
+
+
+# OPT RDLENGTH, option code and option length of an ECS echo, by source prefix length.
+_ECS_HEAD = [(8 + (n + 7) // 8).to_bytes(2, "big") + b"\x00\x08" + (4 + (n + 7) // 8).to_bytes(2, "big") for n in range(129)]
+_BYTE = [bytes((n,)) for n in range(256)]
+
+
+def _ecs_echo(query: bytes, ecs_at: int, scope: int) -> bytes:
+    """The OPT RDLENGTH and the ECS option of a response: the query's option with our SCOPE PREFIX-LENGTH."""
+    source = query[ecs_at + 2]
+    return b"".join((_ECS_HEAD[source], query[ecs_at : ecs_at + 3], _BYTE[scope], query[ecs_at + 4 : ecs_at + 4 + ((source + 7) >> 3)]))
 
 
 class StaticEntry:
-    """Whole responses but their ID and question (the client's case goes back as sent).
+    """A response that is the same for every client, but for ID, question case and the ECS echo (scope 0)."""
 
-    Usually one; a GEO answer with equal weights keeps every order (or every choice
-    of `max_answers`) of its records, and each query picks one at random.
-    """
+    __slots__ = ("body", "geo", "head", "hits", "opt_head", "stats", "tail_plain")
 
-    __slots__ = ("geo", "hits", "packets", "stats")
-
-    def __init__(self, packets: tuple[bytes, ...], stats: tuple[str, int, int], geo: tuple[str, str, bool] | None = None) -> None:
-        self.packets = packets
+    def __init__(self, packet: bytes, qend: int, opt_at: int | None, stats: tuple[str, int, int]) -> None:
+        self.head = packet[2:12]  # flags and counts
+        self.body = packet[qend:opt_at] if opt_at is not None else packet[qend:]  # the records before OPT
+        self.opt_head = packet[opt_at : opt_at + 9] if opt_at is not None else b""  # OPT up to its RDLENGTH
+        self.tail_plain = packet[qend:]
         self.stats = stats
-        self.geo = geo  # pool, region, failed open
+        self.geo: tuple[str, str, bool] | None = None
         self.hits = 0  # answers given from here since the last fold into QueryStats
 
-    def respond(self, query: bytes, qend: int, rng: random.Random) -> bytes:
+    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
         self.hits += 1
-        packets = self.packets
-        packet = packets[0] if len(packets) == 1 else packets[int(rng.random() * len(packets))]
-        return query[:2] + packet[2:12] + query[12:qend] + packet[qend:]
+        if ecs_at < 0:
+            return query[:2] + self.head + query[12:qend] + self.tail_plain
+        return b"".join((query[:2], self.head, query[12:qend], self.body, self.opt_head, _ecs_echo(query, ecs_at, 0)))
 
 
 class GeoEntry:
-    """A GEO answer with unequal weights: header, one record per candidate, and what follows them."""
+    """A GEO answer for any client: per region, its records in every order (or per query, weighted)."""
 
-    __slots__ = ("counts_tail", "geo", "head", "hits", "max_answers", "records", "stats", "tail", "weights")
+    __slots__ = ("_peer_address", "choices", "counts", "hits", "names", "opt_head", "pool", "regions", "stats", "tail_plain")
 
-    def __init__(self, head: bytes, counts_tail: bytes, records: tuple[bytes, ...], weights: tuple[int, ...], max_answers: int | None,
-                 tail: bytes, stats: tuple[str, int, int], geo: tuple[str, str, bool]) -> None:  # fmt: skip
-        self.head = head  # bytes 2..6 of the header (flags, QDCOUNT)
-        self.counts_tail = counts_tail  # NSCOUNT and ARCOUNT
-        self.records = records  # one per candidate, in candidate order
-        self.weights = weights
-        self.max_answers = max_answers
-        self.tail = tail  # authority, additional and OPT
+    def __init__(
+        self,
+        choices: PoolFamily,
+        regions: Sequence[RegionRecords | None],
+        opt_head: bytes | None,
+        stats: tuple[str, int, int],
+        peer_address: Callable[[str], tuple[int, int]],
+    ) -> None:
+        self.choices = choices
+        self.regions = regions  # by region index; None for a region that never answers this family
+        self.opt_head = opt_head
+        self.tail_plain = b"" if opt_head is None else opt_head + b"\x00\x00"
         self.stats = stats
-        self.geo = geo
+        self.pool = choices.pool.name
+        self.names = tuple(r.name for r in choices.pool.regions)
+        self.counts = [0] * len(self.names)  # answers per region since the last fold
         self.hits = 0
+        self._peer_address = peer_address
 
-    def respond(self, query: bytes, qend: int, rng: random.Random) -> bytes:
-        self.hits += 1
-        records = self.records
-        chosen = [records[i] for i in weighted_indices(self.weights, self.max_answers, rng)]
-        return b"".join((query[:2], self.head, len(chosen).to_bytes(2, "big"), self.counts_tail, query[12:qend], *chosen, self.tail))
+    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
+        if ecs_at >= 0 and query[ecs_at + 2]:
+            source = query[ecs_at + 2]
+            size = (source + 7) >> 3
+            value = int.from_bytes(query[ecs_at + 4 : ecs_at + 4 + size], "big")
+            if query[ecs_at + 1] == 1:
+                index, scope = self.choices.choose(value << (32 - 8 * size), 4)
+            else:
+                index, scope = self.choices.choose(value << (128 - 8 * size), 6)
+            echo = _ecs_echo(query, ecs_at, scope if scope < source else source)
+        else:
+            version, value = self._peer_address(peer)
+            index, _scope = self.choices.choose(value, version)
+            echo = b"\x00\x00" if ecs_at < 0 else _ecs_echo(query, ecs_at, 0)
+        self.counts[index] += 1
+        records = self.regions[index]
+        assert records is not None
+        head, answers = records.pick(rng)
+        if self.opt_head is None:
+            return b"".join((query[:2], head, query[12:qend], answers))
+        return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
+
+    def pinned(self, query: bytes, qend: int, ecs_at: int) -> PinnedEntry | None:
+        """A ready entry for these exact query bytes (ECS address and all), when its region has fixed orders."""
+        source = query[ecs_at + 2]
+        size = (source + 7) >> 3
+        value = int.from_bytes(query[ecs_at + 4 : ecs_at + 4 + size], "big")
+        if query[ecs_at + 1] == 1:
+            index, scope = self.choices.choose(value << (32 - 8 * size), 4)
+        else:
+            index, scope = self.choices.choose(value << (128 - 8 * size), 6)
+        records = self.regions[index]
+        if records is None or not records.variants or self.opt_head is None:
+            return None
+        echo = self.opt_head + _ecs_echo(query, ecs_at, scope if scope < source else source)
+        return PinnedEntry(records.variants[0][0], tuple(answers + echo for _head, answers in records.variants), self.counts, index)
 
 
-Entry = StaticEntry | GeoEntry
+class PinnedEntry:
+    """One GEO entry's answer for one exact query (its ECS address fixed): ready packets, counted on the parent."""
+
+    __slots__ = ("counts", "head", "index", "tails")
+
+    def __init__(self, head: bytes, tails: tuple[bytes, ...], counts: list[int], index: int) -> None:
+        self.head = head
+        self.tails = tails
+        self.counts = counts
+        self.index = index
+
+    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
+        self.counts[self.index] += 1
+        tails = self.tails
+        return query[:2] + self.head + query[12:qend] + (tails[0] if len(tails) == 1 else tails[int(rng.random() * len(tails))])
+
+
+class RegionRecords:
+    """One region's answer records: all orders ready when they are equally likely, else ordered per query."""
+
+    __slots__ = ("_tail", "flags", "max_answers", "records", "variants", "weights")
+
+    def __init__(self, flags: bytes, arcount: int, records: Sequence[bytes], weights: Sequence[int], max_answers: int | None) -> None:
+        self.flags = flags
+        self.records = tuple(records)
+        self.weights = tuple(weights)
+        self.max_answers = max_answers
+        orders = every_order(self.weights, max_answers)
+        tail = b"\x00\x00" + arcount.to_bytes(2, "big")
+        self.variants: tuple[tuple[bytes, bytes], ...] = ()
+        if orders is not None:
+            self.variants = tuple(
+                (flags + b"\x00\x01" + len(order).to_bytes(2, "big") + tail, b"".join(self.records[i] for i in order)) for order in orders
+            )
+        self._tail = tail
+
+    def pick(self, rng: random.Random) -> tuple[bytes, bytes]:
+        variants = self.variants
+        if variants:
+            return variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
+        chosen = weighted_indices(self.weights, self.max_answers, rng)
+        return self.flags + b"\x00\x01" + len(chosen).to_bytes(2, "big") + self._tail, b"".join(self.records[i] for i in chosen)
+
+
+Entry = StaticEntry | GeoEntry | PinnedEntry
 
 
 class PacketCache:
     """Ready answers for one snapshot generation.
 
-    `exact` maps a query's bytes after its ID (and the transport) straight to an
-    answer that does not depend on the peer, so a repeated query costs one
-    dictionary lookup; `exact_by_peer` does the same per peer for answers that do.
-    Below them, `entries` is keyed by the scanned question (any case, any extra
-    EDNS options); answers that depend on the peer live in `by_peer`.
+    `exact` maps a query's bytes after its ID (and the transport) straight to its
+    entry, so a repeated query skips the scan; below it, `entries` is keyed by the
+    scanned question (any case, any client, any extra EDNS options).
     """
 
     def __init__(self) -> None:
         self.generation = -1
-        self.exact: dict[tuple[bytes, bool], tuple[Entry, int]] = {}  # -> (answer, end of question)
-        self.exact_by_peer: dict[tuple[bytes, bool, str], tuple[Entry, int]] = {}
-        self.entries: dict[Key, Entry] = {}
-        self.by_peer: dict[tuple[Key, str], Entry] = {}
-        self.peer_keys: set[Key] = set()  # keys whose answer turned out to depend on the peer
-        self.live: list[Entry] = []
-        self.on_drop: Callable[[list[Entry]], None] | None = None  # folds hits before entries go
+        self.exact: dict[tuple[bytes, bool], tuple[Entry, int, int]] = {}  # -> (entry, end of question, ECS offset)
+        self.entries: dict[Key, StaticEntry | GeoEntry] = {}
+        self.on_drop: Callable[[Sequence[StaticEntry | GeoEntry]], None] | None = None  # folds hits before entries go
+
+    @property
+    def live(self) -> list[StaticEntry | GeoEntry]:
+        return [entry for entry in self.entries.values() if not isinstance(entry, PinnedEntry)]
 
     def reset(self, generation: int) -> None:
         if self.on_drop is not None:
             self.on_drop(self.live)
         self.generation = generation
         self.exact = {}
-        self.exact_by_peer = {}
         self.entries = {}
-        self.by_peer = {}
-        self.peer_keys = set()
-        self.live = []  # every entry made this generation, for folding their hits
 
-    def get(self, key: Key, peer: str, by_peer: bool) -> tuple[Entry | None, str | None]:
-        """The answer for `key`, and the peer it was kept under (None: it does not depend on the peer)."""
-        if by_peer and key in self.peer_keys:
-            return self.by_peer.get((key, peer)), peer
-        return self.entries.get(key), None
+    def put(self, key: Key, entry: StaticEntry | GeoEntry) -> None:
+        self.entries[key] = entry
 
-    def put(self, key: Key, peer: str, depends_on_peer: bool, entry: Entry) -> None:
-        if len(self.entries) + len(self.by_peer) >= CACHE_LIMIT:
-            self.reset(self.generation)
-        self.live.append(entry)
-        if depends_on_peer:
-            self.peer_keys.add(key)
-            self.by_peer[(key, peer)] = entry
-        else:
-            self.entries[key] = entry
-
-    def remember(self, query: bytes, qend: int, tcp: bool, entry: Entry, peer: str | None = None) -> None:
-        """Answer these exact bytes (from `peer`, for an answer that depends on it) with `entry` from now on."""
-        if len(self.exact) + len(self.exact_by_peer) >= CACHE_LIMIT:
+    def remember(self, query: bytes, tcp: bool, entry: Entry, qend: int, ecs_at: int) -> None:
+        """Answer these exact bytes with `entry` from now on."""
+        if len(self.exact) >= CACHE_LIMIT:
             self.exact = {}
-            self.exact_by_peer = {}
-        if peer is None:
-            self.exact[(query[2:], tcp)] = (entry, qend)
-        else:
-            self.exact_by_peer[(query[2:], tcp, peer)] = (entry, qend)
+        self.exact[(query[2:], tcp)] = (entry, qend, ecs_at)
 
 
-MAX_VARIANTS = 120  # every order of up to 5 records
+def static_entry(packet: bytes, qend: int, opt_rdlen: int | None, stats: tuple[str, int, int]) -> StaticEntry | None:
+    """Cut a full-path response into an entry (`opt_rdlen`: the size of its OPT's data, None without EDNS)."""
+    if opt_rdlen is None:
+        return StaticEntry(packet, qend, None, stats)
+    opt_at = opt_offset(packet, opt_rdlen)
+    return None if opt_at is None else StaticEntry(packet, qend, opt_at, stats)
 
 
-def geo_entry(packet: bytes, qend: int, rrsizes: tuple[int, ...], weights: tuple[int, ...], max_answers: int | None,
-              stats: tuple[str, int, int], geo: tuple[str, str, bool]) -> Entry | None:  # fmt: skip
-    """Cut a GEO answer encoded with every candidate, in order, into its records.
+def opt_offset(packet: bytes, rdlen: int) -> int | None:
+    """Where the OPT record starts: our encoder puts it last, so it is the packet's last 11 + `rdlen` bytes."""
+    at = len(packet) - 11 - rdlen
+    if at < 12 or packet[at : at + 3] != b"\x00\x00\x29" or int.from_bytes(packet[at + 9 : at + 11], "big") != rdlen:
+        return None
+    return at
 
-    Returns None unless the answer section is exactly those records, each owned by
-    the question name (a compression pointer to offset 12).
-    """
+
+def cut_records(packet: bytes, qend: int, rdlen: int, count: int) -> tuple[list[bytes], int] | None:
+    """The `count` address records that follow the question, each owned by the question name; and where they end."""
     offset = qend
     records = []
-    for rdlen in rrsizes:
+    for _ in range(count):
         end = offset + 12 + rdlen
-        if end > len(packet) or packet[offset : offset + 2] != b"\xc0\x0c":
-            return None
-        if (packet[offset + 10] << 8) | packet[offset + 11] != rdlen:
+        if (
+            end > len(packet)
+            or packet[offset : offset + 2] != b"\xc0\x0c"
+            or int.from_bytes(packet[offset + 10 : offset + 12], "big") != rdlen
+        ):
             return None
         records.append(packet[offset:end])
         offset = end
-    if int.from_bytes(packet[6:8], "big") != len(records):
-        return None
-    eligible = standby_aware(weights)
-    kept = [records[i] for i in eligible]
-    kept_weights = tuple(weights[i] for i in eligible)
-    tail = packet[offset:]
-    limit = len(kept) if max_answers is None else min(len(kept), max_answers)
-    if len(set(kept_weights)) == 1 and math.perm(len(kept), limit) <= MAX_VARIANTS:
-        # Equal weights: a uniform pick among all orders is the weighted random order.
-        packets = tuple(
-            b"".join((packet[:6], limit.to_bytes(2, "big"), packet[8:qend], *order, tail)) for order in itertools.permutations(kept, limit)
-        )
-        return StaticEntry(packets, stats, geo)
-    return GeoEntry(packet[2:6], packet[8:12], tuple(kept), kept_weights, max_answers, tail, stats, geo)
+    return records, offset
+
+
+def peer_address_cache() -> Callable[[str], tuple[int, int]]:
+    """host text -> (IP version, address as int), remembered: the peer of a query without ECS is the client."""
+    known: dict[str, tuple[int, int]] = {}
+
+    def lookup(host: str) -> tuple[int, int]:
+        found = known.get(host)
+        if found is None:
+            address = ipaddress.ip_address(host.partition("%")[0])
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if len(known) >= CACHE_LIMIT:
+                known.clear()
+            found = known[host] = (address.version, int(address))
+        return found
+
+    return lookup

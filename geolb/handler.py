@@ -7,18 +7,39 @@ import dataclasses
 import ipaddress
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geolb import model, wire
 from geolb.answer import Answer, build_answer
-from geolb.fastpath import Entry, Key, PacketCache, StaticEntry, geo_entry, scan
-from geolb.geo.decide import GeoDecider, Locator, ScopeMemos
+from geolb.fastpath import (
+    ECS_LONGEST,
+    GeoEntry,
+    Key,
+    PacketCache,
+    RegionRecords,
+    StaticEntry,
+    cut_records,
+    opt_offset,
+    peer_address_cache,
+    scan,
+    static_entry,
+)
+from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.lookup import lookup
 from geolb.model import SERVFAIL, IPAddress
-from geolb.runtime import Runtime, Snapshot, settle_memory
+from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
-SETTLE_EVERY = 2048  # cache fills between two settle_memory() calls
+Fill = tuple[PacketCache, Key, int, int]  # the cache, the key, end of question, ECS offset
+
+
+def _opt_rdlen(query: wire.Query) -> int | None:
+    """The size of the OPT data our encoder writes for this query: the ECS echo, if any (None: no OPT)."""
+    if query.edns is None:
+        return None
+    ecs = query.edns.ecs
+    return 0 if ecs is None else 8 + (ecs.source + 7) // 8
 
 
 def client_address(query: wire.Query, peer: IPAddress) -> IPAddress:
@@ -65,15 +86,14 @@ class QueryStats:
 class QueryHandler:
     """Answers DNS messages from the runtime's current snapshot."""
 
-    def __init__(self, runtime: Runtime, locator: Locator, rng: random.Random | None = None, *, fast_path: bool = True) -> None:
+    def __init__(self, runtime: Runtime, rng: random.Random | None = None, *, fast_path: bool = True) -> None:
         self.runtime = runtime
-        self.locator = locator
         self.rng = rng or random.Random()
-        self._decider_for: tuple[int, GeoDecider] | None = None
-        self._scope_memos = ScopeMemos()
+        self._geo_for: tuple[int, GeoAnswers] | None = None
+        self._answer_maps = AnswerMemo()
+        self._peer_address = peer_address_cache()
         self.stats = QueryStats()
         self.cache = PacketCache() if fast_path else None
-        self._fills = 0
         if self.cache is not None:
             cache = self.cache
             cache.on_drop = self._fold_hits
@@ -81,41 +101,57 @@ class QueryHandler:
             # Every swap (reload, health change) drops the cache before the next query runs.
             runtime.on_swap(lambda snapshot: cache.reset(snapshot.generation))
 
-    def decider(self, snapshot: Snapshot) -> GeoDecider:
-        cached = self._decider_for
-        if cached is None or cached[0] != snapshot.generation:
-            cached = (snapshot.generation, GeoDecider(self.locator, snapshot.health, self._scope_memos))
-            self._decider_for = cached
-        return cached[1]
+    def geo(self, snapshot: Snapshot) -> GeoAnswers:
+        """The GEO choices of a snapshot (its AnswerMaps come from a memo kept across snapshots)."""
+        known = self._geo_for
+        if known is None or known[0] != snapshot.generation:
+            known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps))
+            self._geo_for = known
+        return known[1]
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
-        """The response to `data` from the peer `host`, or None to drop the packet."""
+        """The response to `data` from the peer `host`, or None to drop the packet. Never raises."""
         cache = self.cache
-        if cache is None:
-            return self._full(data, host, tcp, None)
-        tail = data[2:]
-        known = cache.exact.get((tail, tcp))
-        if known is None and cache.exact_by_peer:
-            known = cache.exact_by_peer.get((tail, tcp, host))
-        if known is not None:
-            entry, qend = known
-        else:
+        try:
+            if cache is None:
+                return self._full(data, host, tcp, None)
+            exact = (data[2:], tcp)
+            known = cache.exact.get(exact)
+            if known is not None:
+                entry, qend, ecs_at = known
+                if type(entry) is GeoEntry and ecs_at >= 0 and data[ecs_at + 2]:
+                    # The same query (ECS address and all) a second time: keep its answer ready.
+                    pinned = entry.pinned(data, qend, ecs_at)
+                    if pinned is not None:
+                        cache.exact[exact] = (pinned, qend, ecs_at)
+                        entry = pinned
+                return entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
             scanned = scan(data, tcp)
             if scanned is None:
                 return self._full(data, host, tcp, None)
-            key, qend, by_peer = scanned
-            found, peer = cache.get(key, host, by_peer)
+            key, qend, ecs_at = scanned
+            found = cache.entries.get(key)
             if found is None:
-                return self._full(data, host, tcp, (cache, key, qend, data))
-            entry = found
-            cache.remember(data, qend, tcp, entry, peer)
-        return entry.respond(data, qend, self.rng)  # counts itself; see fold_hits
+                return self._full(data, host, tcp, (cache, key, qend, ecs_at))
+            cache.remember(data, tcp, found, qend, ecs_at)
+            return found.respond(data, qend, ecs_at, host, self.rng)
+        except Exception:
+            # A bug must cost one answer, not the server (the full path answers SERVFAIL itself).
+            log.exception("internal error on the fast path")
+            self.stats.dropped += 1
+            return None
 
-    def _fold_hits(self, entries: list[Entry]) -> None:
+    def _fold_hits(self, entries: Sequence[StaticEntry | GeoEntry]) -> None:
         """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
         for entry in entries:
-            if entry.hits:
-                self.stats.count(entry.stats, entry.geo, entry.hits)
+            if isinstance(entry, GeoEntry):
+                failed_open = entry.choices.failed_open
+                for index, count in enumerate(entry.counts):
+                    if count:
+                        self.stats.count(entry.stats, (entry.pool, entry.names[index], failed_open), count)
+                        entry.counts[index] = 0
+            elif entry.hits:
+                self.stats.count(entry.stats, None, entry.hits)
                 entry.hits = 0
 
     def fold_stats(self) -> QueryStats:
@@ -124,7 +160,7 @@ class QueryHandler:
             self._fold_hits(self.cache.live)
         return self.stats
 
-    def _full(self, data: bytes, host: str, tcp: bool, fill: tuple[PacketCache, Key, int, bytes] | None) -> bytes | None:
+    def _full(self, data: bytes, host: str, tcp: bool, fill: Fill | None) -> bytes | None:
         """The full path: dnslib parse, lookup, answer, encode; its answer may fill the packet cache."""
         try:
             parsed = wire.parse_query(data)
@@ -140,16 +176,21 @@ class QueryHandler:
             snapshot = self.runtime.snapshot
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
             client = client_address(query, peer)
-            answer = build_answer(found, client, snapshot.zones, self.decider(snapshot), self.rng)
+            geo = self.geo(snapshot)
+            answer = build_answer(found, client, snapshot.zones, geo, self.rng)
             stats_key = (found.zone, query.qtype, answer.rcode)
-            decision = answer.decision
-            geo = None
-            if decision is not None and decision.region is not None:
-                geo = (decision.pool, decision.region.name, decision.failed_open)
-            self.stats.count(stats_key, geo)
+            choice = answer.choice
+            counted = None
+            if choice is not None and choice.region is not None:
+                counted = (choice.pool, choice.region.name, choice.failed_open)
+            self.stats.count(stats_key, counted)
             response = self._encode(query, answer, tcp)
             if fill is not None and response is not None and snapshot is self.runtime.snapshot:
-                self._fill(fill, query, answer, response, stats_key, geo, host, client is peer, tcp)
+                entry = self._entry(query, answer, response, fill, geo, stats_key, tcp)
+                if entry is not None:
+                    cache, key, qend, ecs_at = fill
+                    cache.put(key, entry)
+                    cache.remember(data, tcp, entry, qend, ecs_at)
             return response
         except Exception:
             # A bug must cost one answer, not the server.
@@ -157,51 +198,45 @@ class QueryHandler:
             self.stats.count(("", query.qtype, SERVFAIL), None)
             return self._encode(query, Answer(SERVFAIL, False), tcp)
 
-    def _fill(
-        self,
-        fill: tuple[PacketCache, Key, int, bytes],
-        query: wire.Query,
-        answer: Answer,
-        response: bytes,
-        stats_key: tuple[str, int, int],
-        geo: tuple[str, str, bool] | None,
-        host: str,
-        from_peer: bool,
-        tcp: bool,
-    ) -> None:
-        cache, key, qend, data = fill
-        self._fills += 1
-        if self._fills % SETTLE_EVERY == 0:
-            settle_memory()  # cached answers live until the next swap: keep them out of GC passes
-        decision = answer.decision
-        if decision is None or geo is None:  # static, NODATA, or no region: one packet
-            static = StaticEntry((response,), stats_key)
-            cache.put(key, host, False, static)
-            cache.remember(data, qend, tcp, static)
-            return
+    def _entry(
+        self, query: wire.Query, answer: Answer, response: bytes, fill: Fill, geo: GeoAnswers, stats_key: tuple[str, int, int], tcp: bool
+    ) -> StaticEntry | GeoEntry | None:
+        """A cache entry made from this answer, for every client that asks the same question."""
+        qend = fill[2]
+        opt_rdlen = _opt_rdlen(query)
+        choice = answer.choice
+        if choice is None or choice.region is None:  # static, or NODATA: the same for everyone
+            return static_entry(response, qend, opt_rdlen, stats_key)
         geo_rrset = answer.answer[-1] if answer.answer else None
-        if len(answer.answer) != 1 or geo_rrset is None or geo_rrset.name != query.name:
-            return  # a GEO answer behind a CNAME: the full path answers it every time
-        # Encode every candidate once, in candidate order, and cut the packet into records.
-        everything = dataclasses.replace(
-            answer,
-            answer=(dataclasses.replace(geo_rrset, rdatas=tuple(model.address_rdata(e.address) for e in decision.candidates)),),
-        )
-        packet = self._encode(query, everything, tcp)
-        if packet is None or packet[2] & 0x02:  # truncated: not worth a fast path
-            return
-        entry = geo_entry(
-            packet,
-            qend,
-            tuple(len(e.address.packed) for e in decision.candidates),
-            tuple(e.weight for e in decision.candidates),
-            answer.max_answers,
-            stats_key,
-            geo,
-        )
-        if entry is not None:
-            cache.put(key, host, from_peer, entry)
-            cache.remember(data, qend, tcp, entry, host if from_peer else None)
+        if len(answer.answer) != 1 or geo_rrset is None or geo_rrset.name != query.name or answer.authority or answer.additional:
+            return None  # a GEO answer behind a CNAME: the full path answers it every time
+        pool = self.runtime.snapshot.zones.pools[choice.pool]
+        choices = geo.pool_family(pool, choice.family)
+        limit = query.response_limit(tcp)
+        rdlen = 4 if choice.family == 4 else 16
+        regions: list[RegionRecords | None] = []
+        opt_head: bytes | None = None
+        for candidates in choices.candidates:
+            if not candidates:
+                regions.append(None)
+                continue
+            rrset = dataclasses.replace(geo_rrset, rdatas=tuple(model.address_rdata(e.address) for e in candidates))
+            packet = self._encode(query, dataclasses.replace(answer, answer=(rrset,), ecs_scope=0), tcp)
+            if packet is None or packet[2] & 0x02 or len(packet) + ECS_LONGEST > limit or packet[8:10] != b"\x00\x00":
+                return None  # truncated or near the limit: not worth a fast path
+            cut = cut_records(packet, qend, rdlen, len(candidates))
+            if cut is None:
+                return None
+            records, end = cut
+            if opt_rdlen is not None:
+                if opt_offset(packet, opt_rdlen) != end:
+                    return None
+                opt_head = packet[end : end + 9]
+            elif end != len(packet):
+                return None
+            weights = [e.weight for e in candidates]
+            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, records, weights, answer.max_answers))
+        return GeoEntry(choices, regions, opt_head, stats_key, self._peer_address)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:

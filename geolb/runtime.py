@@ -1,12 +1,14 @@
-"""The live Snapshot (zones, health, generation): the one place that swaps what the DNS path reads."""
+"""The live Snapshot (zones, health, region maps, generation): the one place that swaps what the DNS path reads."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from geolb import model
+from geolb.geo.regionmap import RegionMap
 from geolb.health.state import ALL_UP, HealthView
 
 
@@ -16,41 +18,49 @@ class Snapshot:
 
     zones: model.ZoneSet
     health: HealthView
-    generation: int  # +1 on every swap; caches keyed on it never serve a stale answer
+    maps: Mapping[str, RegionMap] = field(default_factory=lambda: MappingProxyType({}))  # pool name -> its region map
+    generation: int = 0  # +1 on every swap; caches keyed on it never serve a stale answer
 
 
 class Runtime:
     """Holds the current Snapshot; reloads and health changes publish new ones here."""
 
-    def __init__(self, zones: model.ZoneSet, health: HealthView = ALL_UP) -> None:
-        self.snapshot = Snapshot(zones, health, 0)
+    def __init__(self, zones: model.ZoneSet, health: HealthView = ALL_UP, maps: Mapping[str, RegionMap] | None = None) -> None:
+        self.snapshot = Snapshot(zones, health, MappingProxyType(dict(maps or {})), 0)
         self._listeners: list[Callable[[Snapshot], None]] = []
 
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         """Call `listener` with every new snapshot (caches, workers, metrics)."""
         self._listeners.append(listener)
 
-    def swap_zones(self, zones: model.ZoneSet) -> Snapshot:
-        return self._publish(Snapshot(zones, self.snapshot.health, self.snapshot.generation + 1))
-
-    def publish_health(self, health: HealthView) -> Snapshot:
-        return self._publish(Snapshot(self.snapshot.zones, health, self.snapshot.generation + 1))
-
-    def _publish(self, snapshot: Snapshot) -> Snapshot:
+    def publish(
+        self,
+        *,
+        zones: model.ZoneSet | None = None,
+        health: HealthView | None = None,
+        maps: Mapping[str, RegionMap] | None = None,
+        generation: int | None = None,
+    ) -> Snapshot:
+        """One new generation with whatever changed together (a reload brings zones, maps and health at once)."""
+        current = self.snapshot
+        snapshot = Snapshot(
+            current.zones if zones is None else zones,
+            current.health if health is None else health,
+            current.maps if maps is None else MappingProxyType(dict(maps)),
+            current.generation + 1 if generation is None else generation,
+        )
         self.snapshot = snapshot
         for listener in self._listeners:
             listener(snapshot)
-        settle_memory()
         return snapshot
 
 
 def settle_memory() -> None:
-    """Move what is alive now out of the cyclic collector's reach.
+    """After start-up: move the long-lived zones and maps out of the cyclic collector's reach.
 
-    Zones, decisions and cached answers are long-lived and acyclic; left in the
-    collector's generations, a full pass over them stalls every query for ~30 ms
-    (measured with 110k objects: bench/README). Frozen objects are still freed by
-    reference counting when a swap lets go of them.
+    Only once: objects frozen later and then dropped into a cycle would never be
+    collected. Nothing on the query path grows with the client population any more,
+    so later collections stay short without freezing again.
     """
-    gc.collect(1)
+    gc.collect()
     gc.freeze()

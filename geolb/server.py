@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -13,7 +16,9 @@ from aiohttp import web
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
-from geolb.geo.locate import GeoIPLocator, NoLocator, open_locator
+from geolb.geo.choose import AnswerMemo, GeoAnswers
+from geolb.geo.locate import Locator, open_locator
+from geolb.geo.store import MapStore, default_cache_dir
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, health_keys
@@ -43,6 +48,23 @@ class ServeOptions:
     fast_path: bool = True
     workers: int = 1  # DNS processes; 1: this process answers DNS itself
     log_level: int = logging.INFO
+    cache_dir: str | None = None  # region maps on disk; None: default_cache_dir()
+
+
+SETTLE_TIMEOUT = 2.0  # how long a mutating API call waits for every worker to answer with its change
+
+
+def usable_cache_dir(wanted: str | None) -> tuple[str, bool]:
+    """The cache directory to use, and whether it is a private temporary one (removed at exit)."""
+    path = wanted or default_cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            return path, False
+    except OSError as exc:
+        private = tempfile.mkdtemp(prefix="geolb-maps-")
+        log.warning("cache directory %s is not writable (%s): using %s for this run", path, exc.strerror, private)
+        return private, True
 
 
 class Server:
@@ -57,9 +79,12 @@ class Server:
         for warning in result.warnings:
             log.warning("%s", warning)
         self.last_reload = result
-        self.locator: GeoIPLocator | NoLocator = open_locator(options.geoip)
-        self.runtime = Runtime(result.zoneset)
-        self.handler = QueryHandler(self.runtime, self.locator, fast_path=options.fast_path)
+        self.locator: Locator = open_locator(options.geoip)
+        self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
+        self.maps = MapStore(self.cache_dir)
+        self.runtime = Runtime(result.zoneset, maps=self.maps.maps_for(result.zoneset, self.locator))
+        self.explain_maps = AnswerMemo(limit=8)
+        self.handler = QueryHandler(self.runtime, fast_path=options.fast_path)
         self.metrics = Metrics()
         self.health = HealthState()
         self.health.set_targets(health_keys(result.zoneset))
@@ -91,7 +116,18 @@ class Server:
     def publish_health(self) -> None:
         """The prober or a forced state changed health: the next query sees it."""
         if self.health.view is not self.runtime.snapshot.health:
-            self.runtime.publish_health(self.health.view)
+            self.runtime.publish(health=self.health.view)
+
+    async def settled(self) -> bool:
+        """Wait until every process answers with the current generation (bounded); True when they do."""
+        if self.pool is None:
+            return True
+        return await self.pool.settled(self.runtime.snapshot.generation, SETTLE_TIMEOUT)
+
+    def geo_answers(self) -> GeoAnswers:
+        """GEO choices for the current snapshot, as DNS makes them (for /v1/explain)."""
+        snapshot = self.runtime.snapshot
+        return GeoAnswers(snapshot.maps, snapshot.health, self.explain_maps)
 
     async def start(self) -> None:
         await self.prober.start()
@@ -123,7 +159,7 @@ class Server:
         """Find free ports here (SO_REUSEPORT), hand them to the workers, then let go of ours."""
         reserved = [bind_pair(address, reuse_port=True) for address in self.options.listen]
         listen = tuple(bound for _, _, bound in reserved)
-        config = WorkerConfig(listen, self.options.geoip, self.options.tcp, self.options.fast_path, self.options.log_level)
+        config = WorkerConfig(listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level)
         self.pool = WorkerPool(self.options.workers, config)
         try:
             await self.pool.start(self.runtime.snapshot)
@@ -174,6 +210,8 @@ class Server:
             for error in result.errors:
                 log.error("reload: %s", error)
             if result.zoneset is not current:
+                # Region maps first (from disk, or built in a thread): a pool whose geography changed.
+                maps = await asyncio.to_thread(self.maps.maps_for, result.zoneset, self.locator)
                 wanted = health_keys(result.zoneset)
                 new = wanted - self.health.targets()
                 if new:
@@ -181,8 +219,8 @@ class Server:
                     await self.prober.check_once(new)
                 self.health.set_targets(wanted)
                 self.prober.describe(result.zoneset)
-                self.runtime.swap_zones(result.zoneset)
-                self.publish_health()
+                # Zones, maps and the health the pre-live checks found: one generation, never half of it.
+                self.runtime.publish(zones=result.zoneset, health=self.health.view, maps=maps)
                 self.prober.schedule(wanted)
             self.last_reload = result
             self.metrics.reloads.labels("ok" if result.ok else "error").inc()
@@ -243,6 +281,8 @@ class Server:
         await self.prober.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self._private_cache:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
 
 def run_server(options: ServeOptions) -> int:

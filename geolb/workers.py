@@ -1,9 +1,11 @@
-"""`--workers N`: DNS worker processes on SO_REUSEPORT sockets, fed zones and health by the main process.
+"""`--workers N`: DNS worker processes on SO_REUSEPORT sockets, fed whole generations by the main process.
 
-The main process keeps the one prober, the HTTP API and reloads; every new
-snapshot it publishes (a reload, a health change, a forced state) goes down a pipe
-to each worker, which swaps it in before its next query. Workers answer with the
-same handler code as a single process, so any worker gives the same answer.
+The main process keeps the one prober, the HTTP API and reloads. Every snapshot it
+publishes (a reload, a health change, a forced state) goes down a pipe to each
+worker as one generation message: health always, zones only when they changed,
+region maps as cache keys the worker memory-maps. A worker swaps the generation in
+before its next query and acknowledges it, so the API can answer a change only once
+every worker answers with it.
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copyreg
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import pickle
 import signal
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from geolb import model
 from geolb.errors import GeolbError
 from geolb.eventloop import loop_factory
-from geolb.geo.locate import open_locator
+from geolb.geo.store import MapStore
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
 from geolb.net.listeners import DnsListeners, HostPort
@@ -51,27 +55,48 @@ copyreg.pickle(types.MappingProxyType, _reduce_mappingproxy)
 @dataclass(frozen=True)
 class WorkerConfig:
     listen: tuple[HostPort, ...]  # with the ports the main process found free
-    geoip: str | None
+    cache_dir: str  # where the main process saved the region maps
     tcp: TcpLimits
     fast_path: bool
     log_level: int
 
 
-def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfig, zones: model.ZoneSet, health: HealthView) -> None:
-    """Entry point of a worker process."""
+@dataclass(frozen=True)
+class Generation:
+    """One snapshot as a worker receives it: zones only when they changed, maps by cache key."""
+
+    number: int
+    zones: model.ZoneSet | None
+    health: HealthView
+    map_keys: Mapping[str, str] | None  # pool -> RegionMap key; None: unchanged
+
+
+def map_keys(snapshot: Snapshot) -> dict[str, str]:
+    return {pool: region_map.key for pool, region_map in snapshot.maps.items()}
+
+
+def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfig, first: bytes) -> None:
+    """Entry point of a worker process; `first` is the pickled first Generation."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(_serve(conn, config, zones, health))
+            runner.run(_serve(conn, config, pickle.loads(first)))
     except GeolbError as exc:
         conn.send(("error", str(exc)))
 
 
-async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConfig, zones: model.ZoneSet, health: HealthView) -> None:
+async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConfig, first: Generation) -> None:
     loop = asyncio.get_running_loop()
-    runtime = Runtime(zones, health)
-    handler = QueryHandler(runtime, open_locator(config.geoip), fast_path=config.fast_path)
+    store = MapStore(config.cache_dir)
+
+    def maps_of(keys: Mapping[str, str]) -> dict[str, Any]:
+        return {pool: store.load(key) for pool, key in keys.items()}
+
+    assert first.zones is not None and first.map_keys is not None
+    runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))
+    runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
+    handler = QueryHandler(runtime, fast_path=config.fast_path)
     listeners = DnsListeners(handler, config.tcp)
     await listeners.start(config.listen, reuse_port=True)
     stop = asyncio.Event()
@@ -79,24 +104,26 @@ async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConf
     def on_message() -> None:
         while conn.poll():
             try:
-                kind, payload = conn.recv()
+                message = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 loop.remove_reader(conn.fileno())
                 stop.set()  # the main process is gone
                 return
-            if kind == "zones":
-                runtime.swap_zones(payload)
-            elif kind == "health":
-                runtime.publish_health(payload)
+            kind = message[0]
+            if kind == "generation":
+                generation: Generation = message[1]
+                maps = None if generation.map_keys is None else maps_of(generation.map_keys)
+                runtime.publish(zones=generation.zones, health=generation.health, maps=maps, generation=generation.number)
+                conn.send(("ack", generation.number))
             elif kind == "stats":
-                conn.send(("stats", handler.fold_stats()))
+                conn.send(("stats", message[1], handler.fold_stats()))
             elif kind == "stop":
                 stop.set()
 
     loop.add_reader(conn.fileno(), on_message)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     settle_memory()
-    conn.send(("ready", None))
+    conn.send(("ready", first.number))
     await stop.wait()
     await listeners.stop(DRAIN_TIMEOUT)
 
@@ -105,26 +132,32 @@ class Worker:
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: multiprocessing.connection.Connection) -> None:
         self.process = process
         self.conn = conn
-        self.replies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.acked = -1  # the newest generation this worker answers with
+        self.stats: dict[int, asyncio.Future[QueryStats]] = {}
+        self.gone = False
+        self.error: str | None = None
 
 
 class WorkerPool:
-    """The worker processes, and the pipe each one is fed through."""
+    """The worker processes, the pipe each one is fed through, and what each has acknowledged."""
 
     def __init__(self, count: int, config: WorkerConfig) -> None:
         self.count = count
         self.config = config
         self.workers: list[Worker] = []
-        self._sent: tuple[model.ZoneSet, HealthView] | None = None
+        self._sent: Snapshot | None = None
+        self._outbox: asyncio.Queue[Snapshot] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._acked = asyncio.Condition()
+        self._requests = itertools.count()
 
     async def start(self, snapshot: Snapshot) -> None:
         context = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
+        first_generation = pickle.dumps(Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot)))
         for _ in range(self.count):
             ours, theirs = context.Pipe()
-            process = context.Process(
-                target=worker_main, args=(theirs, self.config, snapshot.zones, snapshot.health), name="geolb-worker", daemon=True
-            )
+            process = context.Process(target=worker_main, args=(theirs, self.config, first_generation), name="geolb-worker", daemon=True)
             try:
                 process.start()
             except Exception as exc:  # e.g. a snapshot that will not pickle: a bug, but say so plainly
@@ -133,40 +166,80 @@ class WorkerPool:
             worker = Worker(process, ours)
             loop.add_reader(ours.fileno(), self._receive, worker)
             self.workers.append(worker)
-        self._sent = (snapshot.zones, snapshot.health)
+        self._sent = snapshot
+        try:
+            await asyncio.wait_for(self.settled(snapshot.generation, timeout=START_TIMEOUT), START_TIMEOUT)
+        except TimeoutError:
+            raise GeolbError(f"a DNS worker did not start within {START_TIMEOUT:g} s") from None
         for worker in self.workers:
-            try:
-                kind, payload = await asyncio.wait_for(worker.replies.get(), START_TIMEOUT)
-            except TimeoutError:
-                raise GeolbError(f"a DNS worker did not start within {START_TIMEOUT:g} s") from None
-            if kind != "ready":
-                raise GeolbError(str(payload))
+            if worker.gone:
+                raise GeolbError(f"a DNS worker failed to start: {worker.error or 'it exited'}")
+        self._sender = loop.create_task(self._send_generations(), name="feed workers")
 
     def _receive(self, worker: Worker) -> None:
         try:
             while worker.conn.poll():
-                worker.replies.put_nowait(worker.conn.recv())
+                message = worker.conn.recv()
+                kind = message[0]
+                if kind in ("ack", "ready"):
+                    worker.acked = max(worker.acked, message[1])
+                    asyncio.get_running_loop().create_task(self._notify())
+                elif kind == "stats":
+                    waiter = worker.stats.pop(message[1], None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(message[2])
+                elif kind == "error":
+                    worker.error = message[1]
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(worker.conn.fileno())
-            worker.replies.put_nowait(("error", "worker exited"))
+            worker.gone = True
+            asyncio.get_running_loop().create_task(self._notify())
             if worker.process.exitcode not in (None, 0):
                 log.error("DNS worker %s exited with %s", worker.process.pid, worker.process.exitcode)
 
+    async def _notify(self) -> None:
+        async with self._acked:
+            self._acked.notify_all()
+
+    async def settled(self, generation: int, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until every live worker answers with `generation` or newer."""
+
+        def done() -> bool:
+            return all(worker.gone or worker.acked >= generation for worker in self.workers)
+
+        async with self._acked:
+            try:
+                await asyncio.wait_for(self._acked.wait_for(done), timeout)
+            except TimeoutError:
+                return False
+        return True
+
     def publish(self, snapshot: Snapshot) -> None:
-        """Send what changed in this snapshot to every worker."""
-        if self._sent is None:
-            return
-        zones, health = self._sent
-        messages: list[tuple[str, object]] = []
-        if snapshot.zones is not zones:
-            messages.append(("zones", snapshot.zones))
-        if snapshot.health is not health:
-            messages.append(("health", snapshot.health))
-        self._sent = (snapshot.zones, snapshot.health)
-        for worker in self.workers:
-            for message in messages:
+        """Queue a snapshot for the workers (runtime listener: must not block the loop)."""
+        self._outbox.put_nowait(snapshot)
+
+    async def _send_generations(self) -> None:
+        while True:
+            snapshot = await self._outbox.get()
+            sent = self._sent
+            assert sent is not None
+            zones_changed = snapshot.zones is not sent.zones
+            maps_changed = snapshot.maps is not sent.maps
+            generation = Generation(
+                snapshot.generation,
+                snapshot.zones if zones_changed else None,
+                snapshot.health,
+                map_keys(snapshot) if maps_changed else None,
+            )
+            message: tuple[str, Generation] = ("generation", generation)
+            # A zone set takes milliseconds to pickle: off the loop that probes and serves the API.
+            data = await asyncio.to_thread(pickle.dumps, message) if zones_changed else pickle.dumps(message)
+            self._sent = snapshot
+            for worker in self.workers:
+                if worker.gone:
+                    continue
                 try:
-                    worker.conn.send(message)
+                    worker.conn.send_bytes(data)
                 except OSError:
                     log.error("DNS worker %s is gone; its share of queries goes unanswered", worker.process.pid)
 
@@ -175,27 +248,38 @@ class WorkerPool:
         return sum(1 for worker in self.workers if worker.process.is_alive())
 
     async def stats(self) -> Sequence[QueryStats]:
-        """Every worker's counters (a worker that does not answer in time is left out)."""
-        out: list[QueryStats] = []
+        """Every worker's counters, asked now (a worker that does not answer in time is left out)."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[QueryStats]] = []
         for worker in self.workers:
+            if worker.gone:
+                continue
+            request = next(self._requests)
+            waiter: asyncio.Future[QueryStats] = loop.create_future()
+            worker.stats[request] = waiter
             try:
-                worker.conn.send(("stats", None))
-                while True:
-                    kind, payload = await asyncio.wait_for(worker.replies.get(), STATS_TIMEOUT)
-                    if kind == "stats":
-                        out.append(payload)
-                        break
-                    if kind == "error":
-                        break
-            except (OSError, TimeoutError):
+                worker.conn.send_bytes(pickle.dumps(("stats", request)))
+            except OSError:
+                worker.stats.pop(request, None)
+                continue
+            waits.append(waiter)
+        out: list[QueryStats] = []
+        for waiter in waits:
+            try:
+                out.append(await asyncio.wait_for(waiter, STATS_TIMEOUT))
+            except TimeoutError:
                 continue
         return out
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
         for worker in self.workers:
             with contextlib.suppress(OSError):
-                worker.conn.send(("stop", None))
+                worker.conn.send_bytes(pickle.dumps(("stop",)))
         deadline = loop.time() + DRAIN_TIMEOUT + 2
         for worker in self.workers:
             while worker.process.is_alive() and loop.time() < deadline:

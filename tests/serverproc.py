@@ -20,6 +20,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from tests.geomaps import CACHE
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 READY = re.compile(r"^geolb ready: dns (?P<dns>.*?) \(udp\+tcp\), http (?P<http>\S+?),")
@@ -104,8 +106,9 @@ def start_server(
         args += ["--geoip", str(geoip)]
     stderr_dir = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
     stderr_path = stderr_dir / f"geolb-stderr-{os.getpid()}-{time.monotonic_ns()}.log"
+    env = {**os.environ, "GEOLB_CACHE_DIR": str(CACHE)}  # maps built once per test run, not in the user's cache
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(geolb_command(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
+        proc = subprocess.Popen(geolb_command(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

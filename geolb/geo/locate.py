@@ -1,16 +1,23 @@
 """Address -> Location from a MaxMind (GeoIP2/GeoLite2 City or Country) database. The only GeoIP importer.
 
 geoip2's model objects cost ~10 µs a lookup; the raw record from maxminddb, the
-reader geoip2 is built on, carries the same fields at a fraction of that.
+reader geoip2 is built on, carries the same fields at a fraction of that. The
+query path does not call this module: it reads the precomputed region maps
+(`geo/regionmap.py`), which `flatten()` here feeds. `/v1/explain` and `geolb
+resolve` use `locate()` to show their reasoning.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
+import datetime
+import hashlib
 import ipaddress
 import itertools
+import multiprocessing
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -18,26 +25,11 @@ import maxminddb
 
 from geolb import model
 from geolb.errors import GeoIPError
-from geolb.geo.mmdbtree import EMPTY, BudgetExhausted, SearchTree
-from geolb.geo.rank import Location, scope_excluding
-
-AnswerOf = Callable[[Location], Hashable]
-
-# Addresses that have no place on the map (RFC 6890 special-purpose registries).
-# An address in one of them has no location, and that whole range shares the answer.
-_SPECIAL_NETWORKS: tuple[model.IPNetwork, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-        "::/127", "::ffff:0:0/96", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
-    )
-)  # fmt: skip
-
+from geolb.geo.mmdbflat import SPECIAL_NETWORKS, FlatDatabase, Place, TreeError, empty_database, flatten
+from geolb.geo.rank import Location
 
 _SPECIAL_BY_VERSION: Mapping[int, tuple[tuple[int, int, model.IPNetwork], ...]] = {
-    version: tuple((int(n.netmask), int(n.network_address), n) for n in _SPECIAL_NETWORKS if n.version == version) for version in (4, 6)
+    version: tuple((int(n.netmask), int(n.network_address), n) for n in SPECIAL_NETWORKS if n.version == version) for version in (4, 6)
 }
 
 
@@ -66,12 +58,13 @@ class NoLocator:
     """No database: every client is unknown, so GEO answers follow file order (SPEC §3 rule 2c)."""
 
     description = "no GeoIP database"
+    digest = "no-database"
 
     def locate(self, address: model.IPAddress) -> Location:
         return Location(ipaddress.ip_network((address, 0)), source="no database")
 
-    def widest_scope(self, address: model.IPAddress, answer_of: AnswerOf, memo: dict[int, Hashable]) -> int:
-        return 0  # nothing is known anywhere, so nothing here depends on the address
+    def flatten(self) -> FlatDatabase:
+        return empty_database(self.digest)
 
 
 class GeoIPLocator:
@@ -100,19 +93,11 @@ class GeoIPLocator:
             raise GeoIPError(f"GeoIP database {path}: corrupt ({exc})") from None
         self.path = path
         self.centroids = load_centroids()
-        metadata = self.reader.metadata()
-        try:
-            self.tree: SearchTree | None = SearchTree(path, metadata.node_count, metadata.record_size, metadata.ip_version)
-        except (OSError, ValueError):
-            self.tree = None  # answers stay right; ECS scopes just stay at the database's own networks
-        self._record_locations: dict[int, Location] = {}
-        self.description = f"{path} ({self.database_type}, built {self._build_date()})"
-
-    def _build_date(self) -> str:
-        import datetime
-
+        with open(path, "rb") as handle:
+            self.digest = hashlib.file_digest(handle, "sha256").hexdigest()
         epoch = int(self.reader.metadata().build_epoch)
-        return datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()
+        built = datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()
+        self.description = f"{path} ({self.database_type}, built {built})"
 
     def locate(self, address: model.IPAddress) -> Location:
         special = special_network(address)
@@ -125,78 +110,76 @@ class GeoIPLocator:
         network = ipaddress.ip_network((address, prefix), strict=False)
         if not isinstance(record, dict):
             return Location(network, source="not in database")
-        return self._location(network, record)
+        country, continent, lat, lon = self.place(record)
+        if lat is None or lon is None:
+            return Location(network, country, continent, source=self.kind)
+        where: Any = record.get("location") or {}
+        measured = where.get("latitude") is not None
+        return Location(network, country, continent, lat, lon, source=self.kind if measured else "country centroid")
 
-    def _location(self, network: model.IPNetwork, record: dict[str, Any]) -> Location:
-        country_rec = record.get("country") or record.get("registered_country") or {}
-        country = country_rec.get("iso_code")
-        continent = (record.get("continent") or {}).get("code")
-        where = record.get("location") or {}
-        lat, lon = where.get("latitude"), where.get("longitude")
-        if lat is not None and lon is not None:
-            return Location(network, country, continent, float(lat), float(lon), source=self.kind)
-        if country is not None and country in self.centroids:
-            lat, lon = self.centroids[country]
-            return Location(network, country, continent, lat, lon, source="country centroid")
-        return Location(network, country, continent, source=self.kind)
+    def place(self, record: dict[str, Any]) -> Place:
+        return place_of(record, self.centroids)
 
-    def widest_scope(self, address: model.IPAddress, answer_of: AnswerOf, memo: dict[int, Hashable]) -> int:
-        """The shortest prefix around `address` whose every database network gets the same answer.
-
-        `answer_of(location)` is the answer for a location; `memo` must belong to that
-        one function (same pool, family and health), and makes each subtree's verdict
-        a one-time cost. Special-purpose ranges inside the prefix count as unlocated.
-        """
-        location = self.locate(address)
-        tree = self.tree
-        if tree is None or special_network(address) is not None:
-            return location.network.prefixlen
-        width = address.max_prefixlen
-        value = int(address)
-        nodes, _leaf = tree.path(value, width)
-        target = answer_of(location)
-
-        def leaf_answer(record: int, network: int, prefix: int) -> Hashable:
-            return answer_of(self._record_location(record, network, width))
-
-        widest = len(nodes)
-        floor = WIDEST_SCOPE[width]
-        budget = [LEAF_BUDGET]
+    def flatten(self) -> FlatDatabase:
+        """Every network of the database with its place (seconds: callers cache the result)."""
+        metadata = self.reader.metadata()
         try:
-            for depth in range(len(nodes) - 1, floor - 1, -1):
-                verdict = tree.uniform(nodes[depth], depth, value >> (width - depth), width, leaf_answer, memo, _MIXED, budget)
-                if verdict != target:
-                    break
-                widest = depth
-        except BudgetExhausted:
-            pass  # keep what is confirmed; the memo lets later clients nearby go further
-        if answer_of(UNKNOWN) != target:
-            widest = scope_excluding(address, widest, _SPECIAL_NETWORKS)
-        return min(widest, location.network.prefixlen)
+            return flatten(self.path, metadata.node_count, metadata.record_size, metadata.ip_version, self.places, self.digest)
+        except (TreeError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise GeoIPError(f"GeoIP database {self.path}: corrupt search tree ({exc})") from None
 
-    def _record_location(self, record: int, network: int, width: int) -> Location:
-        if record == EMPTY:
-            return UNKNOWN
-        known = self._record_locations.get(record)
-        if known is None:
-            address = ipaddress.IPv4Address(network) if width == 32 else ipaddress.IPv6Address(network)
-            data = self.reader.get(address)
-            known = self._location(UNKNOWN.network, data) if isinstance(data, dict) else UNKNOWN
-            if len(self._record_locations) >= RECORD_CACHE_LIMIT:
-                self._record_locations.clear()
-            self._record_locations[record] = known
-        return known
+    def places(self, versions: list[int], addresses: list[int]) -> list[Place]:
+        """The place of the record at each address. Decoding is ~12 µs a record in maxminddb's C reader
+        (GeoLite2 City has 458k records), so a large batch is split over one process per CPU."""
+        processes = min(os.cpu_count() or 1, MAX_DECODERS)
+        if len(addresses) < PARALLEL_BATCH or processes < 2:
+            return _places(self.path, versions, addresses)
+        size = -(-len(addresses) // processes)
+        starts = range(size, len(addresses), size)  # this process decodes the first share itself
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(starts), mp_context=context) as pool:
+            others = pool.map(
+                _places, [self.path] * len(starts), [versions[i : i + size] for i in starts], [addresses[i : i + size] for i in starts]
+            )
+            parts = [_places(self.path, versions[:size], addresses[:size]), *others]
+        return [place for part in parts for place in part]
 
 
-_MIXED = object()  # two answers under one prefix
-# Scopes stop widening here: resolvers gain little from caching one answer for more
-# than a /16 (IPv4) or /32 (IPv6), and each bit wider doubles the tree to confirm.
-WIDEST_SCOPE = {32: 16, 128: 32}
-LEAF_BUDGET = 4096  # database networks one cold decision may look at
-RECORD_CACHE_LIMIT = 500_000
+PARALLEL_BATCH = 50_000
+MAX_DECODERS = 8
 
 
-def open_locator(path: str | None) -> GeoIPLocator | NoLocator:
+def _places(path: str, versions: list[int], addresses: list[int]) -> list[Place]:
+    reader = maxminddb.open_database(path)
+    centroids = load_centroids()
+    out: list[Place] = []
+    v4, v6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+    for version, value in zip(versions, addresses, strict=True):
+        record: Any = reader.get(v4(value) if version == 4 else v6(value))
+        out.append(place_of(record, centroids) if isinstance(record, dict) else (None, None, None, None))
+    reader.close()
+    return out
+
+
+def place_of(record: dict[str, Any], centroids: Mapping[str, tuple[float, float]]) -> Place:
+    """(country, continent, latitude, longitude) of a record; a country without coordinates gets its centroid."""
+    country_rec = record.get("country") or record.get("registered_country") or {}
+    country = country_rec.get("iso_code")
+    continent = (record.get("continent") or {}).get("code")
+    where = record.get("location") or {}
+    lat, lon = where.get("latitude"), where.get("longitude")
+    if lat is not None and lon is not None:
+        return country, continent, float(lat), float(lon)
+    if country is not None and country in centroids:
+        lat, lon = centroids[country]
+        return country, continent, lat, lon
+    return country, continent, None, None
+
+
+Locator = GeoIPLocator | NoLocator
+
+
+def open_locator(path: str | None) -> Locator:
     """The locator for `--geoip`; None means the bundled database, or none if it is not installed."""
     if path is not None:
         return GeoIPLocator(path)

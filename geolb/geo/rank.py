@@ -1,9 +1,12 @@
-"""Pool x client x Location x HealthView -> Decision: region ranking, skips and why, ECS scope. Pure."""
+"""Pool x client x Location x HealthView -> Decision, worked out the straightforward way, with reasons. Pure.
+
+The DNS path answers from precomputed maps (`geo/regionmap.py`); this is the
+reference they are tested against, and what `/v1/explain` and `geolb resolve` show.
+"""
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,10 +72,6 @@ class Decision:
     skipped: tuple[tuple[str, str], ...]  # (region, why) for regions passed over
     failed_open: bool
 
-    def endpoints(self, rng: random.Random, max_answers: int | None) -> tuple[model.Endpoint, ...]:
-        """The answer: candidates in weighted-random order, `max_answers` of them."""
-        return weighted_order(self.candidates, max_answers, rng)
-
 
 def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
@@ -104,7 +103,12 @@ def rank_by_location(pool: model.Pool, client: model.IPAddress, location: Locati
 
 
 def _by_location(pool: model.Pool, location: Location, exclude: set[str]) -> tuple[RankedRegion, ...]:
-    """Country, then continent, then distance; regions without a location last, in file order."""
+    """Country, then continent, then distance; regions without a location last, in file order.
+
+    A client with no location at all gets every region in file order (rule 2c).
+    """
+    if not location.known:
+        return tuple(RankedRegion(r, "no client location: file order") for r in pool.regions if r.name not in exclude)
     country: list[RankedRegion] = []
     continent: list[RankedRegion] = []
     by_distance: list[tuple[float, int, RankedRegion]] = []
@@ -186,28 +190,3 @@ def choose(
         return Decision(pool.name, family, client, location, ranking, None, (), tuple(skipped), False)
     candidates = tuple(e for e in first_with_family.endpoints if e.address.version == family)
     return Decision(pool.name, family, client, location, ranking, first_with_family, candidates, tuple(skipped), True)
-
-
-def answering_region(pool: model.Pool, location: Location, family: int, health: HealthView) -> str | None:
-    """Which region answers a client at `location` that no `networks` rule covers (None: NODATA)."""
-    ranking = RegionRanking("geoip", _by_location(pool, location, exclude=set()), 0)
-    region = choose(pool, location.network.network_address, location, ranking, family, health).region
-    return None if region is None else region.name
-
-
-def standby_aware(weights: Sequence[int]) -> list[int]:
-    """Indices that may answer: weight 0 is standby, used only when every weight is 0."""
-    return [i for i, weight in enumerate(weights) if weight > 0] or list(range(len(weights)))
-
-
-def weighted_indices(weights: Sequence[int], limit: int | None, rng: random.Random) -> list[int]:
-    """A weighted random order without replacement (Efraimidis-Spirakis keys u^(1/w)), `limit` long."""
-    eligible = standby_aware(weights)
-    if len(eligible) > 1:
-        eligible.sort(key=lambda i: rng.random() ** (1.0 / (weights[i] or 1)), reverse=True)
-    return eligible if limit is None else eligible[:limit]
-
-
-def weighted_order(endpoints: Sequence[model.Endpoint], limit: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:
-    """The endpoints in weighted random order (see weighted_indices)."""
-    return tuple(endpoints[i] for i in weighted_indices([e.weight for e in endpoints], limit, rng))

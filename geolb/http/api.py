@@ -149,7 +149,7 @@ async def explain_query(request: web.Request) -> web.Response:
     snapshot = server.runtime.snapshot
     try:
         client = parse_client(client_text)
-        report = explain(snapshot.zones, server.handler.decider(snapshot), name, request.query.get("type", "A"), client)
+        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, request.query.get("type", "A"), client)
     except ExplainError as exc:
         return json_error(400, str(exc))
     if report["rcode"] == "REFUSED":
@@ -161,6 +161,7 @@ async def explain_query(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     result = await server.reload()
+    await server.settled()  # every worker answers from the new zones before we say so
     serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
     if result.ok:
         return web.json_response({"status": "ok", "serials": serials})
@@ -194,6 +195,7 @@ async def force(request: web.Request) -> web.Response:
         return json_error(400, 'body must be {"state": "up" | "down" | null}')
     wanted = None if body["state"] is None else body["state"] == "up"
     server.force(pool_name, region_name, endpoint.address, wanted)
+    await server.settled()  # "the very next answer", from any worker
     snapshot = server.runtime.snapshot
     return web.json_response(
         {

@@ -19,6 +19,8 @@ from geolb.fastpath import scan
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import QueryHandler
 from geolb.runtime import Runtime
+from geolb.wire import parse_client_subnet
+from tests.geomaps import region_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -28,7 +30,7 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     scanned = scan(data, tcp)
     if scanned is None:
         return
-    (question, flags, limit, has_edns, do, ecs), qend, by_peer = scanned
+    (question, flags, limit, has_edns, do, has_ecs), qend, ecs_at = scanned
     record = dnslib.DNSRecord.parse(data)  # must not raise
     assert record.header.qr == 0 and record.header.opcode == 0
     assert len(record.questions) == 1 and not record.rr and not record.auth
@@ -43,11 +45,14 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
         assert do == bool(opts[0].ttl & 0x8000)
         assert (opts[0].ttl >> 16) & 0xFF == 0
         ecs_options = [bytes(o.data) for o in opts[0].rdata if o.code == 8]
-        assert ecs == (ecs_options[0] if ecs_options else None)
+        assert has_ecs == bool(ecs_options) == (ecs_at >= 0)
+        if ecs_options:
+            assert data[ecs_at : ecs_at + len(ecs_options[0])] == ecs_options[0]
+            assert ecs_at + len(ecs_options[0]) <= len(data)
+            parse_client_subnet(ecs_options[0])  # the scanner takes only ECS options the full path accepts
         assert limit == (65535 if tcp else max(512, min(opts[0].rclass, 1232)))
     else:
         assert limit == (65535 if tcp else 512)
-    assert by_peer == (ecs is None or len(ecs) < 3 or ecs[2] == 0)
     assert qend == 12 + len(question)
 
 
@@ -111,9 +116,9 @@ def handlers() -> tuple[QueryHandler, QueryHandler]:
     zones = load_zoneset(str(DATA / "zones")).zoneset
     geo_zones = load_zoneset(str(DATA / "geo-zones")).zoneset
     merged = type(zones)(zones={**zones.zones, **geo_zones.zones}, pools={**zones.pools, **geo_zones.pools})
-    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
-    fast = QueryHandler(Runtime(merged), locator, random.Random(1), fast_path=True)
-    full = QueryHandler(Runtime(merged), locator, random.Random(1), fast_path=False)
+    maps = region_maps(merged, GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb")))
+    fast = QueryHandler(Runtime(merged, maps=maps), random.Random(1), fast_path=True)
+    full = QueryHandler(Runtime(merged, maps=maps), random.Random(1), fast_path=False)
     return fast, full
 
 
@@ -177,15 +182,43 @@ def test_fast_answers_equal_full_answers(tcp: bool) -> None:
             else:
                 assert got == want, (name, rdtype, client)  # byte for byte
             checked += 1
-    assert fast.cache is not None and len(fast.cache.entries) + len(fast.cache.by_peer) > 100
+    assert fast.cache is not None and len(fast.cache.entries) > 100
     assert checked > 1000
 
 
-def test_peer_dependent_answers_are_kept_per_peer() -> None:
+def test_answers_without_ecs_follow_the_peer() -> None:
     fast, full = handlers()
-    data = query_bytes("www.geo.example", "A", False, None, 512, False)
-    for peer in ("127.0.0.1", "81.2.69.161", "216.160.83.57", "81.2.69.161"):
-        assert canonical(fast.handle(data, peer, False)) == canonical(full.handle(data, peer, False))  # type: ignore[arg-type]
+    for data in (
+        query_bytes("www.geo.example", "A", False, None, 512, False),
+        query_bytes("www.geo.example", "A", True, "0.0.0.0/0", 1232, False),
+    ):
+        for peer in ("127.0.0.1", "81.2.69.161", "216.160.83.57", "81.2.69.161", "2001:218::1", "::ffff:81.2.69.161"):
+            assert canonical(fast.handle(data, peer, False)) == canonical(full.handle(data, peer, False))  # type: ignore[arg-type]
+
+
+def test_a_new_client_network_is_answered_from_the_cache() -> None:
+    """One GEO entry per question serves every client network: no fill, no dnslib, for a network never seen."""
+    fast, full = handlers()
+    fills = 0
+    original = fast._full
+
+    def counting(*args: object) -> bytes | None:
+        nonlocal fills
+        fills += 1
+        return original(*args)  # type: ignore[arg-type]
+
+    fast._full = counting  # type: ignore[method-assign]
+    rng = random.Random(5)
+    for index in range(300):
+        subnet = (
+            f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.0/24"
+            if index % 3
+            else f"2a02:{rng.randint(0, 65535):x}::/32"
+        )
+        data = query_bytes("www.geo.example", "A", True, subnet, 1232, False)
+        assert canonical(fast.handle(data, "127.0.0.1", False)) == canonical(full.handle(data, "127.0.0.1", False)), subnet  # type: ignore[arg-type]
+        assert canonical(fast.handle(data, "127.0.0.1", False)) == canonical(full.handle(data, "127.0.0.1", False)), subnet  # type: ignore[arg-type]
+    assert fills == 1
 
 
 def test_a_new_generation_drops_the_cache() -> None:
@@ -194,7 +227,7 @@ def test_a_new_generation_drops_the_cache() -> None:
     fast.handle(data, "127.0.0.1", False)
     fast.handle(data, "127.0.0.1", False)
     assert fast.cache is not None and fast.cache.entries
-    fast.runtime.swap_zones(fast.runtime.snapshot.zones)
+    fast.runtime.publish(zones=fast.runtime.snapshot.zones)
     fast.handle(data, "127.0.0.1", False)
     assert fast.cache.generation == fast.runtime.snapshot.generation
     assert len(fast.cache.entries) == 1

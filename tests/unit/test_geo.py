@@ -1,4 +1,4 @@
-"""Pure geo functions: ranking, scope arithmetic, weighted order, and scope widening vs brute force."""
+"""Pure geo functions: ranking, scope arithmetic, weighted order, skipping and failing open."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import ipaddress
 import random
 from pathlib import Path
 
-import maxminddb
 import pytest
 
 from geolb import model
-from geolb.config.zonefile import read_zone_file
 from geolb.errors import Where
-from geolb.geo.decide import GeoDecider
-from geolb.geo.locate import UNKNOWN, GeoIPLocator, special_network
-from geolb.geo.rank import Location, answering_region, great_circle_km, rank_regions, scope_excluding, weighted_order
+from geolb.geo.choose import GeoAnswers
+from geolb.geo.locate import NoLocator, special_network
+from geolb.geo.rank import Location, great_circle_km, rank_regions, scope_excluding
+from geolb.geo.select import every_order, weighted_order
 from geolb.health.state import ALL_UP, HealthView
+from tests.geomaps import region_maps
 
 DATA = Path(__file__).parent.parent / "data"
 HERE = Where("test", 1)
@@ -72,6 +72,13 @@ def test_ranking_without_location_is_file_order() -> None:
     ranking = rank_regions(POOL, ipaddress.ip_address("192.168.1.1"), Location(ipaddress.ip_network("192.168.0.0/16")))
     assert ranking.rule == "file order"
     assert [r.region.name for r in ranking.regions] == ["east", "west", "europe", "unplaced"]
+    # SPEC §3 rule 2c: every region keeps its file place, located or not.
+    first_unplaced = model.Pool("p", "example.com.", (POOL.regions[3], *POOL.regions[:3]), (), HERE)
+    ranking = rank_regions(first_unplaced, ipaddress.ip_address("192.168.1.1"), Location(ipaddress.ip_network("192.168.0.0/16")))
+    assert [r.region.name for r in ranking.regions] == ["unplaced", "east", "west", "europe"]
+    # Under rule 2b a located client still sorts unlocated regions last.
+    ranking = rank_regions(first_unplaced, ipaddress.ip_address("81.2.69.1"), at(40.0, -120.0, "US", "NA"))
+    assert [r.region.name for r in ranking.regions][-1] == "unplaced"
 
 
 def test_networks_rule_first_then_location() -> None:
@@ -108,58 +115,38 @@ def test_weighted_order_follows_weights() -> None:
     assert len(weighted_order(standby, None, rng)) == 2  # all standby: all answer
 
 
-def test_answering_region_skips_down_and_fails_open() -> None:
-    europe = POOL.regions[2]
+def test_every_order_only_when_orders_are_equally_likely() -> None:
+    assert every_order([1, 1, 1], None) is not None and len(every_order([1, 1, 1], None) or []) == 6
+    assert every_order([1, 1, 0], 1) == [(0,), (1,)]  # standby left out
+    assert every_order([1, 3], None) is None  # unequal weights: ordered per query
+    assert every_order([1] * 6, None) is None  # 720 orders: too many to keep
+
+
+def test_choice_skips_regions_down_and_fails_open() -> None:
+    """SPEC §3 rules 3-4, through the precomputed maps (no database: file order, europe is third)."""
+    pool = model.Pool("web", "example.com.", (POOL.regions[2], POOL.regions[0], POOL.regions[1]), (), HERE)
+    maps = region_maps(model.ZoneSet(zones={}, pools={"web": pool}), NoLocator())
+    client = ipaddress.ip_address("81.2.69.1")
+    europe, east = pool.regions[0], pool.regions[1]
+
+    def region_for(health: HealthView, family: int) -> str | None:
+        choice = GeoAnswers(maps, health).choose(pool, family, client)
+        return None if choice.region is None else choice.region.name
+
+    assert region_for(ALL_UP, 6) == "europe"
     down_europe = HealthView(frozenset(e.key for e in europe.endpoints))
-    london = at(51.5, -0.1, "GB", "EU")
-    assert answering_region(POOL, london, 6, ALL_UP) == "europe"
-    assert answering_region(POOL, london, 6, down_europe) == "east"
-    everything = HealthView(frozenset(e.key for r in POOL.regions for e in r.endpoints))
-    assert answering_region(POOL, london, 6, everything) == "europe"  # fail open: first in order
+    assert region_for(down_europe, 6) == "east"
+    assert region_for(down_europe, 4) == "east"
+    everything = HealthView(frozenset(e.key for r in pool.regions for e in r.endpoints))
+    choice = GeoAnswers(maps, everything).choose(pool, 6, client)
+    assert choice.region is not None and choice.region.name == "europe" and choice.failed_open  # first in order
+    assert {str(e.address) for e in choice.candidates} == {str(e.address) for e in europe.endpoints if e.address.version == 6}
+    forced_up = HealthView(frozenset(e.key for e in europe.endpoints), {("web", "europe", europe.endpoints[0].address): True})
+    assert region_for(forced_up, 4) == "europe"
+    assert east.name == "east"
 
 
 def test_special_networks() -> None:
     assert special_network(ipaddress.ip_address("10.2.3.4")) == ipaddress.ip_network("10.0.0.0/8")
     assert special_network(ipaddress.ip_address("::1")) is not None
     assert special_network(ipaddress.ip_address("81.2.69.1")) is None
-
-
-def test_widened_scope_is_true_against_every_database_network() -> None:
-    """For each test client, every database network inside the widened scope gets the same region."""
-    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
-    zone = read_zone_file(str(DATA / "geo-zones" / "geo.example.yaml")).zone
-    assert zone is not None
-    reader = maxminddb.open_database(str(DATA / "GeoIP2-City-Test.mmdb"))
-    networks = [(net, locator.locate(net.network_address)) for net, _ in reader]
-    clients = [
-        ipaddress.ip_address(a) for a in ("81.2.69.160", "216.160.83.56", "89.160.20.112", "2001:218::1", "2a02:d4c0::1", "175.16.199.1")
-    ]
-    widened_somewhere = False
-    for pool in (zone.pools["web"], zone.pools["prefs"]):
-        for family in (4, 6):
-            decider = GeoDecider(locator, ALL_UP)
-            for client in clients:
-                decision = decider.decide(pool, family, client)
-                if decision.region is None:
-                    continue
-                scope = decision.ranking.scope
-                widened_somewhere |= scope < locator.locate(client).network.prefixlen
-                covered = ipaddress.ip_network((client, scope), strict=False)
-                for net, location in networks:
-                    if net.version == covered.version and net.overlaps(covered) and special_network(net.network_address) is None:
-                        got = answering_region(pool, location, family, ALL_UP)
-                        assert got == decision.region.name, (pool.name, family, client, scope, net)
-    assert widened_somewhere
-
-
-def test_unknown_space_inside_a_scope_answers_like_file_order() -> None:
-    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
-    zone = read_zone_file(str(DATA / "geo-zones" / "geo.example.yaml")).zone
-    assert zone is not None
-    pool = zone.pools["prefs"]
-    decision = GeoDecider(locator, ALL_UP).decide(pool, 4, ipaddress.ip_address("216.160.83.56"))
-    assert decision.region is not None
-    covered = ipaddress.ip_network((decision.client, decision.ranking.scope), strict=False)
-    # Every address of the prefix is either in a database network (checked above) or unknown:
-    assert answering_region(pool, UNKNOWN, 4, ALL_UP) == decision.region.name
-    assert covered.prefixlen < 29

@@ -1,0 +1,211 @@
+"""Region maps on disk: built once per (database, pool geography), then memory-mapped by every process.
+
+Layout under the cache directory (`geolb serve --cache-dir`):
+  databases/<digest>/   the flattened GeoIP database (seconds to build; input of every map)
+  maps/<key>/           one pool's RegionMap, `key` = geography_key(database digest, pool)
+Each is a folder of .npy arrays plus meta.json, written to a temporary folder and
+renamed into place, so a reader never sees half of one and two writers do no harm.
+Maps are opened with mmap: workers share one copy through the page cache.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from geolb import model
+from geolb.geo.locate import GeoIPLocator, Locator, NoLocator
+from geolb.geo.mmdbflat import FlatDatabase, LocationRows, Ranges
+from geolb.geo.regionmap import FORMAT, RegionMap, build_region_map, geography_key
+
+log = logging.getLogger("geolb.geo")
+
+
+def default_cache_dir() -> str:
+    """$GEOLB_CACHE_DIR, else $XDG_CACHE_HOME/geolb, else ~/.cache/geolb."""
+    explicit = os.environ.get("GEOLB_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "geolb")
+
+
+def _write_folder(target: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for name, array in arrays.items():
+            np.save(scratch / f"{name}.npy", array, allow_pickle=False)
+        (scratch / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not target.exists():
+                raise
+            shutil.rmtree(scratch, ignore_errors=True)  # another process wrote it first: same content
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _ranges_arrays(prefix: str, ranges: Ranges) -> dict[str, np.ndarray]:
+    if ranges.width == 32:
+        return {f"{prefix}_starts": ranges.hi.astype(np.uint32), f"{prefix}_values": ranges.values}
+    return {f"{prefix}_hi": ranges.hi, f"{prefix}_lo": ranges.lo, f"{prefix}_values": ranges.values}
+
+
+def _load_ranges(folder: Path, prefix: str, width: int, mmap: bool) -> Ranges:
+    mode: Literal["r"] | None = "r" if mmap else None
+    values = np.load(folder / f"{prefix}_values.npy", mmap_mode=mode)
+    if width == 32:
+        starts = np.load(folder / f"{prefix}_starts.npy", mmap_mode=mode)
+        return Ranges(32, starts.astype(np.uint64), np.zeros(len(starts), dtype=np.uint64), values)
+    return Ranges(128, np.load(folder / f"{prefix}_hi.npy", mmap_mode=mode), np.load(folder / f"{prefix}_lo.npy", mmap_mode=mode), values)
+
+
+def save_database(folder: Path, flat: FlatDatabase) -> None:
+    rows = flat.locations
+    meta = {
+        "format": FORMAT,
+        "digest": flat.digest,
+        "aliases": [str(a) for a in flat.aliases],
+        "country": list(rows.country),
+        "continent": list(rows.continent),
+    }
+    arrays = {**_ranges_arrays("v4", flat.v4), **_ranges_arrays("v6", flat.v6), "latitude": rows.latitude, "longitude": rows.longitude}
+    _write_folder(folder, arrays, meta)
+
+
+def load_database(folder: Path) -> FlatDatabase:
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError("old format")
+    rows = LocationRows(
+        tuple(meta["country"]), tuple(meta["continent"]), np.load(folder / "latitude.npy"), np.load(folder / "longitude.npy")
+    )
+    aliases = tuple(ipaddress.IPv6Network(a) for a in meta["aliases"])
+    return FlatDatabase(meta["digest"], _load_ranges(folder, "v4", 32, False), _load_ranges(folder, "v6", 128, False), aliases, rows)
+
+
+def save_region_map(folder: Path, region_map: RegionMap) -> None:
+    meta = {"format": FORMAT, "key": region_map.key, "regions": list(region_map.regions), "aliases": [str(a) for a in region_map.aliases]}
+    arrays = {
+        **_ranges_arrays("v4", region_map.v4),
+        **_ranges_arrays("v6", region_map.v6),
+        **_ranges_arrays("v4located", region_map.v4_located),
+        "rankings": region_map.rankings,
+        "alias_rules": region_map.alias_rules,
+    }
+    _write_folder(folder, arrays, meta)
+
+
+def load_region_map(folder: Path) -> RegionMap:
+    """A saved map, its arrays memory-mapped read-only."""
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError("old format")
+    return RegionMap(
+        key=meta["key"],
+        regions=tuple(meta["regions"]),
+        rankings=np.load(folder / "rankings.npy"),
+        v4=_load_ranges(folder, "v4", 32, True),
+        v6=_load_ranges(folder, "v6", 128, True),
+        aliases=tuple(ipaddress.IPv6Network(a) for a in meta["aliases"]),
+        v4_located=_load_ranges(folder, "v4located", 32, True),
+        alias_rules=np.load(folder / "alias_rules.npy"),
+    )
+
+
+class MapStore:
+    """Region maps by key, loaded once per process; the main process also builds what is missing."""
+
+    def __init__(self, cache_dir: str) -> None:
+        self.root = Path(cache_dir)
+        self._loaded: dict[str, RegionMap] = {}
+
+    def folder(self, key: str) -> Path:
+        return self.root / "maps" / key
+
+    def load(self, key: str) -> RegionMap:
+        """A map that the main process built (workers call this with the keys it sends)."""
+        known = self._loaded.get(key)
+        if known is None:
+            known = self._loaded[key] = load_region_map(self.folder(key))
+        return known
+
+    def maps_for(self, zones: model.ZoneSet, locator: Locator) -> dict[str, RegionMap]:
+        """A RegionMap for every pool: from disk where one was built before, the rest built now.
+
+        Building happens in a short-lived process of its own: flattening a large database
+        takes hundreds of MB that this (long-lived) process should never hold.
+        """
+        keys = {name: geography_key(locator.digest, pool) for name, pool in zones.pools.items()}
+        missing: dict[str, model.Pool] = {}
+        for name, key in keys.items():
+            if key not in self._loaded and key not in missing:
+                try:
+                    self._loaded[key] = load_region_map(self.folder(key))
+                except (OSError, ValueError, KeyError):
+                    missing[key] = zones.pools[name]
+        if missing:
+            if isinstance(locator, GeoIPLocator):
+                context = multiprocessing.get_context("spawn")
+                with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as builder:
+                    builder.submit(build_and_save, str(self.root), locator.path, list(missing.values())).result()
+            else:
+                build_and_save(str(self.root), None, list(missing.values()))
+            for key in missing:
+                self._loaded[key] = load_region_map(self.folder(key))
+        for key in list(self._loaded):
+            if key not in keys.values():
+                del self._loaded[key]  # a pool gone or changed: let its mapping go
+        return {name: self._loaded[key] for name, key in keys.items()}
+
+    def database(self, locator: Locator) -> FlatDatabase:
+        folder = self.root / "databases" / locator.digest[:32]
+        try:
+            return load_database(folder)
+        except (OSError, ValueError, KeyError):
+            pass
+        started = time.monotonic()
+        flat = locator.flatten()
+        log.info("GeoIP database flattened in %.1f s (%d IPv4 + %d IPv6 ranges)", time.monotonic() - started, len(flat.v4), len(flat.v6))
+        self._save(folder, flat)
+        return flat
+
+    def _save(self, folder: Path, item: FlatDatabase | RegionMap) -> None:
+        try:
+            if isinstance(item, FlatDatabase):
+                save_database(folder, item)
+            else:
+                save_region_map(folder, item)
+        except OSError as exc:
+            log.warning("cannot write the map cache %s (%s): maps are rebuilt at every start", folder, exc.strerror)
+
+
+def build_and_save(cache_dir: str, database: str | None, pools: list[model.Pool]) -> None:
+    """Build and save the region maps of `pools` (run in a process of its own by MapStore.maps_for)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[maps]: %(message)s")
+    store = MapStore(cache_dir)
+    locator: Locator = GeoIPLocator(database) if database is not None else NoLocator()
+    flat = store.database(locator)
+    for pool in pools:
+        started = time.monotonic()
+        region_map = build_region_map(pool, flat)
+        folder = store.folder(region_map.key)
+        store._save(folder, region_map)
+        if not folder.exists():
+            raise OSError(f"cannot write region maps under {cache_dir}")
+        log.info("region map for pool %s built in %.2f s", pool.name, time.monotonic() - started)
