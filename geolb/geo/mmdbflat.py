@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import mmap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,29 +78,30 @@ class Ranges:
             return first - 1
         return first + int(np.searchsorted(self.lo[first:last], low, "right")) - 1
 
-    def overlay(self, network: model.IPNetwork, value_of: Callable[[I32], I32]) -> Ranges:
-        """These ranges with the values inside `network` replaced by `value_of(old values)`."""
-        first = int(network.network_address)
-        last = int(network.broadcast_address)
-        ranges = self._split_at(first)
-        if last + 1 < 1 << self.width:
-            ranges = ranges._split_at(last + 1)
-        begin = ranges.index_of(first)
-        end = ranges.index_of(last) + 1
+    def overlaid(self, changes: Sequence[tuple[model.IPNetwork, Callable[[I32], I32]]]) -> Ranges:
+        """These ranges with the values inside each network replaced by `value_of(old values)`, in order.
+
+        Every boundary is split in one insertion, so many small networks cost one copy of the arrays.
+        """
+        end = 1 << self.width
+        points = {int(n.network_address) for n, _ in changes} | {int(n.broadcast_address) + 1 for n, _ in changes}
+        ranges = self._split_at(sorted(p for p in points if p < end))
         values = ranges.values.copy()
-        values[begin:end] = value_of(values[begin:end])
+        for network, value_of in changes:
+            begin = ranges.index_of(int(network.network_address))
+            stop = ranges.index_of(int(network.broadcast_address)) + 1
+            values[begin:stop] = value_of(values[begin:stop])
         return Ranges(self.width, ranges.hi, ranges.lo, values)
 
-    def _split_at(self, address: int) -> Ranges:
-        index = self.index_of(address)
-        if self.start(index) == address:
+    def _split_at(self, addresses: Sequence[int]) -> Ranges:
+        new = [a for a in addresses if self.start(self.index_of(a)) != a]
+        if not new:
             return self
-        high, low = (address >> 64, address & MASK64) if self.width == 128 else (address, 0)
+        at = np.array([self.index_of(a) + 1 for a in new], dtype=np.int64)
+        high = np.array([a >> 64 if self.width == 128 else a for a in new], dtype=np.uint64)
+        low = np.array([a & MASK64 if self.width == 128 else 0 for a in new], dtype=np.uint64)
         return Ranges(
-            self.width,
-            np.insert(self.hi, index + 1, np.uint64(high)),
-            np.insert(self.lo, index + 1, np.uint64(low)),
-            np.insert(self.values, index + 1, self.values[index]),
+            self.width, np.insert(self.hi, at, high), np.insert(self.lo, at, low), np.insert(self.values, at, self.values[at - 1])
         )
 
     def merged(self) -> Ranges:
@@ -322,12 +323,10 @@ def _sorted(leaves: _Leaves) -> tuple[U64, U64, npt.NDArray[np.int64]]:
 
 def _without_special(v4: Ranges, v6: Ranges) -> tuple[Ranges, Ranges]:
     """Special-purpose ranges have no location, whatever the database says."""
-    for network in SPECIAL_NETWORKS:
-        if network.version == 4:
-            v4 = v4.overlay(network, _no_data)
-        else:
-            v6 = v6.overlay(network, _no_data)
-    return v4, v6
+    return (
+        v4.overlaid([(n, _no_data) for n in SPECIAL_NETWORKS if n.version == 4]),
+        v6.overlaid([(n, _no_data) for n in SPECIAL_NETWORKS if n.version == 6]),
+    )
 
 
 def _no_data(values: I32) -> I32:

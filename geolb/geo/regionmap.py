@@ -15,7 +15,7 @@ import bisect
 import hashlib
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,16 +203,17 @@ def _with_rules(
     """
     stride = len(rankings.ids)
     rules = sorted(pool.networks, key=lambda rule: rule.network.prefixlen)
-    for number, rule in enumerate(rules, start=1):
 
-        def tag(values: I32, number: int = number) -> I32:
+    def tagger(number: int) -> Callable[[I32], I32]:
+        def tag(values: I32) -> I32:
             tagged = np.where(values >= 0, values % stride + stride * number, values)
             return np.where(values <= ALIAS, ALIAS - number, tagged).astype(np.int32)
 
-        if rule.network.version == 4:
-            v4 = v4.overlay(rule.network, tag)
-        else:
-            v6 = v6.overlay(rule.network, tag)
+        return tag
+
+    tags = [(rule.network, tagger(number)) for number, rule in enumerate(rules, start=1)]
+    v4 = v4.overlaid([(network, tag) for network, tag in tags if network.version == 4])
+    v6 = v6.overlaid([(network, tag) for network, tag in tags if network.version == 6])
     base_table = rankings.table()
     resolve = np.arange(stride, dtype=np.int32)
     resolved = [resolve]
@@ -283,37 +284,37 @@ class _V4Index:
         self._starts = starts.data
         self._regions = np.ascontiguousarray(ranges.values).data
         self._count = len(starts)
-        self._by16 = _index16(starts, np.asarray(ranges.values))
+        blocks = np.arange(1 << 16, dtype=np.int64) << 16
+        wide = starts.astype(np.int64)
+        first = np.searchsorted(wide, blocks, "right") - 1
+        last = np.searchsorted(wide, blocks + 0xFFFF, "right") - 1
+        self._low = np.ascontiguousarray(first.astype(np.uint32)).data
+        self._high = np.ascontiguousarray((last + 1).astype(np.uint32)).data
+        ends = np.append(wide[1:] - 1, 0xFFFFFFFF)
+        shared: dict[tuple[int, int], tuple[int, int]] = {}  # a few hundred distinct answers: one tuple each
+        by16: list[tuple[int, int] | None] = []
+        values = ranges.values
+        for block, i, j in zip(blocks.tolist(), first.tolist(), last.tolist(), strict=True):
+            if i == j:
+                answer = (int(values[i]), prefix_within(block, int(wide[i]), int(ends[i]), 32))
+                by16.append(shared.setdefault(answer, answer))
+            else:
+                by16.append(None)
+        self._by16 = by16
 
     def lookup(self, address: int) -> tuple[int, int]:
-        entry = self._by16[address >> 16]
-        if type(entry) is tuple:
-            return entry
+        top = address >> 16
+        ready = self._by16[top]
+        if ready is not None:
+            return ready
         starts = self._starts
-        low, high = entry
-        index = bisect.bisect_right(starts, address, low, high) - 1
+        index = bisect.bisect_right(starts, address, self._low[top], self._high[top]) - 1
         first = starts[index]
         last = starts[index + 1] - 1 if index + 1 < self._count else 0xFFFFFFFF
         # prefix_within, inlined: this runs for every IPv4 query in a mixed /16.
         below = (address ^ (first - 1)).bit_length() - 1 if first else 32
         above = (address ^ (last + 1)).bit_length() - 1
         return self._regions[index], 32 - (below if below < above else above)
-
-
-def _index16(starts: npt.NDArray[np.uint32], regions: npt.NDArray[np.int32]) -> list[tuple[int, int] | list[int]]:
-    """Per /16: (region, scope) when it lies inside one range, else [first, end) of the ranges to bisect."""
-    blocks = np.arange(1 << 16, dtype=np.int64) << 16
-    wide = starts.astype(np.int64)
-    first = np.searchsorted(wide, blocks, "right") - 1
-    last = np.searchsorted(wide, blocks + 0xFFFF, "right") - 1
-    out: list[tuple[int, int] | list[int]] = []
-    ends = np.append(wide[1:] - 1, 0xFFFFFFFF)
-    for block, i, j in zip(blocks.tolist(), first.tolist(), last.tolist(), strict=True):
-        if i == j:
-            out.append((int(regions[i]), prefix_within(block, int(wide[i]), int(ends[i]), 32)))
-        else:
-            out.append([i, j + 1])
-    return out
 
 
 def answer_table(region_map: RegionMap, alive: frozenset[int], answerable: frozenset[int]) -> tuple[npt.NDArray[np.int32], bool]:
