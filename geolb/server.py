@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class Server:
         self.locator: Locator = open_locator(options.geoip)
         self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
         self.maps = MapStore(self.cache_dir)
-        self.runtime = Runtime(result.zoneset, maps=self.maps.maps_for(result.zoneset, self.locator))
+        self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
         self.handler = QueryHandler(self.runtime, fast_path=options.fast_path)
         self.metrics = Metrics()
@@ -131,15 +132,18 @@ class Server:
 
     async def start(self) -> None:
         await self.prober.start()
+        reserved = self._spawn_workers() if self.options.workers > 1 else None  # they start up meanwhile
         # SPEC §4: one round of checks before the first answer; first results set the states.
+        # The region maps (seconds when nothing is cached) are read or built at the same time.
         keys = self.health.targets()
         if keys:
             log.info("checking %d health target(s) before answering", len(keys))
-            await self.prober.check_once(keys)
-        self.publish_health()
+        zones = self.runtime.snapshot.zones
+        maps, _ = await asyncio.gather(asyncio.to_thread(self.maps.maps_for, zones, self.locator), self.prober.check_once(keys))
+        self.runtime.publish(health=self.health.view, maps=maps)
         self.prober.schedule(keys)
-        if self.options.workers > 1:
-            await self._start_workers()
+        if reserved is not None:
+            await self._start_workers(reserved)
         else:
             listening = await self.listeners.start(self.options.listen)
             self.dns_addresses = [str(address) for address in listening]
@@ -155,12 +159,18 @@ class Server:
             port = int(http_bound[0][1]) if http_bound else self.options.http.port
             self.http_address = str(HostPort(self.options.http.host, port))
 
-    async def _start_workers(self) -> None:
-        """Find free ports here (SO_REUSEPORT), hand them to the workers, then let go of ours."""
+    def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
+        """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
         reserved = [bind_pair(address, reuse_port=True) for address in self.options.listen]
         listen = tuple(bound for _, _, bound in reserved)
         config = WorkerConfig(listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level)
         self.pool = WorkerPool(self.options.workers, config)
+        self.pool.spawn()
+        return reserved
+
+    async def _start_workers(self, reserved: list[tuple[socket.socket, socket.socket, HostPort]]) -> None:
+        """Hand the first snapshot to the workers, wait until they answer, then let go of our sockets."""
+        assert self.pool is not None
         try:
             await self.pool.start(self.runtime.snapshot)
         finally:
@@ -168,7 +178,7 @@ class Server:
                 udp.close()
                 tcp.close()
         self.runtime.on_swap(self.pool.publish)
-        self.dns_addresses = [str(address) for address in listen]
+        self.dns_addresses = [str(bound) for _, _, bound in reserved]
 
     async def query_stats(self) -> QueryStats:
         """DNS counters of every process that answers."""

@@ -75,13 +75,19 @@ def map_keys(snapshot: Snapshot) -> dict[str, str]:
     return {pool: region_map.key for pool, region_map in snapshot.maps.items()}
 
 
-def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfig, first: bytes) -> None:
-    """Entry point of a worker process; `first` is the pickled first Generation."""
+def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfig) -> None:
+    """Entry point of a worker process: wait for the first generation, then serve."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     try:
+        message = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return  # the main process gave up before it had a snapshot for us
+    if message[0] != "generation":
+        return
+    try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(_serve(conn, config, pickle.loads(first)))
+            runner.run(_serve(conn, config, message[1]))
     except GeolbError as exc:
         conn.send(("error", str(exc)))
 
@@ -151,26 +157,32 @@ class WorkerPool:
         self._acked = asyncio.Condition()
         self._requests = itertools.count()
 
-    async def start(self, snapshot: Snapshot) -> None:
+    def spawn(self) -> None:
+        """Start the processes; each waits for its first generation (start() sends it)."""
         context = multiprocessing.get_context("spawn")
-        loop = asyncio.get_running_loop()
-        first_generation = pickle.dumps(Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot)))
         for _ in range(self.count):
             ours, theirs = context.Pipe()
-            process = context.Process(target=worker_main, args=(theirs, self.config, first_generation), name="geolb-worker", daemon=True)
+            process = context.Process(target=worker_main, args=(theirs, self.config), name="geolb-worker", daemon=True)
             try:
                 process.start()
-            except Exception as exc:  # e.g. a snapshot that will not pickle: a bug, but say so plainly
+            except Exception as exc:
                 raise GeolbError(f"cannot start a DNS worker: {exc}") from exc
             theirs.close()
-            worker = Worker(process, ours)
-            loop.add_reader(ours.fileno(), self._receive, worker)
-            self.workers.append(worker)
+            self.workers.append(Worker(process, ours))
+
+    async def start(self, snapshot: Snapshot) -> None:
+        """Send the first generation and wait until every worker answers DNS with it."""
+        loop = asyncio.get_running_loop()
+        first = pickle.dumps(("generation", Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))))
+        for worker in self.workers:
+            loop.add_reader(worker.conn.fileno(), self._receive, worker)
+            try:
+                worker.conn.send_bytes(first)
+            except OSError:
+                worker.gone = True
         self._sent = snapshot
-        try:
-            await asyncio.wait_for(self.settled(snapshot.generation, timeout=START_TIMEOUT), START_TIMEOUT)
-        except TimeoutError:
-            raise GeolbError(f"a DNS worker did not start within {START_TIMEOUT:g} s") from None
+        if not await self.settled(snapshot.generation, timeout=START_TIMEOUT):
+            raise GeolbError(f"a DNS worker did not start within {START_TIMEOUT:g} s")
         for worker in self.workers:
             if worker.gone:
                 raise GeolbError(f"a DNS worker failed to start: {worker.error or 'it exited'}")

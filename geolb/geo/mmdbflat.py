@@ -148,12 +148,12 @@ class TreeError(ValueError):
     """A search tree that does not hold together (truncated, or records pointing nowhere)."""
 
 
-def _children(data: Any, node_count: int, record_size: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _children(data: Any, node_count: int, record_size: int) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
     """Every node's left and right record, decoded at once."""
     node_bytes = record_size * 2 // 8
     if len(data) < node_count * node_bytes:
         raise TreeError("file shorter than its search tree")
-    raw = np.frombuffer(data, dtype=np.uint8, count=node_count * node_bytes).reshape(node_count, node_bytes).astype(np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8, count=node_count * node_bytes).reshape(node_count, node_bytes).astype(np.uint32)
     if record_size == 24:
         left = raw[:, 0] << 16 | raw[:, 1] << 8 | raw[:, 2]
         right = raw[:, 3] << 16 | raw[:, 4] << 8 | raw[:, 5]
@@ -165,7 +165,7 @@ def _children(data: Any, node_count: int, record_size: int) -> tuple[npt.NDArray
         right = raw[:, 4] << 24 | raw[:, 5] << 16 | raw[:, 6] << 8 | raw[:, 7]
     else:
         raise TreeError(f"unsupported record size {record_size}")
-    return left, right
+    return np.asarray(left, dtype=np.uint32), np.asarray(right, dtype=np.uint32)
 
 
 @dataclass
@@ -178,8 +178,8 @@ class _Leaves:
 
 
 def _walk(
-    left: npt.NDArray[np.int64],
-    right: npt.NDArray[np.int64],
+    left: npt.NDArray[np.uint32],
+    right: npt.NDArray[np.uint32],
     node_count: int,
     root: int,
     width: int,
@@ -195,7 +195,7 @@ def _walk(
     for depth in range(width):
         if len(nodes) == 0:
             break
-        children = np.concatenate([left[nodes], right[nodes]])
+        children = np.concatenate([left[nodes], right[nodes]]).astype(np.int64)
         if depth < 64:
             hi = np.concatenate([hi << one, (hi << one) | one])
             lo = np.concatenate([lo, lo])
@@ -270,25 +270,26 @@ def flatten(
     v4_sorted = _sorted(v4_leaves)
     v6_sorted = _sorted(v6_leaves)
     # Decode each distinct data record once, at the first address that holds it.
-    first_seen: dict[int, tuple[int, int]] = {}  # record -> (IP version, address)
-    for width, (hi, lo, records) in ((32, v4_sorted), (128, v6_sorted)):
-        distinct, first = np.unique(records, return_index=True)
-        for record, high, low in zip(distinct.tolist(), hi[first].tolist(), lo[first].tolist(), strict=True):
-            if record != node_count and record not in first_seen:
-                first_seen[record] = (4, high) if width == 32 else (6, high << 64 | low)
-    found = places([version for version, _ in first_seen.values()], [address for _, address in first_seen.values()])
-    row_of_place: dict[Place, int] = {}
-    row_of_record = {node_count: NO_DATA}
-    for record, place in zip(first_seen, found, strict=True):
-        row_of_record[record] = row_of_place.setdefault(place, len(row_of_place))
-
-    def values_of(records: npt.NDArray[np.int64]) -> I32:
-        distinct, inverse = np.unique(records, return_inverse=True)
-        table = np.array([row_of_record[r] for r in distinct.tolist()], dtype=np.int32)
-        return np.asarray(table[inverse.reshape(-1)], dtype=np.int32)
-
-    v4 = Ranges(32, v4_sorted[0], v4_sorted[1], values_of(v4_sorted[2]))
-    hi6, lo6, values6 = v6_sorted[0], v6_sorted[1], values_of(v6_sorted[2])
+    records = np.concatenate([v4_sorted[2], v6_sorted[2]])
+    distinct, first, inverse = np.unique(records, return_index=True, return_inverse=True)
+    in_v4 = first < len(v4_sorted[2])
+    at6 = np.where(in_v4, 0, first - len(v4_sorted[2]))
+    at4 = np.where(in_v4, first, 0)
+    high = np.where(in_v4, v4_sorted[0][at4], v6_sorted[0][at6]).tolist()
+    low = np.where(in_v4, 0, v6_sorted[1][at6]).tolist()
+    data_records = distinct != node_count
+    versions: list[int] = []
+    addresses: list[int] = []
+    for is_v4, h, lo, has_data in zip(in_v4.tolist(), high, low, data_records.tolist(), strict=True):
+        if has_data:
+            versions.append(4 if is_v4 else 6)
+            addresses.append(h if is_v4 else h << 64 | lo)
+    rows_of_data, locations = _rows(places(versions, addresses))
+    row_of_distinct = np.full(len(distinct), NO_DATA, dtype=np.int32)
+    row_of_distinct[data_records] = rows_of_data
+    values = row_of_distinct[inverse.reshape(-1)]
+    v4 = Ranges(32, v4_sorted[0], v4_sorted[1], values[: len(v4_sorted[2])])
+    hi6, lo6, values6 = v6_sorted[0], v6_sorted[1], values[len(v4_sorted[2]) :]
     aliases: list[ipaddress.IPv6Network] = []
     if alias_points:
         hi6 = np.concatenate([hi6, np.array([start >> 64 for start, _ in alias_points], dtype=np.uint64)])
@@ -298,19 +299,25 @@ def flatten(
         hi6, lo6, values6 = hi6[order], lo6[order], values6[order]
         aliases = [ipaddress.IPv6Network((start, depth)) for start, depth in alias_points]
     v4, v6 = _without_special(v4, Ranges(128, hi6, lo6, values6))
-    rows = list(row_of_place)
-    return FlatDatabase(
-        digest,
-        v4.merged(),
-        v6.merged(),
-        tuple(sorted(aliases, key=lambda n: n.prefixlen, reverse=True)),
-        LocationRows(
-            tuple(p[0] for p in rows),
-            tuple(p[1] for p in rows),
-            np.array([np.nan if p[2] is None else p[2] for p in rows], dtype=np.float64),
-            np.array([np.nan if p[3] is None else p[3] for p in rows], dtype=np.float64),
-        ),
+    return FlatDatabase(digest, v4.merged(), v6.merged(), tuple(sorted(aliases, key=lambda n: n.prefixlen, reverse=True)), locations)
+
+
+def _rows(found: list[Place]) -> tuple[I32, LocationRows]:
+    """Each place's row among the distinct places, and those rows (deduplicated in numpy, not a dict)."""
+    if not found:
+        return np.zeros(0, dtype=np.int32), LocationRows((), (), np.zeros(0), np.zeros(0))
+    codes = sorted({p[0] or "" for p in found} | {p[1] or "" for p in found})
+    number = {code: i for i, code in enumerate(codes)}
+    table = np.array(
+        [(number[p[0] or ""], number[p[1] or ""], 999.0 if p[2] is None else p[2], 999.0 if p[3] is None else p[3]) for p in found],
+        dtype=np.float64,
     )
+    distinct, inverse = np.unique(table, axis=0, return_inverse=True)
+    latitude = np.where(distinct[:, 2] == 999.0, np.nan, distinct[:, 2])
+    longitude = np.where(distinct[:, 3] == 999.0, np.nan, distinct[:, 3])
+    country = tuple(codes[int(i)] or None for i in distinct[:, 0])
+    continent = tuple(codes[int(i)] or None for i in distinct[:, 1])
+    return inverse.reshape(-1).astype(np.int32), LocationRows(country, continent, latitude, longitude)
 
 
 def _sorted(leaves: _Leaves) -> tuple[U64, U64, npt.NDArray[np.int64]]:
