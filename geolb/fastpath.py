@@ -128,7 +128,20 @@ class StaticEntry:
 class GeoEntry:
     """A GEO answer for any client: per region, its records in every order (or per query, weighted)."""
 
-    __slots__ = ("_peer_address", "choices", "counts", "hits", "names", "opt_head", "pool", "regions", "stats", "tail_plain")
+    __slots__ = (
+        "_lookup",
+        "_lookup4",
+        "_peer_address",
+        "choices",
+        "counts",
+        "hits",
+        "names",
+        "opt_head",
+        "pool",
+        "regions",
+        "stats",
+        "tail_plain",
+    )
 
     def __init__(
         self,
@@ -148,25 +161,35 @@ class GeoEntry:
         self.counts = [0] * len(self.names)  # answers per region since the last fold
         self.hits = 0
         self._peer_address = peer_address
+        assert choices.answers is not None
+        self._lookup = choices.answers.lookup
+        self._lookup4 = choices.answers.lookup4
 
     def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
-        if ecs_at >= 0 and query[ecs_at + 2]:
-            source = query[ecs_at + 2]
-            size = (source + 7) >> 3
-            value = int.from_bytes(query[ecs_at + 4 : ecs_at + 4 + size], "big")
+        source = query[ecs_at + 2] if ecs_at >= 0 else 0
+        if source:
+            end = ecs_at + 4 + ((source + 7) >> 3)
+            value = int.from_bytes(query[ecs_at + 4 : end], "big")
             if query[ecs_at + 1] == 1:
-                index, scope = self.choices.choose(value << (32 - 8 * size), 4)
+                index, scope = self._lookup4(value << (32 - 8 * (end - ecs_at - 4)))
             else:
-                index, scope = self.choices.choose(value << (128 - 8 * size), 6)
-            echo = _ecs_echo(query, ecs_at, scope if scope < source else source)
+                index, scope = self._lookup(value << (128 - 8 * (end - ecs_at - 4)), 6)
+            # The OPT RDLENGTH and ECS option: the query's, with our SCOPE PREFIX-LENGTH (see _ecs_echo).
+            echo = b"".join(
+                (_ECS_HEAD[source], query[ecs_at : ecs_at + 3], _BYTE[scope if scope < source else source], query[ecs_at + 4 : end])
+            )
         else:
             version, value = self._peer_address(peer)
-            index, _scope = self.choices.choose(value, version)
+            index, _scope = self._lookup(value, version)
             echo = b"\x00\x00" if ecs_at < 0 else _ecs_echo(query, ecs_at, 0)
         self.counts[index] += 1
         records = self.regions[index]
         assert records is not None
-        head, answers = records.pick(rng)
+        variants = records.variants
+        if variants:
+            head, answers = variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
+        else:
+            head, answers = records.pick(rng)
         if self.opt_head is None:
             return b"".join((query[:2], head, query[12:qend], answers))
         return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
@@ -234,6 +257,23 @@ class RegionRecords:
 Entry = StaticEntry | GeoEntry | PinnedEntry
 
 
+class Shape:
+    """A scanned query with ECS as its last option: a query of the same length whose bytes up to the ECS
+    address are the same (`prefix`, after the ID) scans the same, if its address has no bits past the source."""
+
+    __slots__ = ("cut", "ecs_at", "entry", "mask", "prefix", "qend")
+
+    def __init__(self, query: bytes, entry: StaticEntry | GeoEntry, qend: int, ecs_at: int) -> None:
+        source = query[ecs_at + 2]
+        size = (source + 7) >> 3
+        self.cut = ecs_at + 4
+        self.prefix = query[2 : self.cut]
+        self.mask = 0xFF >> (source - 8 * (size - 1)) if size else 0  # bits of the last byte past the source prefix
+        self.entry = entry
+        self.qend = qend
+        self.ecs_at = ecs_at
+
+
 class PacketCache:
     """Ready answers for one snapshot generation.
 
@@ -246,11 +286,16 @@ class PacketCache:
         self.generation = -1
         self.exact: dict[tuple[bytes, bool], tuple[Entry, int, int]] = {}  # -> (entry, end of question, ECS offset)
         self.entries: dict[Key, StaticEntry | GeoEntry] = {}
+        # Negative answers (NXDOMAIN, NODATA) by zone, rcode, question length and the rest of the key:
+        # their bytes after the question do not depend on the name, so random names share one entry.
+        self.negatives: dict[tuple[str, int, int, int, tuple[object, ...]], StaticEntry] = {}
+        # The last query with ECS scanned at each (length, transport): most queries differ only in ID and address.
+        self.shapes: dict[tuple[int, bool], Shape] = {}
         self.on_drop: Callable[[Sequence[StaticEntry | GeoEntry]], None] | None = None  # folds hits before entries go
 
     @property
     def live(self) -> list[StaticEntry | GeoEntry]:
-        return [entry for entry in self.entries.values() if not isinstance(entry, PinnedEntry)]
+        return [*self.entries.values(), *self.negatives.values()]
 
     def reset(self, generation: int) -> None:
         if self.on_drop is not None:
@@ -258,15 +303,34 @@ class PacketCache:
         self.generation = generation
         self.exact = {}
         self.entries = {}
+        self.negatives = {}
+        self.shapes = {}
 
     def put(self, key: Key, entry: StaticEntry | GeoEntry) -> None:
+        if len(self.entries) >= CACHE_LIMIT:
+            self.reset(self.generation)  # only a flood of distinct questions gets here
         self.entries[key] = entry
+
+    def learn_shape(self, query: bytes, tcp: bool, entry: StaticEntry | GeoEntry, qend: int, ecs_at: int) -> None:
+        if ecs_at + 4 + ((query[ecs_at + 2] + 7) >> 3) == len(query):  # ECS is the last thing in the query
+            self.shapes[(len(query), tcp)] = Shape(query, entry, qend, ecs_at)
 
     def remember(self, query: bytes, tcp: bool, entry: Entry, qend: int, ecs_at: int) -> None:
         """Answer these exact bytes with `entry` from now on."""
         if len(self.exact) >= CACHE_LIMIT:
             self.exact = {}
         self.exact[(query[2:], tcp)] = (entry, qend, ecs_at)
+
+
+def question_name(question: bytes) -> tuple[list[bytes], int, int]:
+    """The labels, type and class of a scanned question (the name already lower-cased and checked)."""
+    labels = []
+    offset = 0
+    while question[offset]:
+        length = question[offset]
+        labels.append(question[offset + 1 : offset + 1 + length])
+        offset += 1 + length
+    return labels, (question[-4] << 8) | question[-3], (question[-2] << 8) | question[-1]
 
 
 def static_entry(packet: bytes, qend: int, opt_rdlen: int | None, stats: tuple[str, int, int]) -> StaticEntry | None:

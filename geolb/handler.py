@@ -22,16 +22,19 @@ from geolb.fastpath import (
     cut_records,
     opt_offset,
     peer_address_cache,
+    question_name,
     scan,
     static_entry,
 )
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.lookup import lookup
-from geolb.model import SERVFAIL, IPAddress
+from geolb.model import NOERROR, NXDOMAIN, SERVFAIL, IPAddress
+from geolb.names import labels_to_key
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
 Fill = tuple[PacketCache, Key, int, int]  # the cache, the key, end of question, ECS offset
+NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
 
 
 def _opt_rdlen(query: wire.Query) -> int | None:
@@ -126,14 +129,24 @@ class QueryHandler:
                         cache.exact[exact] = (pinned, qend, ecs_at)
                         entry = pinned
                 return entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
+            shape = cache.shapes.get((len(data), tcp))
+            if shape is not None and data[2 : shape.cut] == shape.prefix and not data[-1] & shape.mask:
+                # Byte for byte the question last scanned at this length, but for ID and ECS address.
+                cache.remember(data, tcp, shape.entry, shape.qend, shape.ecs_at)
+                return shape.entry.respond(data, shape.qend, shape.ecs_at, host, self.rng)
             scanned = scan(data, tcp)
             if scanned is None:
                 return self._full(data, host, tcp, None)
             key, qend, ecs_at = scanned
             found = cache.entries.get(key)
             if found is None:
-                return self._full(data, host, tcp, (cache, key, qend, ecs_at))
+                negative = self._negative_key(key)
+                found = None if negative is None else cache.negatives.get(negative)
+                if found is None:
+                    return self._full(data, host, tcp, (cache, key, qend, ecs_at), negative)
             cache.remember(data, tcp, found, qend, ecs_at)
+            if ecs_at >= 0:
+                cache.learn_shape(data, tcp, found, qend, ecs_at)
             return found.respond(data, qend, ecs_at, host, self.rng)
         except Exception:
             # A bug must cost one answer, not the server (the full path answers SERVFAIL itself).
@@ -160,7 +173,19 @@ class QueryHandler:
             self._fold_hits(self.cache.live)
         return self.stats
 
-    def _full(self, data: bytes, host: str, tcp: bool, fill: Fill | None) -> bytes | None:
+    def _negative_key(self, key: Key) -> NegativeKey | None:
+        """For a question that looks up to NXDOMAIN or NODATA (SOA alone in AUTHORITY): the key of its
+        negative entry. The lookup is the pure one the full path runs, on the scanned bytes."""
+        question = key[0]
+        labels, qtype, qclass = question_name(question)
+        found = lookup(self.runtime.snapshot.zones, labels_to_key(labels), qtype, qclass)
+        if found.rcode not in (NOERROR, NXDOMAIN) or found.geo is not None or found.answer or found.additional or found.referral:
+            return None
+        if len(found.authority) != 1 or found.authority[0].rtype != "SOA":
+            return None
+        return found.zone, found.rcode, qtype, len(question), key[1:]
+
+    def _full(self, data: bytes, host: str, tcp: bool, fill: Fill | None, negative: NegativeKey | None = None) -> bytes | None:
         """The full path: dnslib parse, lookup, answer, encode; its answer may fill the packet cache."""
         try:
             parsed = wire.parse_query(data)
@@ -189,7 +214,10 @@ class QueryHandler:
                 entry = self._entry(query, answer, response, fill, geo, stats_key, tcp)
                 if entry is not None:
                     cache, key, qend, ecs_at = fill
-                    cache.put(key, entry)
+                    if negative is not None and isinstance(entry, StaticEntry):
+                        cache.negatives[negative] = entry
+                    else:
+                        cache.put(key, entry)
                     cache.remember(data, tcp, entry, qend, ecs_at)
             return response
         except Exception:

@@ -243,12 +243,17 @@ class AnswerMap:
         v6 = region_map.v6.remapped(answer_of_ranking).merged()
         self.ranges = (len(v4), len(v6))
         self._v4 = _V4Index(v4)
+        self.lookup4 = self._v4.lookup  # IPv4 only: address -> (region index, prefix length)
         self._v6_hi = np.ascontiguousarray(v6.hi).data
         self._v6_lo = np.ascontiguousarray(v6.lo).data
         self._v6_regions = np.ascontiguousarray(v6.values).data
         self._aliases = tuple((int(a.network_address), int(a.broadcast_address), a.prefixlen) for a in region_map.aliases)
         self._alias4: dict[int, _V4Index] = {}
+        same = len(region_map.v4) == len(region_map.v4_located) and np.array_equal(region_map.v4.values, region_map.v4_located.values)
         for marker in {int(v) for v in np.unique(v6.values) if v <= ALIAS}:
+            if marker == ALIAS and same:
+                self._alias4[marker] = self._v4  # no IPv4 rules: the location rankings are the IPv4 ones
+                continue
             table = answer_of_ranking[region_map.alias_rules[ALIAS - marker]]
             self._alias4[marker] = _V4Index(region_map.v4_located.remapped(table).merged())
 
@@ -275,6 +280,11 @@ class AnswerMap:
         return region, scope
 
 
+def _bit_length(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """int.bit_length for each value (exact below 2^53, which 33-bit values are)."""
+    return np.asarray(np.frexp(values.astype(np.float64))[1], dtype=np.int64)
+
+
 class _V4Index:
     """IPv4 ranges with an index by /16: a /16 inside one range has its region and scope ready (the scope
     is then the same for every address in it); any other /16 bisects only the ranges that start inside it."""
@@ -291,15 +301,15 @@ class _V4Index:
         self._low = np.ascontiguousarray(first.astype(np.uint32)).data
         self._high = np.ascontiguousarray((last + 1).astype(np.uint32)).data
         ends = np.append(wide[1:] - 1, 0xFFFFFFFF)
-        shared: dict[tuple[int, int], tuple[int, int]] = {}  # a few hundred distinct answers: one tuple each
-        by16: list[tuple[int, int] | None] = []
-        values = ranges.values
-        for block, i, j in zip(blocks.tolist(), first.tolist(), last.tolist(), strict=True):
-            if i == j:
-                answer = (int(values[i]), prefix_within(block, int(wide[i]), int(ends[i]), 32))
-                by16.append(shared.setdefault(answer, answer))
-            else:
-                by16.append(None)
+        # Region and scope of every /16 that lies inside one range, all at once (prefix_within in numpy).
+        uniform = first == last
+        start_of, end_of = wide[first], ends[first]
+        below = np.where(start_of > 0, _bit_length(blocks ^ (start_of - 1)) - 1, 32)
+        above = _bit_length(blocks ^ (end_of + 1)) - 1
+        scope = 32 - np.minimum(np.minimum(below, above), 32)
+        codes = np.where(uniform, np.asarray(ranges.values)[first].astype(np.int64) * 256 + scope, -1).tolist()
+        shared = {code: (code >> 8, code & 0xFF) for code in set(codes) if code >= 0}  # a few hundred tuples, shared
+        by16: list[tuple[int, int] | None] = [shared.get(code) for code in codes]
         self._by16 = by16
 
     def lookup(self, address: int) -> tuple[int, int]:
