@@ -36,7 +36,11 @@ def is_null(node: Node) -> bool:
 def scalar_value(node: Node) -> object:
     """A scalar as YAML types it (int, float, bool, None, str); collections come back as-is."""
     if isinstance(node, yaml.ScalarNode):
-        return _constructor.construct_object(node, deep=True)
+        value = _constructor.construct_object(node, deep=True)
+        # construct_object memoizes every node it sees, and only construct_document (which we
+        # do not use) clears that memo: without this, each reload would keep every node alive.
+        _constructor.constructed_objects.pop(node, None)
+        return value
     return node
 
 

@@ -29,7 +29,7 @@ def test_dockerfile_shape() -> None:
     assert instructions("USER") == ["geolb"]
     assert set(instructions("EXPOSE")[0].split()) == {"53/udp", "53/tcp", "8053"}
     assert "/healthz" in instructions("HEALTHCHECK")[0]
-    assert json.loads(instructions("VOLUME")[0]) == ["/zones", "/geoip"]
+    assert json.loads(instructions("VOLUME")[0]) == ["/zones", "/geoip", "/var/cache/geolb"]
     assert any("setcap cap_net_bind_service" in run for run in instructions("RUN"))
 
 
