@@ -41,7 +41,7 @@ def main() -> None:
     shutil.copytree(args.zones, zones)
     command = [sys.executable, "-m", "geolb", "serve", "--zones", str(zones), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]
     command += ["--workers", "1", "--watch-interval", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
         http = ""
