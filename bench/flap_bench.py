@@ -8,7 +8,7 @@ was sent after the API confirmed "down" and answered before the next change was
 asked for). Prints qps of both runs, their ratio and the violations (must be 0).
 
     .venv/bin/python bench/flap_bench.py --workers 1 --pin
-    .venv/bin/python bench/flap_bench.py --queries /tmp/bench-queries-wide/mixed.bin --once
+    .venv/bin/python bench/flap_bench.py --workers 1 --pin --loop     # 15 s of traffic: 7 flips
 
 The default query file is the shared bench's `wide` scenario (200,000 /24s, each once).
 """
@@ -126,7 +126,9 @@ def main() -> None:
     parser.add_argument("--zones", default=str(SHARED / "geolb" / "zones"))
     parser.add_argument("--geoip", default="/tmp/bench-geo/GeoLite2-City.mmdb")
     parser.add_argument("--queries", default="/tmp/bench-queries-wide/mixed.bin")
-    parser.add_argument("--once", action="store_true", default=True, help="dnsperf -n 1: each query once (the wide scenario)")
+    parser.add_argument(
+        "--loop", dest="once", action="store_false", help="dnsperf cycles the query file for --seconds (default: each query once)"
+    )
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--pin", action="store_true", help="server on core 0, dnsperf on core 1")
