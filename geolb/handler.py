@@ -108,6 +108,9 @@ class QueryHandler:
         """The GEO choices of a snapshot (its AnswerMaps come from a memo kept across snapshots)."""
         known = self._geo_for
         if known is None or known[0] != snapshot.generation:
+            # Room for every pool's two families twice over (the state before a flap and after),
+            # so a zone set with many pools never rebuilds the maps it uses on every snapshot.
+            self._answer_maps.limit = max(AnswerMemo.LIMIT, 4 * len(snapshot.maps))
             known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps))
             self._geo_for = known
         return known[1]

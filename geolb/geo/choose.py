@@ -57,7 +57,9 @@ class PoolFamily:
 class AnswerMemo:
     """AnswerMaps by (map, family, regions alive), kept across snapshots (a few ms each to build)."""
 
-    def __init__(self, limit: int = 64) -> None:
+    LIMIT = 64
+
+    def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
         self._maps: OrderedDict[tuple[str, int, frozenset[int], frozenset[int]], tuple[AnswerMap, bool]] = OrderedDict()
 
