@@ -1,0 +1,163 @@
+"""Pools: regions with their places and preferences, endpoints with weights and health, and `networks` rules."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+
+import yaml
+
+from geolb import model
+from geolb.config.context import ZoneContext
+from geolb.config.health import HealthSettings, read_health
+from geolb.config.marks import scalar_text, scalar_value
+from geolb.config.values import parse_address, parse_int
+from geolb.errors import Where
+
+POOL_KEYS = ("health", "regions")
+REGION_KEYS = ("location", "countries", "continents", "endpoints", "health")
+ENDPOINT_KEYS = ("address", "weight", "health")
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+
+
+def read_networks(ctx: ZoneContext, node: yaml.Node) -> list[tuple[model.NetworkRule, yaml.Node]]:
+    rules: list[tuple[model.NetworkRule, yaml.Node]] = []
+    for key, key_node, value in ctx.entries(node, "networks"):
+        try:
+            network = ipaddress.ip_network(key.strip(), strict=True)
+        except ValueError as exc:
+            ctx.error(key_node, f"networks: '{key}' is not a network prefix ({exc})")
+            continue
+        regions: list[str] = []
+        for item in ctx.items(value, f"regions of {key}"):
+            text = ctx.text(item, f"region of {key}")
+            if text is not None:
+                regions.append(text)
+        if not regions:
+            ctx.error(key_node, f"networks: {key} names no region")
+            continue
+        rules.append((model.NetworkRule(network, tuple(regions), ctx.at(key_node)), value))
+    return rules
+
+
+def check_networks(ctx: ZoneContext, rules: list[tuple[model.NetworkRule, yaml.Node]], pools: Mapping[str, model.Pool]) -> None:
+    known = {region.name for pool in pools.values() for region in pool.regions}
+    for rule, node in rules:
+        for name in rule.regions:
+            if name not in known:
+                ctx.warn(node, f"networks: {rule.network} names region '{name}', which no pool in this zone has")
+
+
+def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -> dict[str, model.Pool]:
+    pools: dict[str, model.Pool] = {}
+    for pool_name, key_node, value in ctx.entries(node, "pools"):
+        ctx.pools_declared.add(pool_name)
+        sections = {key: v for key, _k, v in ctx.mapping(value, f"pool {pool_name}", POOL_KEYS)}
+        health = read_health(ctx, sections["health"], zone_health) if "health" in sections else zone_health
+        regions: list[model.Region] = []
+        if "regions" not in sections:
+            ctx.error(key_node, f"pool {pool_name} has no regions")
+            continue
+        for region_name, region_key, region_value in ctx.entries(sections["regions"], f"regions of pool {pool_name}"):
+            region = read_region(ctx, pool_name, region_name, region_key, region_value, health)
+            if region is not None:
+                regions.append(region)
+        if not regions and isinstance(sections["regions"], yaml.MappingNode) and not sections["regions"].value:
+            ctx.error(sections["regions"], f"pool {pool_name} has no regions")
+        pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node))
+    return pools
+
+
+def read_region(
+    ctx: ZoneContext, pool: str, name: str, key_node: yaml.Node, node: yaml.Node, pool_health: HealthSettings
+) -> model.Region | None:
+    sections = {key: v for key, _k, v in ctx.mapping(node, f"region {name}", REGION_KEYS)}
+    health = read_health(ctx, sections["health"], pool_health) if "health" in sections else pool_health
+    location = read_location(ctx, sections["location"]) if "location" in sections else None
+    countries = read_codes(ctx, sections.get("countries"), "countries", lambda c: len(c) == 2 and c.isalpha())
+    continents = read_codes(ctx, sections.get("continents"), "continents", lambda c: c in CONTINENTS)
+    endpoints: list[model.Endpoint] = []
+    seen: dict[model.IPAddress, Where] = {}
+    for item in ctx.items(sections.get("endpoints", key_node), f"endpoints of region {name}") if "endpoints" in sections else []:
+        endpoint = read_endpoint(ctx, item, health)
+        if endpoint is None:
+            continue
+        if endpoint.address in seen:
+            ctx.error(item, f"endpoint {endpoint.address} is listed twice in region {name} (first at line {seen[endpoint.address].line})")
+            continue
+        seen[endpoint.address] = endpoint.where
+        endpoints.append(endpoint)
+    if "endpoints" not in sections or not sections["endpoints"].value:
+        ctx.error(key_node, f"region {name} of pool {pool} has no endpoints")
+        return None
+    return model.Region(name, location, countries, continents, tuple(endpoints), ctx.at(key_node))
+
+
+def read_location(ctx: ZoneContext, node: yaml.Node) -> tuple[float, float] | None:
+    items = ctx.items(node, "location")
+    numbers = [v for v in (scalar_value(item) for item in items) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(items) != 2 or len(numbers) != 2:
+        ctx.error(node, "location must be [latitude, longitude] in degrees")
+        return None
+    lat, lon = float(numbers[0]), float(numbers[1])
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        ctx.error(node, f"location [{lat}, {lon}] is off the globe (latitude -90..90, longitude -180..180)")
+        return None
+    return lat, lon
+
+
+def read_codes(ctx: ZoneContext, node: yaml.Node | None, what: str, valid: Callable[[str], bool]) -> frozenset[str]:
+    if node is None:
+        return frozenset()
+    codes: set[str] = set()
+    for item in ctx.items(node, what):
+        text = scalar_text(item)  # the text as written: YAML 1.1 would read NO as false
+        code = text.strip().upper() if text else ""
+        if not valid(code):
+            kind = (
+                "ISO 3166 country codes such as US or NO" if what == "countries" else f"continent codes ({', '.join(sorted(CONTINENTS))})"
+            )
+            ctx.error(item, f"{what} takes {kind}, got {text!r}")
+            continue
+        codes.add(code)
+    return frozenset(codes)
+
+
+def read_endpoint(ctx: ZoneContext, node: yaml.Node, region_health: HealthSettings) -> model.Endpoint | None:
+    health = region_health
+    weight = 1
+    address_node = node
+    if isinstance(node, yaml.MappingNode):
+        sections = {key: v for key, _k, v in ctx.mapping(node, "endpoint", ENDPOINT_KEYS)}
+        if "address" not in sections:
+            ctx.error(node, "endpoint needs an address")
+            return None
+        address_node = sections["address"]
+        if "weight" in sections:
+            parsed = ctx.convert(sections["weight"], "weight", lambda v: parse_int(v, "weight", 0, 65535))
+            if parsed is None:
+                return None
+            weight = parsed
+        if "health" in sections:
+            health = read_health(ctx, sections["health"], region_health)
+    text = scalar_text(address_node)
+    if text is None:
+        ctx.error(address_node, "endpoint must be an address or a mapping with address:")
+        return None
+    try:
+        address = parse_address(text)
+    except ValueError as exc:
+        ctx.error(address_node, str(exc))
+        return None
+    return model.Endpoint(address, weight, health.check(), ctx.at(address_node))
+
+
+def networks_for(pool: model.Pool, rules: list[model.NetworkRule]) -> tuple[model.NetworkRule, ...]:
+    """The zone's rules as this pool sees them: its own regions only, rules naming none dropped."""
+    names = {region.name for region in pool.regions}
+    kept = []
+    for rule in rules:
+        regions = tuple(name for name in rule.regions if name in names)
+        if regions:
+            kept.append(model.NetworkRule(rule.network, regions, rule.where))
+    return tuple(kept)
