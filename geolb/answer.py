@@ -8,20 +8,14 @@ from dataclasses import dataclass
 from geolb import model
 from geolb.geo.choose import GeoAnswers, GeoChoice
 from geolb.lookup import Lookup
+from geolb.message import Reply
 from geolb.model import NOERROR
 
 
 @dataclass(frozen=True)
-class Answer:
-    """A response's content: rcode, AA and sections of RRsets, plus how a GEO part was chosen."""
+class Answer(Reply):
+    """A reply, plus how its GEO part was chosen (for stats, the packet cache and /v1/explain)."""
 
-    rcode: int
-    aa: bool
-    answer: tuple[model.RRset, ...] = ()
-    authority: tuple[model.RRset, ...] = ()
-    additional: tuple[model.RRset, ...] = ()
-    ecs_scope: int = 0  # SCOPE PREFIX-LENGTH to echo when the query carried ECS
-    glue_required: bool = False  # a referral: its glue may not be dropped to fit
     choice: GeoChoice | None = None
     max_answers: int | None = None  # of the GEO record, when there is one
 

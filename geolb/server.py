@@ -125,6 +125,14 @@ class Server:
             return True
         return await self.pool.settled(self.runtime.snapshot.generation, SETTLE_TIMEOUT)
 
+    @property
+    def api_token(self) -> str | None:
+        return self.options.api_token
+
+    @property
+    def checks_scheduled(self) -> int:
+        return self.prober.scheduled
+
     def geo_answers(self) -> GeoAnswers:
         """GEO choices for the current snapshot, as DNS makes them (for /v1/explain)."""
         snapshot = self.runtime.snapshot

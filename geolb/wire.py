@@ -1,4 +1,4 @@
-"""DNS wire format: bytes -> `Query`, `Answer` -> bytes (EDNS, ECS, truncation). The only dnslib importer."""
+"""DNS wire format: bytes -> `Query`, `Reply` -> bytes (EDNS, ECS, truncation). The only dnslib importer; knows nothing of geo."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import dnslib
 
 from geolb import model
-from geolb.answer import Answer
+from geolb.message import Reply
 from geolb.model import BADVERS, FORMERR, NOTIMP
 from geolb.names import labels_to_key
 
@@ -178,7 +178,7 @@ def parse_client_subnet(data: bytes) -> ClientSubnet:
 # --- responses -------------------------------------------------------------------------
 
 
-def to_wire(query: Query, response: Answer, limit: int) -> bytes:
+def to_wire(query: Query, response: Reply, limit: int) -> bytes:
     """Encode; over `limit` bytes, drop optional additional data, then truncate with TC."""
     data = _encode(query, response, response.additional)
     if len(data) <= limit:
@@ -190,7 +190,7 @@ def to_wire(query: Query, response: Answer, limit: int) -> bytes:
     return _encode(query, response, (), truncated=True)
 
 
-def _encode(query: Query, response: Answer, additional: tuple[model.RRset, ...], truncated: bool = False) -> bytes:
+def _encode(query: Query, response: Reply, additional: tuple[model.RRset, ...], truncated: bool = False) -> bytes:
     header = dnslib.DNSHeader(
         id=query.id,
         qr=1,

@@ -1,4 +1,4 @@
-"""aiohttp routes: they read the runtime's snapshot; changes go through the server's own calls."""
+"""aiohttp routes: they read the runtime's snapshot; changes go through the Control calls (see control.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from geolb.explain import ExplainError, explain, parse_client
 from geolb.health.probe import url_of
+from geolb.http.control import Control
 
-if TYPE_CHECKING:
-    from geolb.server import Server
-
-SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+SERVER_KEY: web.AppKey[Control] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(server: Server) -> web.Application:
+def build_app(server: Control) -> web.Application:
     app = web.Application(middlewares=[_errors_as_json])
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", healthz)
@@ -51,7 +49,7 @@ def _mutating(handler: Handler) -> Handler:
     """With a token configured, require `Authorization: Bearer <token>` (401 without, 403 wrong)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        token = request.app[SERVER_KEY].options.api_token
+        token = request.app[SERVER_KEY].api_token
         if token:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
@@ -90,7 +88,7 @@ def _forced_text(forced: bool | None) -> str | None:
     return None if forced is None else ("up" if forced else "down")
 
 
-def status_report(server: Server) -> dict[str, Any]:
+def status_report(server: Control) -> dict[str, Any]:
     """Zones, and for every pool, region and endpoint: state, forced state, counters, last check."""
     snapshot = server.runtime.snapshot
     health = server.health
@@ -131,7 +129,7 @@ def status_report(server: Server) -> dict[str, Any]:
         "zones": [{"name": z.name, "file": z.file, "serial": z.serial} for z in snapshot.zones.zones.values()],
         "pools": pools,
         "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
-        "health_checks_scheduled": server.prober.scheduled,
+        "health_checks_scheduled": server.checks_scheduled,
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,7 +14,20 @@ from geolb.health.probe import Outcome, url_of
 from geolb.health.state import Transition
 
 if TYPE_CHECKING:
-    from geolb.server import Server
+    from geolb.handler import QueryStats
+    from geolb.health.state import HealthState
+    from geolb.runtime import Runtime
+
+
+class Scraped(Protocol):
+    """What the DNS families are read from (the server, through http.control.Control)."""
+
+    runtime: Runtime
+    health: HealthState
+    scraped_stats: QueryStats
+
+    @property
+    def checks_scheduled(self) -> int: ...
 
 
 class Metrics:
@@ -55,7 +68,7 @@ class _Adapter(Collector):
         return self._collect()
 
 
-def server_metrics(server: Server) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     """The DNS path's plain counters and the current health, as Prometheus families."""
     stats = server.scraped_stats
     queries = CounterMetricFamily("geolb_dns_queries", "DNS queries answered, by zone, type and rcode.", labels=["zone", "qtype", "rcode"])
@@ -93,4 +106,4 @@ def server_metrics(server: Server) -> Iterator[CounterMetricFamily | GaugeMetric
     for zone in snapshot.zones.zones.values():
         serial.add_metric([zone.name], zone.serial)
     yield serial
-    yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.prober.scheduled)
+    yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.checks_scheduled)

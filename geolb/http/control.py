@@ -1,0 +1,47 @@
+"""What the HTTP API reads and asks of the running server, as a protocol: http/ imports nothing above it.
+
+`geolb.server.Server` is the one implementation. Reads go to the same objects the DNS
+path uses (the runtime's snapshot, the health state); changes go through the calls
+below, never by writing into those objects.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from geolb.config.zoneset import ZoneSetResult
+from geolb.geo.choose import GeoAnswers
+from geolb.geo.locate import Locator
+from geolb.handler import QueryStats
+from geolb.health.state import HealthState
+from geolb.http.metrics import Metrics
+from geolb.model import IPAddress
+from geolb.runtime import Runtime
+
+
+class Control(Protocol):
+    runtime: Runtime
+    health: HealthState
+    locator: Locator
+    last_reload: ZoneSetResult
+    metrics: Metrics
+    scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
+
+    @property
+    def api_token(self) -> str | None: ...
+
+    @property
+    def answering(self) -> bool: ...
+
+    @property
+    def checks_scheduled(self) -> int: ...
+
+    def geo_answers(self) -> GeoAnswers: ...
+
+    def force(self, pool: str, region: str, address: IPAddress, up: bool | None) -> None: ...
+
+    async def reload(self) -> ZoneSetResult: ...
+
+    async def settled(self) -> bool: ...
+
+    async def query_stats(self) -> QueryStats: ...
