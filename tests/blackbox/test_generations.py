@@ -124,3 +124,38 @@ def answers_after_reload(server: RunningServer) -> frozenset[str]:
     """One answer right after a reload returned, from a new socket (any worker): it must be the new version."""
     response = dns.query.udp(dns.message.make_query("www.flip.example", "A"), server.host, port=server.port, timeout=3)
     return frozenset(r.to_text() for rrset in response.answer for r in rrset)
+
+
+CHECKED_ZONE = """
+nameservers:
+  ns1.checked.example.: [192.0.2.53]
+health: {{type: tcp, port: {port}, interval: 1, timeout: 0.5}}
+pools:
+  checked:
+    regions:
+      only:
+        location: [53.35, -6.26]
+        endpoints:
+          - {{address: 127.0.0.61, health: {{type: none}}}}
+{extra}
+records:
+  www:
+    - {{type: GEO, pool: checked, ttl: 5}}
+"""
+
+
+def test_an_endpoint_that_fails_its_pre_live_check_is_never_answered(tmp_path: Path, unused_tcp_port: int) -> None:
+    """A reload adds an endpoint whose check fails (nothing listens): no worker ever answers it."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone_file = zones / "checked.example.yaml"
+    zone_file.write_text(CHECKED_ZONE.format(port=unused_tcp_port, extra=""))
+    server = start_server(zones, "--workers", "2", "--watch-interval", "0", geoip=CITY_DB, tmp=tmp_path)
+    try:
+        zone_file.write_text(CHECKED_ZONE.format(port=unused_tcp_port, extra="          - 127.0.0.62"))
+        assert post(server, "/v1/reload", {}) == 200
+        for _ in range(40):  # fresh sockets: both workers
+            response = dns.query.udp(dns.message.make_query("www.checked.example", "A"), server.host, port=server.port, timeout=3)
+            assert {r.to_text() for rrset in response.answer for r in rrset} == {"127.0.0.61"}
+    finally:
+        assert server.stop() == 0
