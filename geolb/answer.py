@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass
 
 from geolb import model
+from geolb.dns.lookup import Lookup
+from geolb.dns.message import Reply
 from geolb.geo.choose import GeoAnswers, GeoChoice
-from geolb.lookup import Lookup
-from geolb.message import Reply
 from geolb.model import NOERROR
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from geolb import model
 from geolb.answer import Answer, build_answer
+from geolb.dns.lookup import lookup
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import Locator
 from geolb.geo.rank import Decision, choose, rank_regions
-from geolb.lookup import lookup
 
 
 class ExplainError(ValueError):

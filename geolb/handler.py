@@ -10,14 +10,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geolb import model, wire
+from geolb import model
 from geolb.answer import Answer, build_answer
-from geolb.fastpath import (
+from geolb.dns import wire
+from geolb.dns.cache import (
     ECS_LONGEST,
-    GeoEntry,
+    CachedAnswer,
     Key,
     PacketCache,
-    RegionRecords,
     StaticEntry,
     cut_records,
     opt_offset,
@@ -26,10 +26,11 @@ from geolb.fastpath import (
     scan,
     static_entry,
 )
+from geolb.dns.lookup import lookup
+from geolb.dns.names import labels_to_key
 from geolb.geo.choose import AnswerMemo, GeoAnswers
-from geolb.lookup import lookup
+from geolb.geo.entry import GeoEntry, RegionRecords
 from geolb.model import NOERROR, NXDOMAIN, SERVFAIL, IPAddress
-from geolb.names import labels_to_key
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
@@ -157,7 +158,7 @@ class QueryHandler:
             self.stats.dropped += 1
             return None
 
-    def _fold_hits(self, entries: Sequence[StaticEntry | GeoEntry]) -> None:
+    def _fold_hits(self, entries: Sequence[CachedAnswer]) -> None:
         """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
         for entry in entries:
             if isinstance(entry, GeoEntry):
@@ -166,7 +167,7 @@ class QueryHandler:
                     if count:
                         self.stats.count(entry.stats, (entry.pool, entry.names[index], failed_open), count)
                         entry.counts[index] = 0
-            elif entry.hits:
+            elif isinstance(entry, StaticEntry) and entry.hits:
                 self.stats.count(entry.stats, None, entry.hits)
                 entry.hits = 0
 

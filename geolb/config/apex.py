@@ -9,8 +9,8 @@ import yaml
 from geolb import model
 from geolb.config.context import ZoneContext
 from geolb.config.values import parse_address, parse_int, parse_name, parse_ttl
+from geolb.dns.names import absolute, is_at_or_below
 from geolb.errors import Where
-from geolb.names import absolute, is_at_or_below
 
 SOA_KEYS = ("mname", "rname", "serial", "refresh", "retry", "expire", "minimum")
 SOA_DEFAULTS = {"refresh": 7200, "retry": 3600, "expire": 1209600, "minimum": 60}

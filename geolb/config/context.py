@@ -10,8 +10,8 @@ import yaml
 
 from geolb.config.marks import is_null, mapping_items, scalar_text, scalar_value, where
 from geolb.config.values import parse_name
+from geolb.dns.names import absolute
 from geolb.errors import ConfigError, Where
-from geolb.names import absolute
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from geolb import model
 from geolb.config.context import ZoneContext
 from geolb.config.pools import networks_for
 from geolb.config.records import Record
+from geolb.dns.names import is_at_or_below, parent
 from geolb.errors import ConfigError, Where
-from geolb.names import is_at_or_below, parent
 
 
 def build_zone(

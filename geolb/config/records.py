@@ -11,8 +11,8 @@ from geolb import model
 from geolb.config.context import ZoneContext
 from geolb.config.marks import scalar_text
 from geolb.config.values import parse_int, parse_rdata, parse_ttl
+from geolb.dns.names import absolute, check_name, is_at_or_below
 from geolb.errors import Where
-from geolb.names import absolute, check_name, is_at_or_below
 
 RECORD_KEYS = ("type", "value", "ttl", "pool", "max_answers")
 STATIC_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR")

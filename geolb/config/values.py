@@ -7,7 +7,7 @@ import re
 import shlex
 
 from geolb import model
-from geolb.names import absolute, check_name
+from geolb.dns.names import absolute, check_name
 
 MAX_TTL = 2**31 - 1
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

@@ -22,8 +22,8 @@ from geolb.config.marks import compose_file, is_null
 from geolb.config.pools import check_networks, read_networks, read_pools
 from geolb.config.records import read_records
 from geolb.config.values import parse_ttl
+from geolb.dns.names import absolute, check_name
 from geolb.errors import ConfigError, Where
-from geolb.names import absolute, check_name
 
 ZONE_KEYS = ("zone", "ttl", "soa", "nameservers", "health", "networks", "pools", "records")
 DEFAULT_TTL = 3600

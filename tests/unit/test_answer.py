@@ -9,11 +9,11 @@ from pathlib import Path
 from geolb import model
 from geolb.answer import build_answer
 from geolb.config.zoneset import load_zoneset
+from geolb.dns.lookup import lookup
 from geolb.explain import explain
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import GeoIPLocator
 from geolb.health.state import ALL_UP, HealthView
-from geolb.lookup import lookup
 from tests.geomaps import region_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"

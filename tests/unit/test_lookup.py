@@ -8,7 +8,7 @@ import pytest
 
 from geolb import model
 from geolb.config.zoneset import load_zoneset
-from geolb.lookup import lookup
+from geolb.dns.lookup import lookup
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ZONES = load_zoneset(str(DATA / "zones")).zoneset

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geolb import wire
+from geolb.dns import wire
 
 
 @pytest.mark.parametrize(

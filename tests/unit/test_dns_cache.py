@@ -1,4 +1,4 @@
-"""The fast path: its scanner agrees with dnslib, and its answers equal the full path's."""
+"""dns/cache.py: its scanner agrees with dnslib, and its answers equal the full path's."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geolb.config.zoneset import load_zoneset
-from geolb.fastpath import scan
+from geolb.dns.cache import scan
+from geolb.dns.wire import parse_client_subnet
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import QueryHandler
 from geolb.runtime import Runtime
-from geolb.wire import parse_client_subnet
 from tests.geomaps import region_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"

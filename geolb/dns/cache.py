@@ -1,4 +1,4 @@
-"""The common query without dnslib: scan header, question and OPT from bytes; answer from ready templates.
+"""The packet cache: scan the common query from its bytes, answer it from ready entries. No dnslib, no geo.
 
 Only plain queries take this path: QUERY opcode, one question with no compression,
 at most an EDNS(0) OPT record with a well-formed ECS option, nothing trailing.
@@ -6,11 +6,11 @@ Everything else, and the first query of each kind in a generation, goes through 
 full path (`handler.py`), whose encoded answer fills the cache. The cache is dropped
 whenever the snapshot generation changes, so it never serves a stale zone or region.
 
-Entries do not depend on the client: the key leaves the ECS address out, and a GEO
-entry holds every region's records, picking the region per query from the pool's
-AnswerMap (one bisect). So a client network never seen before costs what a known
-one costs. The response's OPT is rebuilt per query, echoing the query's ECS option
-with the scope that holds for the answer.
+Entries do not depend on the client: the key leaves the ECS address out. Static and
+negative entries live here; GEO entries (geo/entry.py) hold every region's records and
+pick the region per query from the pool's AnswerMap, so a client network never seen
+before costs what a known one costs. The response's OPT is rebuilt per query, echoing
+the query's ECS option with the scope that holds for the answer.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from geolb.geo.choose import PoolFamily
-from geolb.geo.select import every_order, weighted_indices
-from geolb.wire import ECS_OPTION, OPT, response_limit
+from geolb.dns.wire import ECS_OPTION, OPT, response_limit
 
 CACHE_LIMIT = 50_000  # exact query bytes remembered per generation; past it that table starts over
 ECS_LONGEST = 4 + 4 + 16  # option code, length, family/source/scope and a whole IPv6 address
@@ -94,14 +93,14 @@ def _plain_ecs(data: bytes, at: int, length: int) -> bool:
 
 
 # OPT RDLENGTH, option code and option length of an ECS echo, by source prefix length.
-_ECS_HEAD = [(8 + (n + 7) // 8).to_bytes(2, "big") + b"\x00\x08" + (4 + (n + 7) // 8).to_bytes(2, "big") for n in range(129)]
-_BYTE = [bytes((n,)) for n in range(256)]
+ECS_HEAD = [(8 + (n + 7) // 8).to_bytes(2, "big") + b"\x00\x08" + (4 + (n + 7) // 8).to_bytes(2, "big") for n in range(129)]
+BYTE = [bytes((n,)) for n in range(256)]
 
 
-def _ecs_echo(query: bytes, ecs_at: int, scope: int) -> bytes:
+def ecs_echo(query: bytes, ecs_at: int, scope: int) -> bytes:
     """The OPT RDLENGTH and the ECS option of a response: the query's option with our SCOPE PREFIX-LENGTH."""
     source = query[ecs_at + 2]
-    return b"".join((_ECS_HEAD[source], query[ecs_at : ecs_at + 3], _BYTE[scope], query[ecs_at + 4 : ecs_at + 4 + ((source + 7) >> 3)]))
+    return b"".join((ECS_HEAD[source], query[ecs_at : ecs_at + 3], BYTE[scope], query[ecs_at + 4 : ecs_at + 4 + ((source + 7) >> 3)]))
 
 
 class StaticEntry:
@@ -122,139 +121,16 @@ class StaticEntry:
         self.hits += 1
         if ecs_at < 0:
             return query[:2] + self.head + query[12:qend] + self.tail_plain
-        return b"".join((query[:2], self.head, query[12:qend], self.body, self.opt_head, _ecs_echo(query, ecs_at, 0)))
+        return b"".join((query[:2], self.head, query[12:qend], self.body, self.opt_head, ecs_echo(query, ecs_at, 0)))
 
 
-class GeoEntry:
-    """A GEO answer for any client: per region, its records in every order (or per query, weighted)."""
+class CachedAnswer(Protocol):
+    """Anything the cache can answer from: static entries here, GEO entries from geo/entry.py."""
 
-    __slots__ = (
-        "_lookup",
-        "_lookup4",
-        "_peer_address",
-        "choices",
-        "counts",
-        "hits",
-        "names",
-        "opt_head",
-        "pool",
-        "regions",
-        "stats",
-        "tail_plain",
-    )
-
-    def __init__(
-        self,
-        choices: PoolFamily,
-        regions: Sequence[RegionRecords | None],
-        opt_head: bytes | None,
-        stats: tuple[str, int, int],
-        peer_address: Callable[[str], tuple[int, int]],
-    ) -> None:
-        self.choices = choices
-        self.regions = regions  # by region index; None for a region that never answers this family
-        self.opt_head = opt_head
-        self.tail_plain = b"" if opt_head is None else opt_head + b"\x00\x00"
-        self.stats = stats
-        self.pool = choices.pool.name
-        self.names = tuple(r.name for r in choices.pool.regions)
-        self.counts = [0] * len(self.names)  # answers per region since the last fold
-        self.hits = 0
-        self._peer_address = peer_address
-        assert choices.answers is not None
-        self._lookup = choices.answers.lookup
-        self._lookup4 = choices.answers.lookup4
-
-    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
-        source = query[ecs_at + 2] if ecs_at >= 0 else 0
-        if source:
-            end = ecs_at + 4 + ((source + 7) >> 3)
-            value = int.from_bytes(query[ecs_at + 4 : end], "big")
-            if query[ecs_at + 1] == 1:
-                index, scope = self._lookup4(value << (32 - 8 * (end - ecs_at - 4)))
-            else:
-                index, scope = self._lookup(value << (128 - 8 * (end - ecs_at - 4)), 6)
-            # The OPT RDLENGTH and ECS option: the query's, with our SCOPE PREFIX-LENGTH (see _ecs_echo).
-            echo = b"".join(
-                (_ECS_HEAD[source], query[ecs_at : ecs_at + 3], _BYTE[scope if scope < source else source], query[ecs_at + 4 : end])
-            )
-        else:
-            version, value = self._peer_address(peer)
-            index, _scope = self._lookup(value, version)
-            echo = b"\x00\x00" if ecs_at < 0 else _ecs_echo(query, ecs_at, 0)
-        self.counts[index] += 1
-        records = self.regions[index]
-        assert records is not None
-        variants = records.variants
-        if variants:
-            head, answers = variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
-        else:
-            head, answers = records.pick(rng)
-        if self.opt_head is None:
-            return b"".join((query[:2], head, query[12:qend], answers))
-        return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
-
-    def pinned(self, query: bytes, qend: int, ecs_at: int) -> PinnedEntry | None:
-        """A ready entry for these exact query bytes (ECS address and all), when its region has fixed orders."""
-        source = query[ecs_at + 2]
-        size = (source + 7) >> 3
-        value = int.from_bytes(query[ecs_at + 4 : ecs_at + 4 + size], "big")
-        if query[ecs_at + 1] == 1:
-            index, scope = self.choices.choose(value << (32 - 8 * size), 4)
-        else:
-            index, scope = self.choices.choose(value << (128 - 8 * size), 6)
-        records = self.regions[index]
-        if records is None or not records.variants or self.opt_head is None:
-            return None
-        echo = self.opt_head + _ecs_echo(query, ecs_at, scope if scope < source else source)
-        return PinnedEntry(records.variants[0][0], tuple(answers + echo for _head, answers in records.variants), self.counts, index)
+    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes: ...
 
 
-class PinnedEntry:
-    """One GEO entry's answer for one exact query (its ECS address fixed): ready packets, counted on the parent."""
-
-    __slots__ = ("counts", "head", "index", "tails")
-
-    def __init__(self, head: bytes, tails: tuple[bytes, ...], counts: list[int], index: int) -> None:
-        self.head = head
-        self.tails = tails
-        self.counts = counts
-        self.index = index
-
-    def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
-        self.counts[self.index] += 1
-        tails = self.tails
-        return query[:2] + self.head + query[12:qend] + (tails[0] if len(tails) == 1 else tails[int(rng.random() * len(tails))])
-
-
-class RegionRecords:
-    """One region's answer records: all orders ready when they are equally likely, else ordered per query."""
-
-    __slots__ = ("_tail", "flags", "max_answers", "records", "variants", "weights")
-
-    def __init__(self, flags: bytes, arcount: int, records: Sequence[bytes], weights: Sequence[int], max_answers: int | None) -> None:
-        self.flags = flags
-        self.records = tuple(records)
-        self.weights = tuple(weights)
-        self.max_answers = max_answers
-        orders = every_order(self.weights, max_answers)
-        tail = b"\x00\x00" + arcount.to_bytes(2, "big")
-        self.variants: tuple[tuple[bytes, bytes], ...] = ()
-        if orders is not None:
-            self.variants = tuple(
-                (flags + b"\x00\x01" + len(order).to_bytes(2, "big") + tail, b"".join(self.records[i] for i in order)) for order in orders
-            )
-        self._tail = tail
-
-    def pick(self, rng: random.Random) -> tuple[bytes, bytes]:
-        variants = self.variants
-        if variants:
-            return variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
-        chosen = weighted_indices(self.weights, self.max_answers, rng)
-        return self.flags + b"\x00\x01" + len(chosen).to_bytes(2, "big") + self._tail, b"".join(self.records[i] for i in chosen)
-
-
-Entry = StaticEntry | GeoEntry | PinnedEntry
+Entry = CachedAnswer
 
 
 class Shape:
@@ -263,7 +139,7 @@ class Shape:
 
     __slots__ = ("cut", "ecs_at", "entry", "mask", "prefix", "qend")
 
-    def __init__(self, query: bytes, entry: StaticEntry | GeoEntry, qend: int, ecs_at: int) -> None:
+    def __init__(self, query: bytes, entry: CachedAnswer, qend: int, ecs_at: int) -> None:
         source = query[ecs_at + 2]
         size = (source + 7) >> 3
         self.cut = ecs_at + 4
@@ -285,16 +161,16 @@ class PacketCache:
     def __init__(self) -> None:
         self.generation = -1
         self.exact: dict[tuple[bytes, bool], tuple[Entry, int, int]] = {}  # -> (entry, end of question, ECS offset)
-        self.entries: dict[Key, StaticEntry | GeoEntry] = {}
+        self.entries: dict[Key, CachedAnswer] = {}
         # Negative answers (NXDOMAIN, NODATA) by zone, rcode, question length and the rest of the key:
         # their bytes after the question do not depend on the name, so random names share one entry.
         self.negatives: dict[tuple[str, int, int, int, tuple[object, ...]], StaticEntry] = {}
         # The last query with ECS scanned at each (length, transport): most queries differ only in ID and address.
         self.shapes: dict[tuple[int, bool], Shape] = {}
-        self.on_drop: Callable[[Sequence[StaticEntry | GeoEntry]], None] | None = None  # folds hits before entries go
+        self.on_drop: Callable[[Sequence[CachedAnswer]], None] | None = None  # folds hits before entries go
 
     @property
-    def live(self) -> list[StaticEntry | GeoEntry]:
+    def live(self) -> list[CachedAnswer]:
         return [*self.entries.values(), *self.negatives.values()]
 
     def reset(self, generation: int) -> None:
@@ -306,12 +182,12 @@ class PacketCache:
         self.negatives = {}
         self.shapes = {}
 
-    def put(self, key: Key, entry: StaticEntry | GeoEntry) -> None:
+    def put(self, key: Key, entry: CachedAnswer) -> None:
         if len(self.entries) >= CACHE_LIMIT:
             self.reset(self.generation)  # only a flood of distinct questions gets here
         self.entries[key] = entry
 
-    def learn_shape(self, query: bytes, tcp: bool, entry: StaticEntry | GeoEntry, qend: int, ecs_at: int) -> None:
+    def learn_shape(self, query: bytes, tcp: bool, entry: CachedAnswer, qend: int, ecs_at: int) -> None:
         if ecs_at + 4 + ((query[ecs_at + 2] + 7) >> 3) == len(query):  # ECS is the last thing in the query
             self.shapes[(len(query), tcp)] = Shape(query, entry, qend, ecs_at)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geolb import model
+from geolb.dns.names import parent
 from geolb.model import NOERROR, NXDOMAIN, REFUSED
-from geolb.names import parent
 
 QTYPE_A, QTYPE_CNAME, QTYPE_AAAA, QTYPE_DS, QTYPE_ANY = 1, 5, 28, 43, 255
 QTYPE_AXFR, QTYPE_IXFR = 252, 251

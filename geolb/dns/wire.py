@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import dnslib
 
 from geolb import model
-from geolb.message import Reply
+from geolb.dns.message import Reply
+from geolb.dns.names import labels_to_key
 from geolb.model import BADVERS, FORMERR, NOTIMP
-from geolb.names import labels_to_key
 
 OPT, ECS_OPTION = 41, 8
 EDNS_UDP_SIZE = 1232  # what we advertise, and the most we send over UDP (DNS flag day 2020)
@@ -233,7 +233,7 @@ def _pack(record: dnslib.DNSRecord, labels: tuple[bytes, ...]) -> bytes:
     The question comes back in the client's case; letting other names point into its
     suffixes would make the rest of the answer follow that case, so the same answer
     would differ byte for byte between WWW.EXAMPLE.COM and www.example.com, and the
-    packet cache (fastpath.py) could not reuse one for the other.
+    packet cache (dns/cache.py) could not reuse one for the other.
     """
     record.set_header_qa()
     buffer = dnslib.DNSBuffer()
