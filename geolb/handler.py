@@ -9,6 +9,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from geolb import model
 from geolb.answer import Answer, build_answer
@@ -27,6 +28,7 @@ from geolb.dns.cache import (
     static_entry,
 )
 from geolb.dns.lookup import lookup
+from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.entry import GeoEntry, RegionRecords
@@ -62,21 +64,28 @@ def peer_address(host: str) -> IPAddress:
     return address
 
 
+class AnswerKey(NamedTuple):
+    """What GEO answers are counted by (geolb_geo_answers_total): the pool and the region that answered."""
+
+    pool: str
+    region: str
+
+
 @dataclass
 class QueryStats:
     """Plain counters on the hot path; /metrics reads them at scrape time."""
 
-    queries: collections.Counter[tuple[str, int, int]] = field(default_factory=collections.Counter)  # zone, qtype, rcode
-    geo_answers: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # pool, region
+    queries: collections.Counter[QueryKey] = field(default_factory=collections.Counter)
+    geo_answers: collections.Counter[AnswerKey] = field(default_factory=collections.Counter)
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     dropped: int = 0
 
-    def count(self, key: tuple[str, int, int], geo: tuple[str, str, bool] | None, answers: int = 1) -> None:
+    def count(self, key: QueryKey, geo: tuple[str, str, bool] | None, answers: int = 1) -> None:
         """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, failed open) for GEO."""
         self.queries[key] += answers
         if geo is not None:
             pool, region, failed_open = geo
-            self.geo_answers[pool, region] += answers
+            self.geo_answers[AnswerKey(pool, region)] += answers
             if failed_open:
                 self.fail_open[pool] += answers
 
@@ -198,7 +207,7 @@ class QueryHandler:
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
-            self.stats.count(("", parsed.query.qtype, parsed.rcode), None)
+            self.stats.count(QueryKey("", parsed.query.qtype, parsed.rcode), None)
             return self._encode(parsed.query, Answer(parsed.rcode, False), tcp)
         query = parsed
         try:
@@ -207,7 +216,7 @@ class QueryHandler:
             client = client_address(query, peer)
             geo = self.geo(snapshot)
             answer = build_answer(found, client, snapshot.zones, geo, self.rng)
-            stats_key = (found.zone, query.qtype, answer.rcode)
+            stats_key = QueryKey(found.zone, query.qtype, answer.rcode)
             choice = answer.choice
             counted = None
             if choice is not None and choice.region is not None:
@@ -227,11 +236,11 @@ class QueryHandler:
         except Exception:
             # A bug must cost one answer, not the server.
             log.exception("internal error answering %s type %d", query.name, query.qtype)
-            self.stats.count(("", query.qtype, SERVFAIL), None)
+            self.stats.count(QueryKey("", query.qtype, SERVFAIL), None)
             return self._encode(query, Answer(SERVFAIL, False), tcp)
 
     def _entry(
-        self, query: wire.Query, answer: Answer, response: bytes, fill: Fill, geo: GeoAnswers, stats_key: tuple[str, int, int], tcp: bool
+        self, query: wire.Query, answer: Answer, response: bytes, fill: Fill, geo: GeoAnswers, stats_key: QueryKey, tcp: bool
     ) -> StaticEntry | GeoEntry | None:
         """A cache entry made from this answer, for every client that asks the same question."""
         qend = fill[2]
@@ -244,30 +253,38 @@ class QueryHandler:
             return None  # a GEO answer behind a CNAME: the full path answers it every time
         pool = self.runtime.snapshot.zones.pools[choice.pool]
         choices = geo.pool_family(pool, choice.family)
-        limit = query.response_limit(tcp)
-        rdlen = 4 if choice.family == 4 else 16
-        regions: list[RegionRecords | None] = []
+        # One encoding with every endpoint of the family, cut into one record per address; each
+        # region's answer is then those records (no region's packet is encoded on its own).
+        addresses = list(dict.fromkeys(e.address for candidates in choices.candidates for e in candidates))
+        rrset = dataclasses.replace(geo_rrset, rdatas=tuple(model.address_rdata(a) for a in addresses))
+        try:
+            packet = wire.to_wire(query, dataclasses.replace(answer, answer=(rrset,), ecs_scope=0), wire.TCP_SIZE)
+        except Exception:
+            return None
+        cut = cut_records(packet, qend, 4 if choice.family == 4 else 16, len(addresses))
+        if cut is None or packet[8:10] != b"\x00\x00":
+            return None
+        records, end = cut
         opt_head: bytes | None = None
+        if opt_rdlen is not None:
+            if opt_offset(packet, opt_rdlen) != end:
+                return None
+            opt_head = packet[end : end + 9]
+        elif end != len(packet):
+            return None
+        record_of = dict(zip(addresses, records, strict=True))
+        limit = query.response_limit(tcp)
+        fixed = qend + (len(packet) - end) + ECS_LONGEST  # header, question, OPT with the longest ECS echo
+        regions: list[RegionRecords | None] = []
         for candidates in choices.candidates:
             if not candidates:
                 regions.append(None)
                 continue
-            rrset = dataclasses.replace(geo_rrset, rdatas=tuple(model.address_rdata(e.address) for e in candidates))
-            packet = self._encode(query, dataclasses.replace(answer, answer=(rrset,), ecs_scope=0), tcp)
-            if packet is None or packet[2] & 0x02 or len(packet) + ECS_LONGEST > limit or packet[8:10] != b"\x00\x00":
-                return None  # truncated or near the limit: not worth a fast path
-            cut = cut_records(packet, qend, rdlen, len(candidates))
-            if cut is None:
-                return None
-            records, end = cut
-            if opt_rdlen is not None:
-                if opt_offset(packet, opt_rdlen) != end:
-                    return None
-                opt_head = packet[end : end + 9]
-            elif end != len(packet):
-                return None
+            mine = [record_of[e.address] for e in candidates]
+            if fixed + sum(len(r) for r in mine) > limit:
+                return None  # near the client's size limit: the full path truncates as it must
             weights = [e.weight for e in candidates]
-            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, records, weights, answer.max_answers))
+            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, weights, answer.max_answers))
         return GeoEntry(choices, regions, opt_head, stats_key, self._peer_address)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:

@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from geolb.dns.message import QueryKey
 from geolb.dns.wire import ECS_OPTION, OPT, response_limit
 
 CACHE_LIMIT = 50_000  # exact query bytes remembered per generation; past it that table starts over
@@ -108,7 +109,7 @@ class StaticEntry:
 
     __slots__ = ("body", "geo", "head", "hits", "opt_head", "stats", "tail_plain")
 
-    def __init__(self, packet: bytes, qend: int, opt_at: int | None, stats: tuple[str, int, int]) -> None:
+    def __init__(self, packet: bytes, qend: int, opt_at: int | None, stats: QueryKey) -> None:
         self.head = packet[2:12]  # flags and counts
         self.body = packet[qend:opt_at] if opt_at is not None else packet[qend:]  # the records before OPT
         self.opt_head = packet[opt_at : opt_at + 9] if opt_at is not None else b""  # OPT up to its RDLENGTH
@@ -209,7 +210,7 @@ def question_name(question: bytes) -> tuple[list[bytes], int, int]:
     return labels, (question[-4] << 8) | question[-3], (question[-2] << 8) | question[-1]
 
 
-def static_entry(packet: bytes, qend: int, opt_rdlen: int | None, stats: tuple[str, int, int]) -> StaticEntry | None:
+def static_entry(packet: bytes, qend: int, opt_rdlen: int | None, stats: QueryKey) -> StaticEntry | None:
     """Cut a full-path response into an entry (`opt_rdlen`: the size of its OPT's data, None without EDNS)."""
     if opt_rdlen is None:
         return StaticEntry(packet, qend, None, stats)

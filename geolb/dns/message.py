@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from geolb import model
+
+
+class QueryKey(NamedTuple):
+    """What answers are counted by (geolb_dns_queries_total): the zone ("" when refused), type and rcode."""
+
+    zone: str
+    qtype: int
+    rcode: int
 
 
 @dataclass(frozen=True)

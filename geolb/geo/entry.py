@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from geolb.dns.cache import BYTE, ECS_HEAD, ecs_echo
+from geolb.dns.message import QueryKey
 from geolb.geo.choose import PoolFamily
 from geolb.geo.select import every_order, weighted_indices
 
@@ -33,7 +34,7 @@ class GeoEntry:
         choices: PoolFamily,
         regions: Sequence[RegionRecords | None],
         opt_head: bytes | None,
-        stats: tuple[str, int, int],
+        stats: QueryKey,
         peer_address: Callable[[str], tuple[int, int]],
     ) -> None:
         self.choices = choices
