@@ -30,7 +30,7 @@ def build_answer(found: Lookup, client: model.IPAddress, zoneset: model.ZoneSet,
     if choice.region is None:
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
         return Answer(NOERROR, True, found.answer, (target.negative_soa,), choice=choice)
-    rdatas = tuple(model.address_rdata(e.address) for e in choice.endpoints(rng, target.record.max_answers))
+    rdatas = tuple(model.address_rdata(e.address) for e in choice.endpoints(client, target.record.max_answers, rng))
     rrset = model.RRset(target.owner, target.rtype, target.record.ttl, rdatas)
     return Answer(
         NOERROR,

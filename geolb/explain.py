@@ -54,7 +54,7 @@ def explain(zoneset: model.ZoneSet, geo: GeoAnswers, locator: Locator, name: str
         "answer": _records(answer.answer),
         "authority": _records(answer.authority),
         "additional": _records(answer.additional),
-        "geo": _geo(answer, reasoning),
+        "geo": _geo(answer, reasoning, geo),
     }
 
 
@@ -76,11 +76,13 @@ def rdata_text(rdata: model.Rdata) -> str:
     return " ".join(str(getattr(rdata, name)) for name in rdata.__dataclass_fields__)
 
 
-def _geo(answer: Answer, decision: Decision | None) -> dict[str, Any] | None:
+def _geo(answer: Answer, decision: Decision | None, geo: GeoAnswers) -> dict[str, Any] | None:
     choice = answer.choice
     if choice is None or decision is None:
         return None
     location = decision.location
+    health = geo.health
+    selection = choice.region.selection if choice.region is not None else None
     return {
         "pool": choice.pool,
         "family": f"IPv{choice.family}",
@@ -105,7 +107,26 @@ def _geo(answer: Answer, decision: Decision | None) -> dict[str, Any] | None:
         "skipped": [{"region": region, "reason": why} for region, why in decision.skipped],
         "region": choice.region.name if choice.region else None,
         "failed_open": choice.failed_open,
+        "tier": choice.tier,
+        "selection": None
+        if selection is None
+        else {
+            "policy": selection.policy,
+            "hash_prefix": selection.prefix(choice.family) if selection.policy == "consistent" else None,
+        },
         "candidates": [str(e.address) for e in choice.candidates],
+        "endpoints": [
+            {
+                "address": str(e.address),
+                "weight": e.weight,
+                "up": health.is_up(choice.pool, region.name, e),
+                "busy": health.is_busy(choice.pool, region.name, e),
+                "load": health.load(choice.pool, region.name, e),
+            }
+            for region in ([choice.region] if choice.region is not None else [])
+            for e in region.endpoints
+            if e.address.version == choice.family
+        ],
     }
 
 
@@ -139,6 +160,16 @@ def render_text(report: dict[str, Any]) -> str:
         if geo["region"] is None:
             lines.append(f";; no {geo['family']} endpoint in the pool: NODATA")
         else:
-            note = " (fail open: no healthy endpoint anywhere)" if geo["failed_open"] else ""
-            lines.append(f";; answered from {geo['region']}{note}")
+            notes = {
+                "fail open": " (fail open: no healthy endpoint anywhere)",
+                "busy": " (every endpoint up is busy: answering busy ones before failing open)",
+            }
+            selection = geo["selection"]
+            how = selection["policy"] + (f", hash /{selection['hash_prefix']}" if selection["hash_prefix"] is not None else "")
+            lines.append(f";; answered from {geo['region']}{notes.get(geo['tier'], '')}, selection {how}")
+            for e in geo["endpoints"]:
+                state = "up" if e["up"] else "down"
+                if e["busy"]:
+                    state += ", busy"
+                lines.append(f";;   {e['address']} weight {e['weight']} load {e['load']:.2f} ({state})")
     return "\n".join(lines)

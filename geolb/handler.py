@@ -32,6 +32,7 @@ from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.entry import GeoEntry, RegionRecords
+from geolb.geo.rank import BUSY, FAIL_OPEN
 from geolb.model import NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
 
@@ -78,21 +79,25 @@ class QueryStats:
     queries: collections.Counter[QueryKey] = field(default_factory=collections.Counter)
     geo_answers: collections.Counter[AnswerKey] = field(default_factory=collections.Counter)
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
+    busy: collections.Counter[str] = field(default_factory=collections.Counter)  # pool: answered busy endpoints
     dropped: int = 0
 
-    def count(self, key: QueryKey, geo: tuple[str, str, bool] | None, answers: int = 1) -> None:
-        """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, failed open) for GEO."""
+    def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1) -> None:
+        """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, tier) for GEO."""
         self.queries[key] += answers
         if geo is not None:
-            pool, region, failed_open = geo
+            pool, region, tier = geo
             self.geo_answers[AnswerKey(pool, region)] += answers
-            if failed_open:
+            if tier == FAIL_OPEN:
                 self.fail_open[pool] += answers
+            elif tier == BUSY:
+                self.busy[pool] += answers
 
     def add(self, other: QueryStats) -> None:
         self.queries.update(other.queries)
         self.geo_answers.update(other.geo_answers)
         self.fail_open.update(other.fail_open)
+        self.busy.update(other.busy)
         self.dropped += other.dropped
 
 
@@ -171,10 +176,10 @@ class QueryHandler:
         """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
         for entry in entries:
             if isinstance(entry, GeoEntry):
-                failed_open = entry.choices.failed_open
+                tier = entry.choices.tier
                 for index, count in enumerate(entry.counts):
                     if count:
-                        self.stats.count(entry.stats, (entry.pool, entry.names[index], failed_open), count)
+                        self.stats.count(entry.stats, (entry.pool, entry.names[index], tier), count)
                         entry.counts[index] = 0
             elif isinstance(entry, StaticEntry) and entry.hits:
                 self.stats.count(entry.stats, None, entry.hits)
@@ -220,7 +225,7 @@ class QueryHandler:
             choice = answer.choice
             counted = None
             if choice is not None and choice.region is not None:
-                counted = (choice.pool, choice.region.name, choice.failed_open)
+                counted = (choice.pool, choice.region.name, choice.tier)
             self.stats.count(stats_key, counted)
             response = self._encode(query, answer, tcp)
             if fill is not None and response is not None and snapshot is self.runtime.snapshot:
@@ -276,15 +281,14 @@ class QueryHandler:
         limit = query.response_limit(tcp)
         fixed = qend + (len(packet) - end) + ECS_LONGEST  # header, question, OPT with the longest ECS echo
         regions: list[RegionRecords | None] = []
-        for candidates in choices.candidates:
-            if not candidates:
+        for candidates, order in zip(choices.candidates, choices.orders, strict=True):
+            if not candidates or order is None:
                 regions.append(None)
                 continue
             mine = [record_of[e.address] for e in candidates]
             if fixed + sum(len(r) for r in mine) > limit:
                 return None  # near the client's size limit: the full path truncates as it must
-            weights = [e.weight for e in candidates]
-            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, weights, answer.max_answers))
+            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, order, answer.max_answers))
         return GeoEntry(choices, regions, opt_head, stats_key, self._peer_address)
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:

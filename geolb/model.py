@@ -152,6 +152,8 @@ class HealthCheck:
     fall: int
     rise: int
     tls_verify: bool
+    load_header: str = "X-Load"  # http/https: the response header that carries the endpoint's load
+    quorum: str = "majority"  # with several instances: majority | any | all
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,31 @@ class Endpoint:
         return HealthKey(self.address, self.health)
 
 
+SELECTION_POLICIES = ("random", "round-robin", "consistent")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a region orders its healthy endpoints in an answer (SPEC §3 rule 6)."""
+
+    policy: str = "random"  # one of SELECTION_POLICIES
+    hash_prefix: tuple[int, int] = (24, 56)  # consistent: the client network hashed, IPv4 and IPv6
+
+    def prefix(self, version: int) -> int:
+        return self.hash_prefix[0] if version == 4 else self.hash_prefix[1]
+
+
+DEFAULT_SELECTION = Selection()
+
+
+@dataclass(frozen=True)
+class ShedLoad:
+    """Load shedding thresholds: busy at `high` or more, not busy again until `low` or less (0 < low < high <= 1)."""
+
+    high: float
+    low: float
+
+
 @dataclass(frozen=True)
 class Region:
     name: str
@@ -182,6 +209,7 @@ class Region:
     continents: frozenset[str]
     endpoints: tuple[Endpoint, ...]
     where: Where = field(compare=False)
+    selection: Selection = DEFAULT_SELECTION  # the pool's, unless the region sets its own
 
 
 @dataclass(frozen=True)
@@ -206,6 +234,8 @@ class Pool:
     regions: tuple[Region, ...]
     networks: tuple[NetworkRule, ...]
     where: Where = field(compare=False)
+    selection: Selection = DEFAULT_SELECTION  # the default of its regions
+    shed_load: ShedLoad | None = None
 
     def region(self, name: str) -> Region | None:
         for region in self.regions:

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -22,7 +23,7 @@ from geolb.geo.locate import Locator, open_locator
 from geolb.geo.store import MapStore, default_cache_dir
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.prober import Prober
-from geolb.health.state import HealthState, health_keys
+from geolb.health.state import HealthState, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
@@ -34,6 +35,8 @@ from geolb.workers import WorkerConfig, WorkerPool
 log = logging.getLogger("geolb")
 DRAIN_TIMEOUT = 5.0
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
+LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are published at most this often
+LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class Server:
         self.metrics = Metrics()
         self.health = HealthState()
         self.health.set_targets(health_keys(result.zoneset))
+        self.health.set_endpoints(load_rules(result.zoneset))
+        self._load_publish: asyncio.TimerHandle | None = None
+        self._load_expiry: asyncio.Task[None] | None = None
         self.prober = Prober(
             self.health,
             self.publish_health,
@@ -114,10 +120,42 @@ class Server:
             log.warning("%s/%s %s forced %s", pool, region, address, "back to its checks" if up is None else ("up" if up else "down"))
             self.publish_health()
 
+    def push_load(self, pool: str, region: str, address: IPAddress, load: float) -> None:
+        """A load report from another system (SPEC §6); the last report from the check or the API counts."""
+        if self.health.push_load((pool, region, address), load, time.time()):
+            self.publish_health()
+
     def publish_health(self) -> None:
-        """The prober or a forced state changed health: the next query sees it."""
+        """The prober, a forced state or a load report changed health: the next query sees it.
+
+        A change of load figures alone (weights, nobody entering or leaving answers) is
+        batched, at most one generation per LOAD_BATCH: each generation empties every
+        worker's packet cache, and a large pool reports loads many times a second.
+        """
+        view = self.health.view
+        current = self.runtime.snapshot.health
+        if view is current:
+            return
+        if view.same_states(current):
+            if self._load_publish is None:
+                self._load_publish = asyncio.get_running_loop().call_later(LOAD_BATCH, self._publish_loads)
+            return
+        if self._load_publish is not None:
+            self._load_publish.cancel()
+            self._load_publish = None
+        self.runtime.publish(health=view)
+
+    def _publish_loads(self) -> None:
+        self._load_publish = None
         if self.health.view is not self.runtime.snapshot.health:
             self.runtime.publish(health=self.health.view)
+
+    async def _expire_loads(self) -> None:
+        """Forget load reports older than 3 check intervals (SPEC §3 rule 7), so a silent reporter stops counting."""
+        while True:
+            await asyncio.sleep(LOAD_EXPIRY_TICK)
+            if self.health.expire_loads(time.time()):
+                self.publish_health()
 
     async def settled(self) -> bool:
         """Wait until every process answers with the current generation (bounded); True when they do."""
@@ -150,6 +188,7 @@ class Server:
         maps, _ = await asyncio.gather(asyncio.to_thread(self.maps.maps_for, zones, self.locator), self.prober.check_once(keys))
         self.runtime.publish(health=self.health.view, maps=maps)
         self.prober.schedule(keys)
+        self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
         if reserved is not None:
             await self._start_workers(reserved)
         else:
@@ -236,6 +275,7 @@ class Server:
                     self.health.set_targets(self.health.targets() | new)
                     await self.prober.check_once(new)
                 self.health.set_targets(wanted)
+                self.health.set_endpoints(load_rules(result.zoneset))
                 self.prober.describe(result.zoneset)
                 # Zones, maps and the health the pre-live checks found: one generation, never half of it.
                 self.runtime.publish(zones=result.zoneset, health=self.health.view, maps=maps)
@@ -293,6 +333,10 @@ class Server:
     async def stop(self) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
         log.info("stopping")
+        if self._load_expiry is not None:
+            self._load_expiry.cancel()
+        if self._load_publish is not None:
+            self._load_publish.cancel()
         if self.pool is not None:
             await self.pool.stop()
         await self.listeners.stop(DRAIN_TIMEOUT)

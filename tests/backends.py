@@ -76,6 +76,7 @@ class Backends:
         self.port = free_port(self.addresses)
         self.tls = tls
         self.modes = dict.fromkeys(self.addresses, "ok")
+        self.loads: dict[str, str | None] = dict.fromkeys(self.addresses)  # X-Load header values; None: no header
         self.hits: Counter[str] = Counter()
         self.last_headers: dict[str, dict[str, str]] = {}
         self._runners: dict[str, web.AppRunner] = {}
@@ -94,6 +95,11 @@ class Backends:
         assert mode in MODES
         for address in addresses or self.addresses:
             self.modes[address] = mode
+
+    def set_load(self, value: str | None, *addresses: str) -> None:
+        """The X-Load header /health answers with ("0.95", "42%"), or none."""
+        for address in addresses or self.addresses:
+            self.loads[address] = value
 
     def start(self, address: str) -> None:
         self._call(self._start(address))
@@ -121,9 +127,11 @@ class Backends:
             await asyncio.sleep(30)
         if mode == "fail":
             return web.Response(status=503, text="unavailable")
+        load = self.loads[address]
+        headers = {} if load is None else {"X-Load": load}
         if mode == "body":
-            return web.Response(text="maintenance")
-        return web.Response(text="healthy and serving")
+            return web.Response(text="maintenance", headers=headers)
+        return web.Response(text="healthy and serving", headers=headers)
 
     def close(self) -> None:
         for address in list(self._runners):

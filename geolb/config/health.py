@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,9 +18,11 @@ from geolb.config.values import parse_duration, parse_int
 
 HEALTH_KEYS = (
     "type", "port", "path", "host", "expect_status", "expect_body",
-    "interval", "timeout", "fall", "rise", "tls_verify",
+    "interval", "timeout", "fall", "rise", "tls_verify", "load_header", "quorum",
 )  # fmt: skip
 HEALTH_TYPES = ("http", "https", "tcp", "none")
+QUORUMS = ("majority", "any", "all")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110 §5.1)
 T = TypeVar("T")
 
 
@@ -38,6 +41,8 @@ class HealthSettings:
     fall: int = 3
     rise: int = 2
     tls_verify: bool = True
+    load_header: str = "X-Load"
+    quorum: str = "majority"
 
     def check(self) -> model.HealthCheck:
         """The check an endpoint with these settings gets."""
@@ -54,6 +59,8 @@ class HealthSettings:
             fall=self.fall,
             rise=self.rise,
             tls_verify=self.tls_verify,
+            load_header=self.load_header,
+            quorum=self.quorum,
         )
 
 
@@ -114,6 +121,18 @@ def _value(ctx: ZoneContext, key: str, node: yaml.Node) -> object:
             ctx.error(node, f"tls_verify must be true or false, got {raw!r}")
             return _INVALID
         return raw
+    if key == "load_header":
+        text = scalar_text(node)
+        if text is None or not _HEADER_NAME.match(text):
+            ctx.error(node, f"load_header must be an HTTP header name such as X-Load, got {text!r}")
+            return _INVALID
+        return text
+    if key == "quorum":
+        text = scalar_text(node)
+        if text not in QUORUMS:
+            ctx.error(node, f"quorum must be one of {', '.join(QUORUMS)}, got {text!r}")
+            return _INVALID
+        return text
     raise AssertionError(key)
 
 

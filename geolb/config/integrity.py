@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -115,7 +116,7 @@ def build_zone(
             if name not in nodes:
                 ents.add(name)
     pool_networks = {name: networks_for(pool, [rule for rule, _ in networks]) for name, pool in pools.items()}
-    final_pools = {name: model.Pool(pool.name, pool.zone, pool.regions, pool_networks[name], pool.where) for name, pool in pools.items()}
+    final_pools = {name: dataclasses.replace(pool, networks=pool_networks[name]) for name, pool in pools.items()}
     return model.Zone(
         name=origin,
         file=ctx.path,

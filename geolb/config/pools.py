@@ -11,11 +11,12 @@ from geolb import model
 from geolb.config.context import ZoneContext
 from geolb.config.health import HealthSettings, read_health
 from geolb.config.marks import scalar_text, scalar_value
-from geolb.config.values import parse_address, parse_int
+from geolb.config.values import parse_address, parse_fraction, parse_int
 from geolb.errors import Where
 
-POOL_KEYS = ("health", "regions")
-REGION_KEYS = ("location", "countries", "continents", "endpoints", "health")
+POOL_KEYS = ("health", "regions", "selection", "hash_prefix", "shed_load")
+REGION_KEYS = ("location", "countries", "continents", "endpoints", "health", "selection", "hash_prefix")
+SHED_KEYS = ("high", "low")
 ENDPOINT_KEYS = ("address", "weight", "health")
 CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 
@@ -54,25 +55,34 @@ def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -
         ctx.pools_declared.add(pool_name)
         sections = {key: v for key, _k, v in ctx.mapping(value, f"pool {pool_name}", POOL_KEYS)}
         health = read_health(ctx, sections["health"], zone_health) if "health" in sections else zone_health
+        selection = read_selection(ctx, sections, model.DEFAULT_SELECTION)
+        shed_load = read_shed_load(ctx, sections["shed_load"]) if "shed_load" in sections else None
         regions: list[model.Region] = []
         if "regions" not in sections:
             ctx.error(key_node, f"pool {pool_name} has no regions")
             continue
         for region_name, region_key, region_value in ctx.entries(sections["regions"], f"regions of pool {pool_name}"):
-            region = read_region(ctx, pool_name, region_name, region_key, region_value, health)
+            region = read_region(ctx, pool_name, region_name, region_key, region_value, health, selection)
             if region is not None:
                 regions.append(region)
         if not regions and isinstance(sections["regions"], yaml.MappingNode) and not sections["regions"].value:
             ctx.error(sections["regions"], f"pool {pool_name} has no regions")
-        pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node))
+        pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node), selection, shed_load)
     return pools
 
 
 def read_region(
-    ctx: ZoneContext, pool: str, name: str, key_node: yaml.Node, node: yaml.Node, pool_health: HealthSettings
+    ctx: ZoneContext,
+    pool: str,
+    name: str,
+    key_node: yaml.Node,
+    node: yaml.Node,
+    pool_health: HealthSettings,
+    pool_selection: model.Selection,
 ) -> model.Region | None:
     sections = {key: v for key, _k, v in ctx.mapping(node, f"region {name}", REGION_KEYS)}
     health = read_health(ctx, sections["health"], pool_health) if "health" in sections else pool_health
+    selection = read_selection(ctx, sections, pool_selection)
     location = read_location(ctx, sections["location"]) if "location" in sections else None
     countries = read_codes(ctx, sections.get("countries"), "countries", lambda c: len(c) == 2 and c.isalpha())
     continents = read_codes(ctx, sections.get("continents"), "continents", lambda c: c in CONTINENTS)
@@ -90,7 +100,51 @@ def read_region(
     if "endpoints" not in sections or not sections["endpoints"].value:
         ctx.error(key_node, f"region {name} of pool {pool} has no endpoints")
         return None
-    return model.Region(name, location, countries, continents, tuple(endpoints), ctx.at(key_node))
+    return model.Region(name, location, countries, continents, tuple(endpoints), ctx.at(key_node), selection)
+
+
+def read_selection(ctx: ZoneContext, sections: Mapping[str, yaml.Node], base: model.Selection) -> model.Selection:
+    """`selection` and `hash_prefix` of a pool or region, over `base` (what a key that fails to parse keeps)."""
+    policy, prefixes = base.policy, base.hash_prefix
+    if "selection" in sections:
+        node = sections["selection"]
+        text = scalar_text(node)
+        if text not in model.SELECTION_POLICIES:
+            ctx.error(node, f"selection must be one of {', '.join(model.SELECTION_POLICIES)}, got {text!r}")
+        else:
+            policy = text
+    if "hash_prefix" in sections:
+        node = sections["hash_prefix"]
+        items = ctx.items(node, "hash_prefix")
+        values = [scalar_value(item) for item in items]
+        if len(values) != 2:
+            ctx.error(node, f"hash_prefix must be [IPv4 prefix, IPv6 prefix], such as [24, 56], got {len(values)} value(s)")
+        else:
+            v4 = ctx.convert(items[0], "hash_prefix", lambda v: parse_int(v, "the IPv4 hash prefix", 1, 32))
+            v6 = ctx.convert(items[1], "hash_prefix", lambda v: parse_int(v, "the IPv6 hash prefix", 1, 128))
+            if v4 is not None and v6 is not None:
+                prefixes = (v4, v6)
+    return model.Selection(policy, prefixes)
+
+
+def read_shed_load(ctx: ZoneContext, node: yaml.Node) -> model.ShedLoad | None:
+    """`shed_load: {high: H, low: L}` with 0 < L < H <= 1 (load fractions or percentages)."""
+    values: dict[str, float | None] = {}
+    for key, _key_node, value in ctx.mapping(node, "shed_load", SHED_KEYS):
+        values[key] = ctx.convert(value, f"shed_load {key}", parse_fraction)  # None: reported
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    missing = [key for key in SHED_KEYS if key not in values]
+    if missing:
+        ctx.error(node, f"shed_load needs both high and low (missing: {', '.join(missing)})")
+        return None
+    high, low = values["high"], values["low"]
+    if high is None or low is None:
+        return None
+    if not 0 < low < high <= 1:
+        ctx.error(node, f"shed_load needs 0 < low < high <= 1, got high {high:g} and low {low:g}")
+        return None
+    return model.ShedLoad(high, low)
 
 
 def read_location(ctx: ZoneContext, node: yaml.Node) -> tuple[float, float] | None:

@@ -37,6 +37,22 @@ def parse_int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
+def parse_fraction(value: object) -> float:
+    """A load or threshold: a number from 0 to 1, or a percentage string such as "73%"."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}")
+    if not 0 <= number <= 1:
+        raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}")
+    return number
+
+
 def parse_ttl(value: object) -> int:
     """A TTL in seconds: a whole number, or a duration string that comes to whole seconds."""
     if isinstance(value, str):

@@ -1,7 +1,7 @@
 """(pool, family, client) -> GeoChoice from the pools' region maps and one HealthView. Pure; no per-client state.
 
 A client costs one AnswerMap lookup whether or not it was seen before. AnswerMaps
-depend on the map, the family and which regions are alive, not on the snapshot,
+depend on the map, the family and which regions may answer, not on the snapshot,
 so a flap back to an earlier state finds its map again in the memo.
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from geolb import model
+from geolb.geo.rank import BUSY, FAIL_OPEN, READY
 from geolb.geo.regionmap import AnswerMap, RegionMap, answer_table
-from geolb.geo.select import weighted_order
+from geolb.geo.select import Order, Rotation, region_order
 from geolb.health.state import HealthView
 
 
@@ -27,52 +28,97 @@ class GeoChoice:
     region: model.Region | None  # None: the pool has no endpoint of this family (NODATA)
     candidates: tuple[model.Endpoint, ...]
     scope: int
-    failed_open: bool
+    tier: str  # READY, BUSY or FAIL_OPEN
+    order: Order | None = None
 
-    def endpoints(self, rng: random.Random, max_answers: int | None) -> tuple[model.Endpoint, ...]:
-        return weighted_order(self.candidates, max_answers, rng)
+    @property
+    def failed_open(self) -> bool:
+        return self.tier == FAIL_OPEN
+
+    def endpoints(self, client: model.IPAddress, max_answers: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:
+        if self.order is None:
+            return ()
+        return tuple(self.candidates[i] for i in self.order.indices(int(client), client.version, max_answers, rng))
 
 
 class PoolFamily:
-    """One pool's answers for one family under one HealthView: region per address, candidates per region."""
+    """One pool's answers for one family under one HealthView: region per address, candidates and order per region."""
 
-    def __init__(self, pool: model.Pool, family: int, answers: AnswerMap | None, health: HealthView, failed_open: bool) -> None:
+    def __init__(self, pool: model.Pool, family: int, health: HealthView, memo: AnswerMemo, maps: Mapping[str, RegionMap]) -> None:
         self.pool = pool
         self.family = family
-        self.answers = answers  # None: no endpoint of the family in the pool
-        self.failed_open = failed_open
-        candidates = []
-        for region in pool.regions:
-            of_family = tuple(e for e in region.endpoints if e.address.version == family)
-            healthy = tuple(e for e in of_family if health.is_up(pool.name, region.name, e))
-            candidates.append(of_family if failed_open else healthy)
-        self.candidates: tuple[tuple[model.Endpoint, ...], ...] = tuple(candidates)
+        of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
+        up = [
+            tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)
+        ]
+        ready = [
+            tuple(e for e in endpoints if not health.is_busy(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, up, strict=True)
+        ]
+        if any(ready):
+            self.tier, chosen = READY, ready
+        elif any(up):
+            self.tier, chosen = BUSY, up
+        else:
+            self.tier, chosen = FAIL_OPEN, of_family
+        self.candidates: tuple[tuple[model.Endpoint, ...], ...] = tuple(chosen)
+        self.orders: tuple[Order | None, ...] = tuple(
+            None
+            if not endpoints
+            else region_order(
+                region,
+                endpoints,
+                [health.load(pool.name, region.name, e) for e in endpoints],
+                family,
+                memo.rotation(pool.name, region.name, family) if region.selection.policy == "round-robin" else None,
+            )
+            for region, endpoints in zip(pool.regions, chosen, strict=True)
+        )
+        usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
+        # None: no endpoint of the family in the pool
+        self.answers = memo.answer_map(maps[pool.name], family, usable) if usable else None
+
+    @property
+    def failed_open(self) -> bool:
+        return self.tier == FAIL_OPEN
 
     def choose(self, address: int, version: int) -> tuple[int, int]:
-        """(region index, scope) for a client; only valid when `answers` is set."""
+        """(region index, scope) for a client; only valid when `answers` is set. The scope holds for the order too."""
         assert self.answers is not None
-        return self.answers.lookup(address, version)
+        index, scope = self.answers.lookup(address, version)
+        order = self.orders[index]
+        return index, scope if order is None else max(scope, order.scope_floor)
 
 
 class AnswerMemo:
-    """AnswerMaps by (map, family, regions alive), kept across snapshots (a few ms each to build)."""
+    """What a process keeps across snapshots: AnswerMaps by (map, family, regions usable), a few ms each to
+    build, and the round-robin positions (a health change must not restart every cycle)."""
 
     LIMIT = 64
+    ROTATIONS = 65536
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
-        self._maps: OrderedDict[tuple[str, int, frozenset[int], frozenset[int]], tuple[AnswerMap, bool]] = OrderedDict()
+        self._maps: OrderedDict[tuple[str, int, frozenset[int]], AnswerMap] = OrderedDict()
+        self._rotations: dict[tuple[str, str, int], Rotation] = {}
 
-    def get(self, region_map: RegionMap, family: int, alive: frozenset[int], answerable: frozenset[int]) -> tuple[AnswerMap, bool]:
-        key = (region_map.key, family, alive, answerable)
+    def answer_map(self, region_map: RegionMap, family: int, usable: frozenset[int]) -> AnswerMap:
+        key = (region_map.key, family, usable)
         known = self._maps.get(key)
         if known is None:
-            table, failed_open = answer_table(region_map, alive, answerable)
-            known = self._maps[key] = (AnswerMap(region_map, table), failed_open)
+            known = self._maps[key] = AnswerMap(region_map, answer_table(region_map, usable))
             while len(self._maps) > self.limit:
                 self._maps.popitem(last=False)
         else:
             self._maps.move_to_end(key)
+        return known
+
+    def rotation(self, pool: str, region: str, family: int) -> Rotation:
+        key = (pool, region, family)
+        known = self._rotations.get(key)
+        if known is None:
+            if len(self._rotations) > self.ROTATIONS:
+                self._rotations.clear()  # pools gone by reloads: start their cycles afresh
+            known = self._rotations[key] = Rotation()
         return known
 
 
@@ -89,23 +135,12 @@ class GeoAnswers:
         key = (pool.name, family)
         known = self._pools.get(key)
         if known is None:
-            answerable = frozenset(i for i, r in enumerate(pool.regions) if any(e.address.version == family for e in r.endpoints))
-            if not answerable:
-                known = PoolFamily(pool, family, None, self.health, False)
-            else:
-                alive = frozenset(
-                    i
-                    for i, r in enumerate(pool.regions)
-                    if any(e.address.version == family and self.health.is_up(pool.name, r.name, e) for e in r.endpoints)
-                )
-                answers, failed_open = self.memo.get(self.maps[pool.name], family, alive, answerable)
-                known = PoolFamily(pool, family, answers, self.health, failed_open)
-            self._pools[key] = known
+            known = self._pools[key] = PoolFamily(pool, family, self.health, self.memo, self.maps)
         return known
 
     def choose(self, pool: model.Pool, family: int, client: model.IPAddress) -> GeoChoice:
         chosen = self.pool_family(pool, family)
         if chosen.answers is None:
-            return GeoChoice(pool.name, family, None, (), 0, False)
+            return GeoChoice(pool.name, family, None, (), 0, chosen.tier)
         index, scope = chosen.choose(int(client), client.version)
-        return GeoChoice(pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.failed_open)
+        return GeoChoice(pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.tier, chosen.orders[index])

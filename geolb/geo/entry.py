@@ -1,4 +1,5 @@
-"""GEO answers in the packet cache: every region's records ready, the region picked per query from the AnswerMap."""
+"""GEO answers in the packet cache: every region's records ready, the region picked per query from the AnswerMap,
+the order from the region's selection (geo/select.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from collections.abc import Callable, Sequence
 from geolb.dns.cache import BYTE, ECS_HEAD, ecs_echo
 from geolb.dns.message import QueryKey
 from geolb.geo.choose import PoolFamily
-from geolb.geo.select import every_order, weighted_indices
+from geolb.geo.select import Order, Rotation, cycle_order, every_order, weighted_indices
+
+MAX_CYCLE_VARIANTS = 256  # round-robin cycles up to this long keep every position's answer ready
+MAX_MEMO = 1024  # consistent: answers kept per distinct order
 
 
 class GeoEntry:
-    """A GEO answer for any client: per region, its records in every order (or per query, weighted)."""
+    """A GEO answer for any client: per region, its records in every order (or per query)."""
 
     __slots__ = (
         "_lookup",
@@ -57,84 +61,128 @@ class GeoEntry:
             end = ecs_at + 4 + ((source + 7) >> 3)
             value = int.from_bytes(query[ecs_at + 4 : end], "big")
             if query[ecs_at + 1] == 1:
-                index, scope = self._lookup4(value << (32 - 8 * (end - ecs_at - 4)))
+                version, address = 4, value << (32 - 8 * (end - ecs_at - 4))
+                index, scope = self._lookup4(address)
             else:
-                index, scope = self._lookup(value << (128 - 8 * (end - ecs_at - 4)), 6)
+                version, address = 6, value << (128 - 8 * (end - ecs_at - 4))
+                index, scope = self._lookup(address, 6)
+            records = self.regions[index]
+            assert records is not None
+            if scope < records.scope_floor:
+                scope = records.scope_floor
             # The OPT RDLENGTH and ECS option: the query's, with our SCOPE PREFIX-LENGTH (see ecs_echo).
             echo = b"".join(
                 (ECS_HEAD[source], query[ecs_at : ecs_at + 3], BYTE[scope if scope < source else source], query[ecs_at + 4 : end])
             )
         else:
-            version, value = self._peer_address(peer)
-            index, _scope = self._lookup(value, version)
+            version, address = self._peer_address(peer)
+            index, _scope = self._lookup(address, version)
+            records = self.regions[index]
+            assert records is not None
             echo = b"\x00\x00" if ecs_at < 0 else ecs_echo(query, ecs_at, 0)
         self.counts[index] += 1
-        records = self.regions[index]
-        assert records is not None
-        variants = records.variants
-        if variants:
-            head, answers = variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
-        else:
-            head, answers = records.pick(rng)
+        head, answers = records.pick(address, version, rng)
         if self.opt_head is None:
             return b"".join((query[:2], head, query[12:qend], answers))
         return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
 
     def pinned(self, query: bytes, qend: int, ecs_at: int) -> PinnedEntry | None:
-        """A ready entry for these exact query bytes (ECS address and all), when its region has fixed orders."""
+        """A ready entry for these exact query bytes (ECS address and all), when its region's orders allow one."""
         source = query[ecs_at + 2]
         size = (source + 7) >> 3
         value = int.from_bytes(query[ecs_at + 4 : ecs_at + 4 + size], "big")
-        if query[ecs_at + 1] == 1:
-            index, scope = self.choices.choose(value << (32 - 8 * size), 4)
-        else:
-            index, scope = self.choices.choose(value << (128 - 8 * size), 6)
+        version = 4 if query[ecs_at + 1] == 1 else 6
+        address = value << ((32 if version == 4 else 128) - 8 * size)
+        index, scope = self.choices.choose(address, version)
         records = self.regions[index]
-        if records is None or not records.variants or self.opt_head is None:
+        if records is None or self.opt_head is None:
+            return None
+        if records.order.policy == "consistent":
+            variants: Sequence[tuple[bytes, bytes]] = (records.pick(address, version, random.Random()),)  # its one order
+        elif records.variants:
+            variants = records.variants
+        else:
             return None
         echo = self.opt_head + ecs_echo(query, ecs_at, scope if scope < source else source)
-        return PinnedEntry(records.variants[0][0], tuple(answers + echo for _head, answers in records.variants), self.counts, index)
+        rotation = records.order.rotation
+        return PinnedEntry(variants[0][0], tuple(answers + echo for _head, answers in variants), self.counts, index, rotation)
 
 
 class PinnedEntry:
-    """One GEO entry's answer for one exact query (its ECS address fixed): ready packets, counted on the parent."""
+    """One GEO entry's answer for one exact query (its ECS address fixed): ready packets, counted on the parent.
 
-    __slots__ = ("counts", "head", "index", "tails")
+    `tails` are the answers a pick chooses from: uniformly (random), by the region's
+    round-robin position, or just one (consistent, or a single order).
+    """
 
-    def __init__(self, head: bytes, tails: tuple[bytes, ...], counts: list[int], index: int) -> None:
+    __slots__ = ("counts", "head", "index", "rotation", "tails")
+
+    def __init__(self, head: bytes, tails: tuple[bytes, ...], counts: list[int], index: int, rotation: Rotation | None) -> None:
         self.head = head
         self.tails = tails
         self.counts = counts
         self.index = index
+        self.rotation = rotation
 
     def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
         self.counts[self.index] += 1
         tails = self.tails
-        return query[:2] + self.head + query[12:qend] + (tails[0] if len(tails) == 1 else tails[int(rng.random() * len(tails))])
+        if len(tails) == 1:
+            tail = tails[0]
+        elif self.rotation is not None:
+            tail = tails[self.rotation.advance() % len(tails)]
+        else:
+            tail = tails[int(rng.random() * len(tails))]
+        return query[:2] + self.head + query[12:qend] + tail
 
 
 class RegionRecords:
-    """One region's answer records: all orders ready when they are equally likely, else ordered per query."""
+    """One region's answer records and its Order: answers ready when there are few, else put together per query.
 
-    __slots__ = ("_tail", "flags", "max_answers", "records", "variants", "weights")
+    `variants` hold every answer a pick can give when they are few: all the orders
+    of equal weights (random, picked uniformly), or one per place in a round-robin
+    cycle (picked by the region's position). Consistent orders are memoized as met.
+    """
 
-    def __init__(self, flags: bytes, arcount: int, records: Sequence[bytes], weights: Sequence[int], max_answers: int | None) -> None:
+    __slots__ = ("_memo", "_tail", "flags", "max_answers", "order", "records", "scope_floor", "variants")
+
+    def __init__(self, flags: bytes, arcount: int, records: Sequence[bytes], order: Order, max_answers: int | None) -> None:
         self.flags = flags
         self.records = tuple(records)
-        self.weights = tuple(weights)
+        self.order = order
         self.max_answers = max_answers
-        orders = every_order(self.weights, max_answers)
-        tail = b"\x00\x00" + arcount.to_bytes(2, "big")
+        self.scope_floor = order.scope_floor
+        self._tail = b"\x00\x00" + arcount.to_bytes(2, "big")
+        self._memo: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
         self.variants: tuple[tuple[bytes, bytes], ...] = ()
-        if orders is not None:
-            self.variants = tuple(
-                (flags + b"\x00\x01" + len(order).to_bytes(2, "big") + tail, b"".join(self.records[i] for i in order)) for order in orders
-            )
-        self._tail = tail
+        if order.policy == "random":
+            orders = every_order(order.weights, max_answers)
+            if orders is not None:
+                self.variants = tuple(self._packet(o) for o in orders)
+        elif order.policy == "round-robin" and len(order.cycle) <= MAX_CYCLE_VARIANTS:
+            size = order.eligible if max_answers is None else min(order.eligible, max_answers)
+            self.variants = tuple(self._packet(cycle_order(order.cycle, p, size)) for p in range(len(order.cycle)))
 
-    def pick(self, rng: random.Random) -> tuple[bytes, bytes]:
+    def _packet(self, indices: Sequence[int]) -> tuple[bytes, bytes]:
+        """(header from the flags on, the answer records) for one order."""
+        head = self.flags + b"\x00\x01" + len(indices).to_bytes(2, "big") + self._tail
+        return head, b"".join(self.records[i] for i in indices)
+
+    def pick(self, address: int, version: int, rng: random.Random) -> tuple[bytes, bytes]:
         variants = self.variants
+        order = self.order
         if variants:
+            if order.rotation is not None:
+                return variants[order.rotation.advance() % len(variants)]
             return variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
-        chosen = weighted_indices(self.weights, self.max_answers, rng)
-        return self.flags + b"\x00\x01" + len(chosen).to_bytes(2, "big") + self._tail, b"".join(self.records[i] for i in chosen)
+        if order.policy == "random":
+            return self._packet(weighted_indices(order.weights, self.max_answers, rng))
+        indices = order.indices(address, version, self.max_answers, rng)
+        if order.policy != "consistent":
+            return self._packet(indices)
+        known = self._memo.get(indices)
+        if known is None:
+            if len(self._memo) >= MAX_MEMO:
+                self._memo.clear()
+            known = self._memo[indices] = self._packet(indices)
+        return known

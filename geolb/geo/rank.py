@@ -15,6 +15,11 @@ from geolb.health.state import HealthView
 
 EARTH_RADIUS_KM = 6371.0
 
+# Which endpoints a pool answers with, best first (SPEC §3 rules 3, 4, 7).
+READY = "ready"  # up and not busy: the normal case
+BUSY = "busy"  # nothing ready anywhere: up-but-busy endpoints answer, before failing open
+FAIL_OPEN = "fail open"  # nothing up anywhere: every endpoint of the family
+
 
 @dataclass(frozen=True)
 class Location:
@@ -70,7 +75,11 @@ class Decision:
     region: model.Region | None  # None: the pool has no endpoint of this family (NODATA)
     candidates: tuple[model.Endpoint, ...]  # the region's endpoints eligible to answer
     skipped: tuple[tuple[str, str], ...]  # (region, why) for regions passed over
-    failed_open: bool
+    tier: str  # READY, BUSY or FAIL_OPEN
+
+    @property
+    def failed_open(self) -> bool:
+        return self.tier == FAIL_OPEN
 
 
 def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -171,22 +180,31 @@ def choose(
     family: int,
     health: HealthView,
 ) -> Decision:
-    """SPEC §3 rules 3-4: the first region with a healthy endpoint of the family, else fail open."""
+    """SPEC §3 rules 3, 4 and 7: the first region with an endpoint of the family that is up and not busy;
+    with none anywhere, the first with one up (busy); with none up, fail open."""
+    of_family = {r.region.name: [e for e in r.region.endpoints if e.address.version == family] for r in ranking.regions}
+    up = {name: [e for e in endpoints if health.is_up(pool.name, name, e)] for name, endpoints in of_family.items()}
+    ready = {name: [e for e in endpoints if not health.is_busy(pool.name, name, e)] for name, endpoints in up.items()}
+    if any(ready.values()):
+        tier, usable = READY, ready
+    elif any(up.values()):
+        tier, usable = BUSY, up
+    else:
+        tier, usable = FAIL_OPEN, of_family
     skipped: list[tuple[str, str]] = []
-    first_with_family: model.Region | None = None
     for ranked in ranking.regions:
-        region = ranked.region
-        of_family = [e for e in region.endpoints if e.address.version == family]
-        if not of_family:
-            skipped.append((region.name, f"no IPv{family} endpoint"))
-            continue
-        if first_with_family is None:
-            first_with_family = region
-        healthy = tuple(e for e in of_family if health.is_up(pool.name, region.name, e))
-        if healthy:
-            return Decision(pool.name, family, client, location, ranking, region, healthy, tuple(skipped), False)
-        skipped.append((region.name, f"every IPv{family} endpoint is down"))
-    if first_with_family is None:
-        return Decision(pool.name, family, client, location, ranking, None, (), tuple(skipped), False)
-    candidates = tuple(e for e in first_with_family.endpoints if e.address.version == family)
-    return Decision(pool.name, family, client, location, ranking, first_with_family, candidates, tuple(skipped), True)
+        name = ranked.region.name
+        if usable[name]:
+            return Decision(pool.name, family, client, location, ranking, ranked.region, tuple(usable[name]), tuple(skipped), tier)
+        skipped.append((name, _skip_reason(family, len(of_family[name]), len(up[name]))))
+    return Decision(pool.name, family, client, location, ranking, None, (), tuple(skipped), tier)
+
+
+def _skip_reason(family: int, endpoints: int, up: int) -> str:
+    if not endpoints:
+        return f"no IPv{family} endpoint"
+    if not up:
+        return f"every IPv{family} endpoint is down"
+    if up == endpoints:
+        return f"every IPv{family} endpoint is busy (shedding load)"
+    return f"every IPv{family} endpoint is busy or down ({up} busy, {endpoints - up} down)"

@@ -327,14 +327,12 @@ class _V4Index:
         return self._regions[index], 32 - (below if below < above else above)
 
 
-def answer_table(region_map: RegionMap, alive: frozenset[int], answerable: frozenset[int]) -> tuple[npt.NDArray[np.int32], bool]:
-    """For each ranking: the first region alive (SPEC §3 rule 3); with none alive anywhere, the first that has
-    endpoints of the family at all (rule 4, fail open). Returns the table and whether it fails open."""
-    usable = alive if alive else answerable
+def answer_table(region_map: RegionMap, usable: frozenset[int]) -> npt.NDArray[np.int32]:
+    """For each ranking: the first region in `usable` (SPEC §3 rules 3, 4 and 7 decide which regions are)."""
     table = np.full(len(region_map.rankings), -1, dtype=np.int32)
     for index, ranking in enumerate(region_map.rankings.tolist()):
         table[index] = next((r for r in ranking if r in usable), -1)
-    return table, not alive
+    return table
 
 
 def region_indices(pool: model.Pool) -> Mapping[str, int]:

@@ -21,6 +21,19 @@ class Outcome:
     ok: bool
     latency: float  # seconds
     error: str | None = None  # why it failed, for logs and /v1/status
+    load: float | None = None  # what the load header said (http/https), when it said something readable
+
+
+def parse_load(text: str | None) -> float | None:
+    """A load header's value: "0.42" or "42%" -> 0.42; missing, unreadable or outside 0..1 -> None."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None  # also rejects nan
 
 
 def url_of(key: model.HealthKey) -> str:
@@ -38,10 +51,11 @@ async def probe(session: aiohttp.ClientSession, key: model.HealthKey) -> Outcome
     """Run one check; every failure becomes an Outcome, never an exception."""
     check = key.check
     started = time.monotonic()
+    load: float | None = None
     try:
         async with asyncio.timeout(check.timeout):
             if check.type in ("http", "https"):
-                error = await _http(session, key)
+                error, load = await _http(session, key)
             elif check.type == "tcp":
                 error = await _tcp(key)
             else:
@@ -54,10 +68,11 @@ async def probe(session: aiohttp.ClientSession, key: model.HealthKey) -> Outcome
         error = _connect_error(exc.os_error)
     except (aiohttp.ClientError, OSError) as exc:
         error = _connect_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-    return Outcome(error is None, time.monotonic() - started, error)
+    return Outcome(error is None, time.monotonic() - started, error, load)
 
 
-async def _http(session: aiohttp.ClientSession, key: model.HealthKey) -> str | None:
+async def _http(session: aiohttp.ClientSession, key: model.HealthKey) -> tuple[str | None, float | None]:
+    """(why the check failed or None, the load the response reported); the load never fails a check."""
     check = key.check
     headers = {"User-Agent": USER_AGENT, "Host": check.host or _host_header(key)}
     tls: ssl.SSLContext | bool = True
@@ -70,13 +85,14 @@ async def _http(session: aiohttp.ClientSession, key: model.HealthKey) -> str | N
         ssl=tls if check.type == "https" else False,
         server_hostname=check.host if check.type == "https" and check.host else None,
     ) as response:
+        load = parse_load(response.headers.get(check.load_header))
         if response.status not in check.expect_status:
-            return f"status {response.status}"
+            return f"status {response.status}", load
         if check.expect_body is not None:
             body = await response.content.read(BODY_LIMIT)
             if check.expect_body.encode() not in body:
-                return f"body does not contain {check.expect_body!r}"
-    return None
+                return f"body does not contain {check.expect_body!r}", load
+    return None, load
 
 
 def _host_header(key: model.HealthKey) -> str:

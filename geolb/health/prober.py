@@ -99,7 +99,10 @@ class Prober:
             outcome = await probe(self._session, key)
         if self.observe is not None:
             self.observe(key, outcome)
-        transition = self.state.record(key, outcome.ok, outcome.error, outcome.latency, time.time())
+        before = self.state.view
+        transition = self.state.record(key, outcome.ok, outcome.error, outcome.latency, time.time(), outcome.load)
+        if transition is None and self.state.view is not before:
+            self.publish()  # a load report that changed weights or busy states
         if transition is not None:
             where = ", ".join(self.names.get(key, [])) or "no pool"
             state = "up" if transition.up else "down"

@@ -1,4 +1,4 @@
-"""Endpoint health: rise/fall counters per HealthKey and forced states per endpoint, published as a HealthView. Pure."""
+"""Endpoint health: rise/fall per HealthKey, forced states and load per endpoint, published as a HealthView. Pure."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class HealthView:
 
     down: frozenset[model.HealthKey] = frozenset()
     forced: Mapping[EndpointRef, bool] = field(default_factory=lambda: MappingProxyType({}))
+    loads: Mapping[EndpointRef, float] = field(default_factory=lambda: MappingProxyType({}))  # fresh, > 0, in 1 % steps
+    busy: frozenset[EndpointRef] = frozenset()  # shedding load (SPEC §3 rule 7)
 
     def is_up(self, pool: str, region: str, endpoint: model.Endpoint) -> bool:
         if self.forced:
@@ -29,6 +31,16 @@ class HealthView:
             if forced is not None:
                 return forced
         return endpoint.key not in self.down
+
+    def is_busy(self, pool: str, region: str, endpoint: model.Endpoint) -> bool:
+        return bool(self.busy) and (pool, region, endpoint.address) in self.busy
+
+    def load(self, pool: str, region: str, endpoint: model.Endpoint) -> float:
+        return self.loads.get((pool, region, endpoint.address), 0.0) if self.loads else 0.0
+
+    def same_states(self, other: HealthView) -> bool:
+        """True when only loads differ: no endpoint changed up/down, forced or busy."""
+        return self.down == other.down and self.busy == other.busy and dict(self.forced) == dict(other.forced)
 
 
 ALL_UP = HealthView()
@@ -49,6 +61,23 @@ class CheckState:
 
 
 @dataclass(frozen=True)
+class LoadRule:
+    """What decides one endpoint's load and busy state: its check (reports, staleness) and its pool's thresholds."""
+
+    key: model.HealthKey
+    shed: model.ShedLoad | None
+
+
+STALE_INTERVALS = 3  # a load report older than this many check intervals is forgotten (SPEC §3 rule 7)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    load: float
+    at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
 class Transition:
     key: model.HealthKey
     up: bool
@@ -61,6 +90,12 @@ class HealthState:
     def __init__(self) -> None:
         self._checks: dict[model.HealthKey, CheckState] = {}
         self._forced: dict[EndpointRef, bool] = {}
+        self._rules: dict[EndpointRef, LoadRule] = {}
+        self._refs_of: dict[model.HealthKey, list[EndpointRef]] = {}
+        self._checked_load: dict[model.HealthKey, LoadReport] = {}  # from the check's load header
+        self._pushed_load: dict[EndpointRef, LoadReport] = {}  # from POST .../load
+        self._loads: dict[EndpointRef, float] = {}  # the report that counts, per endpoint, while fresh
+        self._busy: set[EndpointRef] = set()
         self._view = ALL_UP
 
     @property
@@ -89,11 +124,93 @@ class HealthState:
             self._checks.setdefault(key, CheckState())
         self._publish()
 
-    def record(self, key: model.HealthKey, ok: bool, error: str | None, latency: float, now: float) -> Transition | None:
-        """One probe result. Returns the transition when the check changes state."""
+    def set_endpoints(self, rules: Mapping[EndpointRef, LoadRule]) -> None:
+        """The endpoints the zones name, with what decides their load; reports of endpoints gone are dropped."""
+        self._rules = dict(rules)
+        refs_of: dict[model.HealthKey, list[EndpointRef]] = {}
+        for ref, rule in self._rules.items():
+            refs_of.setdefault(rule.key, []).append(ref)
+        self._refs_of = refs_of
+        self._checked_load = {k: v for k, v in self._checked_load.items() if k in refs_of}
+        self._pushed_load = {k: v for k, v in self._pushed_load.items() if k in self._rules}
+        self._loads = {k: v for k, v in self._loads.items() if k in self._rules}
+        self._busy &= set(self._rules)
+        for ref in self._rules:
+            self._update_busy(ref)
+        self._publish()
+
+    def endpoint_load(self, ref: EndpointRef) -> tuple[float | None, str | None, float | None]:
+        """(load, source "check" | "api", report time) of the report that counts; (None, None, None) without one."""
+        if ref not in self._loads:
+            return None, None, None  # none, or forgotten
+        report, source = self._current_report(ref, self._rules.get(ref))
+        return (None, None, None) if report is None else (report.load, source, report.at)
+
+    def is_busy(self, ref: EndpointRef) -> bool:
+        return ref in self._busy
+
+    def push_load(self, ref: EndpointRef, load: float, now: float) -> bool:
+        """A load report from the API; True when the published view changed."""
+        if ref not in self._rules:
+            return False
+        self._pushed_load[ref] = LoadReport(load, now)
+        return self._reconsider([ref], now)
+
+    def expire_loads(self, now: float) -> bool:
+        """Forget reports older than 3 check intervals; True when the published view changed."""
+        return self._reconsider(list(self._loads), now)
+
+    def _current_report(self, ref: EndpointRef, rule: LoadRule | None, now: float | None = None) -> tuple[LoadReport | None, str | None]:
+        """The newer of the check's and the API's reports, if it is fresh at `now` (any age when None)."""
+        if rule is None:
+            return None, None
+        checked = self._checked_load.get(rule.key)
+        pushed = self._pushed_load.get(ref)
+        report, source = (pushed, "api") if checked is None or (pushed is not None and pushed.at >= checked.at) else (checked, "check")
+        if report is None:
+            return None, None
+        if now is not None and now - report.at > STALE_INTERVALS * rule.key.check.interval:
+            return None, None
+        return report, source
+
+    def _reconsider(self, refs: Iterable[EndpointRef], now: float) -> bool:
+        before = self._view
+        for ref in refs:
+            report, _source = self._current_report(ref, self._rules.get(ref), now)
+            if report is None:
+                self._loads.pop(ref, None)
+                rule = self._rules.get(ref)
+                if rule is not None and self._pushed_load.get(ref) is not None:
+                    del self._pushed_load[ref]  # stale: forgotten
+            else:
+                self._loads[ref] = report.load
+            self._update_busy(ref)
+        self._publish()
+        return self._view is not before
+
+    def _update_busy(self, ref: EndpointRef) -> None:
+        """Hysteresis: busy from `high` up, until the load is `low` or less; never busy without shed_load."""
+        rule = self._rules.get(ref)
+        load = self._loads.get(ref, 0.0)
+        if rule is None or rule.shed is None:
+            self._busy.discard(ref)
+        elif ref in self._busy:
+            if load <= rule.shed.low:
+                self._busy.discard(ref)
+        elif load >= rule.shed.high:
+            self._busy.add(ref)
+
+    def record(
+        self, key: model.HealthKey, ok: bool, error: str | None, latency: float, now: float, load: float | None = None
+    ) -> Transition | None:
+        """One probe result (with the load its response reported, if any). Returns the transition when the
+        check changes state; a load that changes only the view is published without one."""
         state = self._checks.get(key)
         if state is None:
             return None  # a check no zone uses any more
+        if load is not None:
+            self._checked_load[key] = LoadReport(load, now)
+            self._reconsider(self._refs_of.get(key, ()), now)
         state.last_check = now
         state.last_latency = latency
         state.last_error = None if ok else error
@@ -136,9 +253,22 @@ class HealthState:
 
     def _publish(self) -> None:
         down = frozenset(key for key, state in self._checks.items() if not state.up)
-        forced = MappingProxyType(dict(self._forced))
-        if down != self._view.down or dict(forced) != dict(self._view.forced):
-            self._view = HealthView(down, forced)
+        forced = dict(self._forced)
+        loads = {ref: round(load, 2) for ref, load in self._loads.items() if round(load, 2) > 0}
+        busy = frozenset(self._busy)
+        view = self._view
+        if down != view.down or forced != dict(view.forced) or loads != dict(view.loads) or busy != view.busy:
+            self._view = HealthView(down, MappingProxyType(forced), MappingProxyType(loads), busy)
+
+
+def load_rules(zones: model.ZoneSet) -> dict[EndpointRef, LoadRule]:
+    """Every endpoint the zones name, with its check and its pool's shed_load."""
+    return {
+        (pool.name, region.name, endpoint.address): LoadRule(endpoint.key, pool.shed_load)
+        for pool in zones.pools.values()
+        for region in pool.regions
+        for endpoint in region.endpoints
+    }
 
 
 def health_keys(zones: model.ZoneSet) -> frozenset[model.HealthKey]:

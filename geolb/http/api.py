@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from geolb import model
+from geolb.config.values import parse_fraction
 from geolb.explain import ExplainError, explain, parse_client
 from geolb.health.probe import url_of
 from geolb.http.control import Control
@@ -28,6 +30,7 @@ def build_app(server: Control) -> web.Application:
     app.router.add_get("/v1/explain", explain_query)
     app.router.add_post("/v1/reload", _mutating(reload))
     app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/force", _mutating(force))
+    app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/load", _mutating(push_load))
     return app
 
 
@@ -119,10 +122,17 @@ def status_report(server: Control) -> dict[str, Any]:
                         "last_check": _time(check.last_check) if check else None,
                         "last_error": check.last_error if check else None,
                         "last_latency_ms": None if check is None or check.last_latency is None else round(check.last_latency * 1000, 3),
+                        **_load_report(server, (pool.name, region.name, endpoint.address)),
                     }
                 )
-            regions[region.name] = {"location": region.location, "endpoints": endpoints}
-        pools[pool.name] = {"zone": pool.zone, "regions": regions}
+            regions[region.name] = {"location": region.location, "selection": _selection(region.selection), "endpoints": endpoints}
+        shed = pool.shed_load
+        pools[pool.name] = {
+            "zone": pool.zone,
+            "selection": _selection(pool.selection),
+            "shed_load": None if shed is None else {"high": shed.high, "low": shed.low},
+            "regions": regions,
+        }
     last = server.last_reload
     return {
         "generation": snapshot.generation,
@@ -131,6 +141,16 @@ def status_report(server: Control) -> dict[str, Any]:
         "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
         "health_checks_scheduled": server.checks_scheduled,
     }
+
+
+def _selection(selection: model.Selection) -> dict[str, Any]:
+    return {"policy": selection.policy, "hash_prefix": list(selection.hash_prefix)}
+
+
+def _load_report(server: Control, ref: tuple[str, str, model.IPAddress]) -> dict[str, Any]:
+    """The load that counts for an endpoint: its value, where it came from, when, and the busy state it gives."""
+    load, source, at = server.health.endpoint_load(ref)
+    return {"load": load, "load_source": source, "load_reported": _time(at), "busy": server.health.is_busy(ref)}
 
 
 async def status(request: web.Request) -> web.Response:
@@ -168,9 +188,8 @@ async def reload(request: web.Request) -> web.Response:
     )
 
 
-async def force(request: web.Request) -> web.Response:
-    """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
-    server = request.app[SERVER_KEY]
+def _endpoint(server: Control, request: web.Request) -> tuple[str, str, model.Endpoint] | web.Response:
+    """The endpoint a /v1/endpoints/{pool}/{region}/{address}/... path names, or the 404 to send."""
     pool_name, region_name, address_text = (request.match_info[k] for k in ("pool", "region", "address"))
     pool = server.runtime.snapshot.zones.pools.get(pool_name)
     if pool is None:
@@ -185,22 +204,59 @@ async def force(request: web.Request) -> web.Response:
     endpoint = next((e for e in region.endpoints if e.address == address), None)
     if endpoint is None:
         return json_error(404, f"region {region_name!r} of pool {pool_name!r} has no endpoint {address}")
+    return pool_name, region_name, endpoint
+
+
+def _endpoint_state(server: Control, pool: str, region: str, endpoint: model.Endpoint) -> dict[str, Any]:
+    health = server.runtime.snapshot.health
+    reported = server.health.view  # a load change alone reaches answers within a second (see Server.publish_health)
+    return {
+        "pool": pool,
+        "region": region,
+        "address": str(endpoint.address),
+        "state": "up" if health.is_up(pool, region, endpoint) else "down",
+        "forced": _forced_text(server.health.forced((pool, region, endpoint.address))),
+        "load": reported.load(pool, region, endpoint),
+        "busy": reported.is_busy(pool, region, endpoint),
+    }
+
+
+async def force(request: web.Request) -> web.Response:
+    """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
+    server = request.app[SERVER_KEY]
+    found = _endpoint(server, request)
+    if isinstance(found, web.Response):
+        return found
+    pool_name, region_name, endpoint = found
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return json_error(400, 'body must be JSON: {"state": "up" | "down" | null}')
     if not isinstance(body, dict) or "state" not in body or body["state"] not in ("up", "down", None):
         return json_error(400, 'body must be {"state": "up" | "down" | null}')
-    wanted = None if body["state"] is None else body["state"] == "up"
-    server.force(pool_name, region_name, endpoint.address, wanted)
+    server.force(pool_name, region_name, endpoint.address, None if body["state"] is None else body["state"] == "up")
     await server.settled()  # "the very next answer", from any worker
-    snapshot = server.runtime.snapshot
-    return web.json_response(
-        {
-            "pool": pool_name,
-            "region": region_name,
-            "address": str(endpoint.address),
-            "forced": _forced_text(wanted),
-            "state": "up" if snapshot.health.is_up(pool_name, region_name, endpoint) else "down",
-        }
-    )
+    return web.json_response(_endpoint_state(server, pool_name, region_name, endpoint))
+
+
+async def push_load(request: web.Request) -> web.Response:
+    """POST /v1/endpoints/{pool}/{region}/{address}/load {"load": 0.0-1.0 or "73%"}."""
+    server = request.app[SERVER_KEY]
+    found = _endpoint(server, request)
+    if isinstance(found, web.Response):
+        return found
+    pool_name, region_name, endpoint = found
+    usage = 'body must be {"load": a number from 0 to 1, or a percentage such as "73%"}'
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error(400, usage)
+    if not isinstance(body, dict) or "load" not in body:
+        return json_error(400, usage)
+    try:
+        load = parse_fraction(body["load"])
+    except ValueError:
+        return json_error(400, usage)
+    server.push_load(pool_name, region_name, endpoint.address, load)
+    await server.settled()  # a load that makes an endpoint busy is in the next answer, from any worker
+    return web.json_response(_endpoint_state(server, pool_name, region_name, endpoint))

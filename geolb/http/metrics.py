@@ -84,18 +84,36 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
     for pool_name, count in list(stats.fail_open.items()):
         fail_open.add_metric([pool_name], count)
     yield fail_open
+    busy = CounterMetricFamily(
+        "geolb_geo_busy_answers", "GEO answers given from busy endpoints (nothing up and not busy anywhere).", labels=["pool"]
+    )
+    for pool_name, count in list(stats.busy.items()):
+        busy.add_metric([pool_name], count)
+    yield busy
 
     snapshot = server.runtime.snapshot
     up = GaugeMetricFamily(
         "geolb_endpoint_up", "1 when an endpoint is answered as healthy (forced states included).", labels=["pool", "region", "address"]
     )
+    load = GaugeMetricFamily(
+        "geolb_endpoint_load", "The endpoint's last load report (0-1; 0 without a fresh report).", labels=["pool", "region", "address"]
+    )
+    busy_now = GaugeMetricFamily(
+        "geolb_endpoint_busy",
+        "1 while an endpoint sheds load (shed_load: at high until it is at low).",
+        labels=["pool", "region", "address"],
+    )
+    health = snapshot.health
     for pool in snapshot.zones.pools.values():
         for region in pool.regions:
             for endpoint in region.endpoints:
-                up.add_metric(
-                    [pool.name, region.name, str(endpoint.address)], 1.0 if snapshot.health.is_up(pool.name, region.name, endpoint) else 0.0
-                )
+                labels = [pool.name, region.name, str(endpoint.address)]
+                up.add_metric(labels, 1.0 if health.is_up(pool.name, region.name, endpoint) else 0.0)
+                load.add_metric(labels, health.load(pool.name, region.name, endpoint))
+                busy_now.add_metric(labels, 1.0 if health.is_busy(pool.name, region.name, endpoint) else 0.0)
     yield up
+    yield load
+    yield busy_now
     latency = GaugeMetricFamily("geolb_health_check_last_seconds", "Duration of the latest check of a target.", labels=["target"])
     for key in server.health.targets():
         check = server.health.check(key)

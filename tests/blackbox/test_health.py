@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import Backends, self_signed
-from tests.serverproc import RunningServer, start_server
+from tests.serverproc import RunningServer, api, start_server, wait_until
 
 INTERVAL, TIMEOUT, FALL, RISE = 0.5, 0.3, 2, 2
 LEAVE = INTERVAL * FALL + TIMEOUT + 1.5  # seconds until a failed endpoint must be gone
@@ -91,34 +88,6 @@ def answered(server: RunningServer, name: str = "www.hc.example") -> set[str]:
     response = server.query(name, "A")  # from 127.0.0.1: no location, regions in file order
     assert response.rcode() == dns.rcode.NOERROR
     return {rdata.to_text() for rrset in response.answer for rdata in rrset}
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.1f} s")
-
-
-def api(server: RunningServer, method: str, path: str, body: Any = None, token: str | None = "s3cret") -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{server.http_url}{path}", data=data, method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            payload = reply.read()
-            status = reply.status
-    except urllib.error.HTTPError as exc:
-        payload, status = exc.read(), exc.code
-    try:
-        return status, json.loads(payload)
-    except ValueError:
-        return status, payload.decode()
 
 
 def endpoint_status(server: RunningServer, pool: str, region: str, address: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from geolb import model
-from geolb.health.state import HealthState
+from geolb.health.probe import parse_load
+from geolb.health.state import HealthState, LoadRule
 
 CHECK = model.HealthCheck("http", 80, "/health", None, (200,), None, 1.0, 0.5, 3, 2, True)
 KEY = model.HealthKey(ipaddress.ip_address("127.0.0.11"), CHECK)
@@ -54,3 +55,90 @@ def test_forced_states_override_checks_and_publish_a_new_view_only_on_change() -
     assert state.view.is_up("other-pool", "eu", ENDPOINT)  # another pool sharing the address is left alone
     assert state.force(("web", "eu", KEY.address), None)
     assert up(state)
+
+
+# --- load reports and busy states (SPEC §3 rule 7) -----------------------------------------
+
+REF = ("web", "eu", KEY.address)
+SHED = model.ShedLoad(high=0.9, low=0.5)
+
+
+def loaded(shed: model.ShedLoad | None = SHED) -> HealthState:
+    state = HealthState()
+    state.set_targets([KEY])
+    state.set_endpoints({REF: LoadRule(KEY, shed)})
+    state.record(KEY, True, None, 0.001, now=0.0)
+    return state
+
+
+def busy(state: HealthState) -> bool:
+    return state.view.is_busy("web", "eu", ENDPOINT)
+
+
+def test_busy_from_high_until_low() -> None:
+    state = loaded()
+    state.record(KEY, True, None, 0.001, now=1.0, load=0.89)
+    assert not busy(state) and state.view.load("web", "eu", ENDPOINT) == 0.89
+    state.record(KEY, True, None, 0.001, now=2.0, load=0.95)
+    assert busy(state) and up(state)  # busy is not down
+    state.record(KEY, True, None, 0.001, now=3.0, load=0.7)
+    assert busy(state)  # between low and high: stays busy
+    state.record(KEY, True, None, 0.001, now=4.0, load=0.5)
+    assert not busy(state)
+    state.record(KEY, True, None, 0.001, now=4.5, load=0.7)
+    assert not busy(state)  # between: stays not busy
+
+
+def test_no_shed_load_means_never_busy_but_the_load_still_counts() -> None:
+    state = loaded(shed=None)
+    state.record(KEY, True, None, 0.001, now=1.0, load=1.0)
+    assert not busy(state) and state.view.load("web", "eu", ENDPOINT) == 1.0
+
+
+def test_a_check_without_a_load_keeps_the_last_report_until_it_is_stale() -> None:
+    state = loaded()
+    state.record(KEY, True, None, 0.001, now=1.0, load=0.95)
+    state.record(KEY, True, None, 0.001, now=2.0)  # no header this time: reports nothing
+    assert busy(state)
+    assert not state.expire_loads(now=3.9)  # interval 1 s: stale after 3 s
+    assert state.expire_loads(now=4.1)
+    assert not busy(state) and state.view.load("web", "eu", ENDPOINT) == 0.0
+    assert state.endpoint_load(REF) == (None, None, None)
+
+
+def test_the_newest_report_from_either_source_counts() -> None:
+    state = loaded()
+    state.record(KEY, True, None, 0.001, now=1.0, load=0.2)
+    assert state.push_load(REF, 0.95, now=2.0)
+    assert busy(state) and state.endpoint_load(REF) == (0.95, "api", 2.0)
+    state.record(KEY, True, None, 0.001, now=3.0, load=0.1)
+    assert not busy(state) and state.endpoint_load(REF) == (0.1, "check", 3.0)
+    assert not state.push_load(("web", "eu", ipaddress.ip_address("127.0.0.99")), 1.0, now=3.0)  # no such endpoint
+
+
+def test_load_only_changes_keep_the_states() -> None:
+    state = loaded()
+    before = state.view
+    state.record(KEY, True, None, 0.001, now=1.0, load=0.3)
+    assert state.view is not before and state.view.same_states(before)
+    state.record(KEY, True, None, 0.001, now=1.5, load=0.301)
+    assert state.view.load("web", "eu", ENDPOINT) == 0.3  # 1 % steps: no new view for noise
+    busier = state.view
+    state.record(KEY, True, None, 0.001, now=2.0, load=0.99)
+    assert not state.view.same_states(busier)
+
+
+def test_a_reload_forgets_endpoints_that_are_gone() -> None:
+    state = loaded()
+    state.push_load(REF, 0.95, now=1.0)
+    assert busy(state)
+    state.set_endpoints({})
+    assert not busy(state) and state.endpoint_load(REF) == (None, None, None)
+
+
+def test_load_header_values() -> None:
+    assert parse_load("0.42") == 0.42
+    assert parse_load(" 73% ") == 0.73
+    assert parse_load("1") == 1.0 and parse_load("0") == 0.0
+    for unreadable in (None, "", "busy", "1.5", "-0.1", "nan", "120%"):
+        assert parse_load(unreadable) is None, unreadable

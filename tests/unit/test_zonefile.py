@@ -44,6 +44,9 @@ def test_spec_example_parses(tmp_path: Path) -> None:
     assert us_east.endpoints[0].health.port == 8080  # pool override
     assert us_east.endpoints[0].health.host == "www.example.com"
     assert us_east.endpoints[0].health.interval == 10.0
+    assert us_east.endpoints[0].health.load_header == "X-Load" and us_east.endpoints[0].health.quorum == "majority"
+    assert web.selection == us_east.selection == model.Selection("random", (24, 56))
+    assert web.shed_load == model.ShedLoad(high=0.9, low=0.75)
     assert web.networks[1].regions == ("us-east", "eu-west")
     assert zone.nodes["www.example.com."].geo == model.GeoRecord("web", 30, None, zone.nodes["www.example.com."].geo.where)  # type: ignore[union-attr]
     api = zone.nodes["api.example.com."].geo
@@ -215,6 +218,20 @@ BAD = [
         HEAD + "records:\n  www:\n    - {type: A, value: 192.0.2.1, ttl: 60}\n    - {type: A, value: 192.0.2.2, ttl: 70}\n",
         "FILE:7: records of one RRset (www.example.com. A) must share one TTL",
     ),
+    ("unknown selection", HEAD + "pools:\n  p:\n    selection: least-conn\n", "FILE:6: selection must be one of random, round-robin"),
+    (
+        "hash prefix range",
+        HEAD + "pools:\n  p:\n    hash_prefix: [33, 56]\n",
+        "FILE:6: hash_prefix: the IPv4 hash prefix must be",
+    ),
+    ("hash prefix shape", HEAD + "pools:\n  p:\n    hash_prefix: 24\n", "FILE:6: hash_prefix must be [IPv4 prefix, IPv6 prefix]"),
+    ("shed low above high", HEAD + "pools:\n  p:\n    shed_load: {high: 0.5, low: 0.8}\n", "FILE:6: shed_load needs 0 < low < high <= 1"),
+    ("shed high above 1", HEAD + "pools:\n  p:\n    shed_load: {high: 1.5, low: 0.8}\n", "FILE:6: shed_load high: expected a number"),
+    ("shed low missing", HEAD + "pools:\n  p:\n    shed_load: {high: 90%}\n", "FILE:6: shed_load needs both high and low"),
+    ("shed low zero", HEAD + "pools:\n  p:\n    shed_load: {high: 0.9, low: 0}\n", "FILE:6: shed_load needs 0 < low"),
+    ("region selection", HEAD + "pools:\n  p:\n    regions:\n      r:\n        selection: hash\n", "FILE:8: selection must be one of"),
+    ("quorum", "nameservers:\n  ns1.example.com.: [192.0.2.53]\nhealth: {type: none, quorum: most}\n", "FILE:3: quorum must be one of"),
+    ("load header", "nameservers:\n  ns1.example.com.: [192.0.2.53]\nhealth: {load_header: 'X Load'}\n", "FILE:3: load_header must be"),
     ("bad label", HEAD + "records:\n  'bad label':\n    - {type: A, value: 192.0.2.1}\n", "FILE:5: label 'bad label'"),
     (
         "wildcard inside",
