@@ -112,7 +112,7 @@ def _geo(answer: Answer, decision: Decision | None, geo: GeoAnswers) -> dict[str
         if selection is None
         else {
             "policy": selection.policy,
-            "hash_prefix": selection.prefix(choice.family) if selection.policy == "consistent" else None,
+            "hash_prefix": selection.prefix(decision.client.version) if selection.policy == "consistent" else None,
         },
         "candidates": [str(e.address) for e in choice.candidates],
         "endpoints": [

@@ -68,7 +68,6 @@ class PoolFamily:
                 region,
                 endpoints,
                 [health.load(pool.name, region.name, e) for e in endpoints],
-                family,
                 memo.rotation(pool.name, region.name, family) if region.selection.policy == "round-robin" else None,
             )
             for region, endpoints in zip(pool.regions, chosen, strict=True)
@@ -86,7 +85,7 @@ class PoolFamily:
         assert self.answers is not None
         index, scope = self.answers.lookup(address, version)
         order = self.orders[index]
-        return index, scope if order is None else max(scope, order.scope_floor)
+        return index, scope if order is None else max(scope, order.scope_floor(version))
 
 
 class AnswerMemo:

@@ -68,8 +68,9 @@ class GeoEntry:
                 index, scope = self._lookup(address, 6)
             records = self.regions[index]
             assert records is not None
-            if scope < records.scope_floor:
-                scope = records.scope_floor
+            floor = records.scope_floor[version]
+            if scope < floor:
+                scope = floor
             # The OPT RDLENGTH and ECS option: the query's, with our SCOPE PREFIX-LENGTH (see ecs_echo).
             echo = b"".join(
                 (ECS_HEAD[source], query[ecs_at : ecs_at + 3], BYTE[scope if scope < source else source], query[ecs_at + 4 : end])
@@ -151,7 +152,7 @@ class RegionRecords:
         self.records = tuple(records)
         self.order = order
         self.max_answers = max_answers
-        self.scope_floor = order.scope_floor
+        self.scope_floor = {4: order.scope_floor(4), 6: order.scope_floor(6)}
         self._tail = b"\x00\x00" + arcount.to_bytes(2, "big")
         self._memo: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
         self.variants: tuple[tuple[bytes, bytes], ...] = ()

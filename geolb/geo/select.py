@@ -8,6 +8,7 @@ weight 0 or a load report means.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -99,16 +100,26 @@ def cycle_order(cycle: Sequence[int], position: int, size: int) -> tuple[int, ..
     return tuple(order)
 
 
+HASH_SEED = 0x9E3779B97F4A7C15  # any fixed constant; changing it would move every consistent client
+
+
 def network_hash(address: int, version: int, prefix: int) -> int:
-    """A 64-bit hash of the client network (the address cut to `prefix`), the same in every process and machine."""
+    """A 64-bit hash of the client network (the address cut to `prefix`): integer arithmetic only, so the
+    same in every process, Python version and machine (Python's hash() is salted per process)."""
     width = 32 if version == 4 else 128
     network = (address >> (width - prefix)) << (width - prefix)
-    data = network.to_bytes(width // 8, "big") + bytes((version, prefix))
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"geolb-client").digest(), "big")
+    if version == 4:
+        return mix64(network ^ _hash_tag(version, prefix))
+    return mix64((network & MASK64) ^ mix64((network >> 64) ^ _hash_tag(version, prefix)))
+
+
+@functools.cache
+def _hash_tag(version: int, prefix: int) -> int:
+    return mix64(HASH_SEED ^ (version << 8 | prefix))
 
 
 def endpoint_salt(address: model.IPAddress) -> int:
-    """A 64-bit constant per endpoint address that mixes with a client's hash."""
+    """A 64-bit constant per endpoint address that mixes with a client's hash (computed once per snapshot)."""
     return int.from_bytes(hashlib.blake2b(address.packed, digest_size=8, person=b"geolb-endpoint").digest(), "big")
 
 
@@ -119,13 +130,29 @@ def mix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
-def rendezvous_order(weights: Sequence[int], salts: Sequence[int], client: int, size: int) -> tuple[int, ...]:
+def rendezvous_order(
+    weights: Sequence[int],
+    salts: Sequence[int],
+    client: int,
+    size: int,
+    eligible: Sequence[int] | None = None,
+    equal: bool | None = None,
+) -> tuple[int, ...]:
     """Weighted rendezvous hashing: indices by score -w / ln(u), u uniform in (0, 1) from (client, endpoint).
 
     An endpoint's score for a client never depends on the other endpoints, so
-    removing one moves only the clients whose first choice it was.
+    removing one moves only the clients whose first choice it was. With equal
+    weights the score orders as u does, so the logarithms are skipped (same order).
     """
-    eligible = standby_aware(weights)
+    if eligible is None:
+        eligible = standby_aware(weights)
+    if len(eligible) == 1:
+        return (eligible[0],)
+    if equal if equal is not None else len({weights[i] for i in eligible}) == 1:
+        if size == 1:
+            return (max(eligible, key=lambda i: (mix64(client ^ salts[i]) >> 11, i)),)
+        drawn = sorted(((mix64(client ^ salts[i]) >> 11, i) for i in eligible), reverse=True)
+        return tuple(i for _u, i in drawn[:size])
     scored = []
     for i in eligible:
         u = ((mix64(client ^ salts[i]) >> 11) + 0.5) / 9007199254740992.0  # 53 bits, never 0 or 1
@@ -156,26 +183,36 @@ class Order:
 
     policy: str
     weights: tuple[int, ...]
-    prefix: int = 0  # consistent: bits of the client address hashed
+    prefixes: tuple[int, int] = (32, 128)  # consistent: bits of an IPv4 / IPv6 client address hashed
     salts: tuple[int, ...] = ()  # consistent
     rotation: Rotation | None = None  # round-robin
     cycle: tuple[int, ...] = ()  # round-robin
     eligible: int = field(init=False)  # how many endpoints an answer may list
+    _eligible: tuple[int, ...] = field(init=False, repr=False)
+    _equal: bool = field(init=False, repr=False)  # every eligible weight the same
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eligible", len(standby_aware(self.weights)))
+        eligible = tuple(standby_aware(self.weights))
+        object.__setattr__(self, "_eligible", eligible)
+        object.__setattr__(self, "_equal", len({self.weights[i] for i in eligible}) == 1)
+        object.__setattr__(self, "eligible", len(eligible))
 
-    @property
-    def scope_floor(self) -> int:
-        """The shortest ECS scope that is true for the order: a consistent pick among several endpoints
-        differs from one hashed network to the next, so it holds for the hash prefix at most."""
-        return self.prefix if self.policy == "consistent" and self.eligible > 1 else 0
+    def scope_floor(self, version: int) -> int:
+        """The shortest ECS scope that is true for the order, for a client of this IP version: a consistent
+        pick among several endpoints differs from one hashed network to the next, so it holds for the
+        hash prefix at most."""
+        if self.policy != "consistent" or self.eligible < 2:
+            return 0
+        return self.prefixes[0] if version == 4 else self.prefixes[1]
 
     def indices(self, address: int, version: int, limit: int | None, rng: random.Random) -> tuple[int, ...]:
         """The candidates' indices for one answer (`limit` = max_answers) to a client at `address`."""
         size = self.eligible if limit is None else min(self.eligible, limit)
         if self.policy == "consistent":
-            return rendezvous_order(self.weights, self.salts, network_hash(address, version, self.prefix), size)
+            prefix = self.prefixes[0] if version == 4 else self.prefixes[1]  # the client's version, not the answer's
+            if self.eligible == 1:
+                return self._eligible  # nothing to hash
+            return rendezvous_order(self.weights, self.salts, network_hash(address, version, prefix), size, self._eligible, self._equal)
         if self.policy == "round-robin":
             assert self.rotation is not None
             return cycle_order(self.cycle, self.rotation.advance() % len(self.cycle), size)
@@ -186,7 +223,6 @@ def region_order(
     region: model.Region,
     candidates: Sequence[model.Endpoint],
     loads: Sequence[float],
-    family: int,
     rotation: Rotation | None,
 ) -> Order:
     """The Order for a region's candidates (their loads in the same order)."""
@@ -194,7 +230,7 @@ def region_order(
     configured = tuple(e.weight for e in candidates)
     if selection.policy == "consistent":
         salts = tuple(endpoint_salt(e.address) for e in candidates)
-        return Order("consistent", configured, prefix=selection.prefix(family), salts=salts)
+        return Order("consistent", configured, prefixes=selection.hash_prefix, salts=salts)
     weights = load_scaled(configured, loads)
     if selection.policy == "round-robin":
         return Order("round-robin", weights, rotation=rotation or Rotation(), cycle=smooth_cycle(weights))

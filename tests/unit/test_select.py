@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import itertools
 import random
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_network_hash_is_fixed_across_processes_and_machines() -> None:
     """A golden value: changing the hash would move every client of every consistent pool."""
     assert network_hash(*client("192.0.2.77"), 24) == network_hash(*client("192.0.2.0"), 24)
     assert network_hash(*client("192.0.2.77"), 24) != network_hash(*client("192.0.3.77"), 24)
-    assert network_hash(*client("192.0.2.77"), 24) == 0xE63C72DA26DA11AD
+    assert network_hash(*client("192.0.2.77"), 24) == 0xEA3AAEFFEE9CF8C0
     assert endpoint_salt(ipaddress.ip_address("198.51.100.1")) == 0x29E0D342B7C83185
 
 
@@ -158,12 +159,11 @@ def test_consistent_answers_and_scopes_are_the_same_from_the_cache() -> None:
     for index in range(400):
         if index % 4 == 3:
             subnet = f"2a02:{rng.randint(0, 65535):x}:{rng.randint(0, 65535):x}::/56"
-            rdtype = "AAAA"
         else:
             subnet = f"{rng.choice([81, 89, 2, 175])}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.0/24"
-            rdtype = "A"
-        for name in ("sticky.policy.example", "sticky-two.policy.example"):
-            want = ask(full, name, rdtype, subnet)
+        for name, rdtype in itertools.product(("sticky.policy.example", "sticky-two.policy.example"), ("A", "AAAA")):
+            want = ask(full, name, rdtype, subnet)  # AAAA for an IPv4 client too: the client's prefix is hashed
+            assert want.rcode() == 0 and addresses(want), (subnet, rdtype)
             for _ in range(2):  # the second one from the exact-bytes table
                 got = ask(fast, name, rdtype, subnet)
                 assert (addresses(got), scope(got)) == (addresses(want), scope(want)), subnet
@@ -187,3 +187,12 @@ def test_consistent_answers_without_ecs_hash_the_peer() -> None:
     assert addresses(ask(full, "sticky.policy.example", peer="81.2.69.1")) == addresses(
         ask(full, "sticky.policy.example", peer="81.2.69.200")
     )
+
+
+def test_equal_weights_skip_the_logarithm_but_not_the_order() -> None:
+    """The shortcut for equal weights gives the order the weighted formula gives."""
+    salts = [endpoint_salt(ipaddress.ip_address(f"10.0.2.{i}")) for i in range(6)]
+    for n in range(2000):
+        h = network_hash(n << 8, 4, 24)
+        for size in (1, 3, 6):
+            assert rendezvous_order([2] * 6, salts, h, size, equal=True) == rendezvous_order([2] * 6, salts, h, size, equal=False)
