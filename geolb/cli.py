@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import open_locator
 from geolb.geo.store import MapStore
 from geolb.health.state import ALL_UP
+from geolb.model import IPAddress
 from geolb.net.listeners import HostPort
 from geolb.net.tcp import TcpLimits
 from geolb.server import ServeOptions, run_server, usable_cache_dir
@@ -30,6 +32,13 @@ def _host_port(text: str) -> HostPort:
 
 def _http(text: str) -> HostPort | None:
     return None if text.lower() in ("off", "none", "") else _host_port(text)
+
+
+def _address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where region maps are kept between runs (default: $GEOLB_CACHE_DIR, else $XDG_CACHE_HOME/geolb, else ~/.cache/geolb)",
     )
+    serve.add_argument(
+        "--probe-source",
+        action="append",
+        type=_address,
+        default=[],
+        metavar="ADDR",
+        help="health checks leave from this address; once per family (default: the kernel's choice)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -116,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=max(1, args.workers),
             log_level=getattr(logging, args.log_level.upper()),
             cache_dir=args.cache_dir,
+            probe_sources=tuple(args.probe_source),
         )
         return run_server(options)
     if args.command == "check":

@@ -53,6 +53,7 @@ class ServeOptions:
     workers: int = 1  # DNS processes; 1: this process answers DNS itself
     log_level: int = logging.INFO
     cache_dir: str | None = None  # region maps on disk; None: default_cache_dir()
+    probe_sources: tuple[IPAddress, ...] = ()  # where health checks leave from, at most one per family
 
 
 SETTLE_TIMEOUT = 2.0  # how long a mutating API call waits for every worker to answer with its change
@@ -69,6 +70,22 @@ def usable_cache_dir(wanted: str | None) -> tuple[str, bool]:
         private = tempfile.mkdtemp(prefix="geolb-maps-")
         log.warning("cache directory %s is not writable (%s): using %s for this run", path, exc.strerror, private)
         return private, True
+
+
+def probe_sources(addresses: tuple[IPAddress, ...]) -> dict[int, str]:
+    """--probe-source addresses by IP version, each checked to be one this host can send from."""
+    sources: dict[int, str] = {}
+    for address in addresses:
+        if address.version in sources:
+            raise GeolbError(f"--probe-source: one address per family, got {sources[address.version]} and {address}")
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((str(address), 0))
+        except OSError as exc:
+            raise GeolbError(f"--probe-source {address}: cannot send from it ({exc.strerror})") from None
+        sources[address.version] = str(address)
+    return sources
 
 
 class Server:
@@ -98,6 +115,7 @@ class Server:
         self.prober = Prober(
             self.health,
             self.publish_health,
+            sources=probe_sources(options.probe_sources),
             concurrency=options.probe_concurrency,
             observe=self.metrics.observe_probe,
             on_transition=self.metrics.count_transition,

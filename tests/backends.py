@@ -79,6 +79,7 @@ class Backends:
         self.loads: dict[str, str | None] = dict.fromkeys(self.addresses)  # X-Load header values; None: no header
         self.hits: Counter[str] = Counter()
         self.last_headers: dict[str, dict[str, str]] = {}
+        self.last_remote: dict[str, str | None] = {}  # the address each backend's last check came from
         self._runners: dict[str, web.AppRunner] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -122,6 +123,7 @@ class Backends:
     async def _health(self, address: str, request: web.Request) -> web.Response:
         self.hits[address] += 1
         self.last_headers[address] = dict(request.headers)
+        self.last_remote[address] = request.remote
         mode = self.modes[address]
         if mode == "hang":
             await asyncio.sleep(30)

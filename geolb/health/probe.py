@@ -47,8 +47,8 @@ _NO_VERIFY.check_hostname = False
 _NO_VERIFY.verify_mode = ssl.CERT_NONE
 
 
-async def probe(session: aiohttp.ClientSession, key: model.HealthKey) -> Outcome:
-    """Run one check; every failure becomes an Outcome, never an exception."""
+async def probe(session: aiohttp.ClientSession, key: model.HealthKey, source: str | None = None) -> Outcome:
+    """Run one check (tcp checks leave from `source`; http ones from the session's); failures become Outcomes."""
     check = key.check
     started = time.monotonic()
     load: float | None = None
@@ -57,7 +57,7 @@ async def probe(session: aiohttp.ClientSession, key: model.HealthKey) -> Outcome
             if check.type in ("http", "https"):
                 error, load = await _http(session, key)
             elif check.type == "tcp":
-                error = await _tcp(key)
+                error = await _tcp(key, source)
             else:
                 error = None
     except TimeoutError:
@@ -101,8 +101,9 @@ def _host_header(key: model.HealthKey) -> str:
     return address if key.check.port == default else f"{address}:{key.check.port}"
 
 
-async def _tcp(key: model.HealthKey) -> str | None:
-    _reader, writer = await asyncio.open_connection(str(key.address), key.check.port)
+async def _tcp(key: model.HealthKey, source: str | None) -> str | None:
+    local = None if source is None else (source, 0)
+    _reader, writer = await asyncio.open_connection(str(key.address), key.check.port, local_addr=local)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

@@ -26,6 +26,7 @@ class Prober:
         state: HealthState,
         publish: Callable[[], None],
         *,
+        sources: Mapping[int, str] | None = None,
         concurrency: int = 256,
         observe: Callable[[model.HealthKey, Outcome], None] | None = None,
         on_transition: Callable[[Transition], None] | None = None,
@@ -34,17 +35,22 @@ class Prober:
         self.state = state
         self.publish = publish  # called after a state change: swap in the new HealthView
         self.concurrency = concurrency
+        self.sources = dict(sources or {})  # IP version -> the address checks leave from (--probe-source)
         self.observe = observe
         self.on_transition = on_transition
         self.rng = rng or random.Random()
         self.names: Mapping[model.HealthKey, list[str]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[int, aiohttp.ClientSession] = {}  # by IP version: a source address is per connector
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: dict[model.HealthKey, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=True, ttl_dns_cache=None)
-        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        for version in (4, 6):
+            source = self.sources.get(version)
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency, force_close=True, ttl_dns_cache=None, local_addr=None if source is None else (source, 0)
+            )
+            self._sessions[version] = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
         for task in self._tasks.values():
@@ -52,9 +58,9 @@ class Prober:
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
     def describe(self, zones: model.ZoneSet) -> None:
         """Learn which pool/region endpoints each check serves, for the logs."""
@@ -94,9 +100,10 @@ class Prober:
             await asyncio.sleep(max(0.0, started + period - loop.time()))
 
     async def _check(self, key: model.HealthKey) -> None:
-        assert self._session is not None, "Prober.start() first"
+        assert self._sessions, "Prober.start() first"
+        version = key.address.version
         async with self._slots:
-            outcome = await probe(self._session, key)
+            outcome = await probe(self._sessions[version], key, self.sources.get(version))
         if self.observe is not None:
             self.observe(key, outcome)
         before = self.state.view

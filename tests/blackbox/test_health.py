@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import Backends, self_signed
-from tests.serverproc import RunningServer, api, start_server, wait_until
+from tests.serverproc import DATA, RunningServer, api, geolb_command, start_server, wait_until
 
 INTERVAL, TIMEOUT, FALL, RISE = 0.5, 0.3, 2, 2
 LEAVE = INTERVAL * FALL + TIMEOUT + 1.5  # seconds until a failed endpoint must be gone
@@ -335,3 +337,58 @@ def test_https_self_signed(tmp_path: Path, verify: str, up: bool) -> None:
             assert server.stop() == 0
     finally:
         backend.close()
+
+
+def test_checks_leave_from_the_probe_source(tmp_path: Path) -> None:
+    """SPEC §4 --probe-source: http checks and tcp connects come from the chosen address."""
+    backend = Backends(["127.0.0.43"])
+    listener = socket.socket()
+    listener.bind(("127.0.0.44", 0))
+    listener.listen(16)
+    listener.settimeout(10)
+    try:
+        zones = tmp_path / "zones"
+        zones.mkdir()
+        (zones / "src.example.yaml").write_text(f"""
+nameservers:
+  ns1.src.example.: [192.0.2.53]
+health: {{interval: {INTERVAL}, timeout: {TIMEOUT}}}
+pools:
+  p:
+    regions:
+      only:
+        endpoints:
+          - {{address: 127.0.0.43, health: {{type: http, port: {backend.port}}}}}
+          - {{address: 127.0.0.44, health: {{type: tcp, port: {listener.getsockname()[1]}}}}}
+records:
+  www: [{{type: GEO, pool: p}}]
+""")
+        server = start_server(zones, "--probe-source", "127.0.0.9", tmp=tmp_path)
+        try:
+            assert backend.last_remote["127.0.0.43"] == "127.0.0.9"  # the check before the first answer
+            connection, peer = listener.accept()
+            connection.close()
+            assert peer[0] == "127.0.0.9"
+        finally:
+            assert server.stop() == 0
+    finally:
+        listener.close()
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        (["127.0.0.9", "127.0.0.10"], "--probe-source: one address per family"),
+        (["192.0.2.1"], "--probe-source 192.0.2.1: cannot send from it"),
+    ],
+)
+def test_probe_source_errors(tmp_path: Path, sources: list[str], message: str) -> None:
+    args = [a for source in sources for a in ("--probe-source", source)]
+    result = subprocess.run(
+        geolb_command("serve", "--zones", str(DATA / "zones"), "--http", "off", "--listen", "127.0.0.1:0", *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and message in result.stderr
