@@ -6,6 +6,8 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +41,27 @@ def _address(text: str) -> IPAddress:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
+def _etcd_endpoints(text: str) -> tuple[str, ...]:
+    """etcd://HOST:PORT[,HOST:PORT...] -> ("http://HOST:PORT", ...)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme != "etcd" or not rest:
+        raise argparse.ArgumentTypeError(f"expected etcd://HOST:PORT[,HOST:PORT...], got {text!r}")
+    endpoints = []
+    for item in rest.split(","):
+        try:
+            address = HostPort.parse(item.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"--cluster: {exc}") from None
+        endpoints.append(f"http://{address}")
+    return tuple(endpoints)
+
+
+def _instance_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"an instance name is 1-64 letters, digits, '.', '_' or '-', got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="health checks leave from this address; once per family (default: the kernel's choice)",
     )
+    serve.add_argument(
+        "--cluster",
+        type=_etcd_endpoints,
+        default=(),
+        metavar="etcd://HOST:PORT[,HOST:PORT...]",
+        help="share health, forced states and loads with other instances through etcd v3",
+    )
+    serve.add_argument("--cluster-prefix", default="/geolb", metavar="PREFIX", help="etcd key prefix (default: /geolb)")
+    serve.add_argument(
+        "--instance",
+        type=_instance_name,
+        default=socket.gethostname(),
+        metavar="NAME",
+        help="this instance's name in the cluster (default: the host name)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -134,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=getattr(logging, args.log_level.upper()),
             cache_dir=args.cache_dir,
             probe_sources=tuple(args.probe_source),
+            cluster=args.cluster,
+            cluster_prefix=args.cluster_prefix,
+            instance=args.instance,
         )
         return run_server(options)
     if args.command == "check":

@@ -11,10 +11,14 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from geolb.cluster.etcd import EtcdClient, EtcdError
+from geolb.cluster.member import ClusterMember, lease_ttl
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.errors import GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
@@ -37,6 +41,7 @@ DRAIN_TIMEOUT = 5.0
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
 LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are published at most this often
 LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
+CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class ServeOptions:
     log_level: int = logging.INFO
     cache_dir: str | None = None  # region maps on disk; None: default_cache_dir()
     probe_sources: tuple[IPAddress, ...] = ()  # where health checks leave from, at most one per family
+    cluster: tuple[str, ...] = ()  # etcd endpoints ("http://HOST:PORT"); empty: this instance decides alone
+    cluster_prefix: str = "/geolb"
+    instance: str = field(default_factory=socket.gethostname)
 
 
 SETTLE_TIMEOUT = 2.0  # how long a mutating API call waits for every worker to answer with its change
@@ -121,6 +129,14 @@ class Server:
             on_transition=self.metrics.count_transition,
         )
         self.prober.describe(result.zoneset)
+        self.cluster: ClusterMember | None = None
+        if options.cluster:
+            client = EtcdClient(options.cluster)
+            self.cluster = ClusterMember(
+                client, options.cluster_prefix, options.instance, self.health, self.publish_health, ttl=lease_ttl(result.zoneset)
+            )
+        self._cluster_task: asyncio.Task[None] | None = None
+        self._cluster_writes: set[asyncio.Task[None]] = set()
         self.metrics.attach(lambda: server_metrics(self))
         self._reload_lock = asyncio.Lock()
         self.listeners = DnsListeners(self.handler, options.tcp)
@@ -133,15 +149,34 @@ class Server:
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
 
     def force(self, pool: str, region: str, address: IPAddress, up: bool | None) -> None:
-        """An operator's forced state (None: back to the checks); it survives reloads."""
+        """An operator's forced state (None: back to the checks); it survives reloads, and in a cluster
+        it is stored in etcd for every instance and every restart."""
         if self.health.force((pool, region, address), up):
             log.warning("%s/%s %s forced %s", pool, region, address, "back to its checks" if up is None else ("up" if up else "down"))
             self.publish_health()
+        if self.cluster is not None:
+            self._cluster_write(self.cluster.put_forced((pool, region, address), up), "forced state")
 
     def push_load(self, pool: str, region: str, address: IPAddress, load: float) -> None:
         """A load report from another system (SPEC §6); the last report from the check or the API counts."""
-        if self.health.push_load((pool, region, address), load, time.time()):
+        now = time.time()
+        if self.health.push_load((pool, region, address), load, now):
             self.publish_health()
+        if self.cluster is not None:
+            self._cluster_write(self.cluster.put_load((pool, region, address), load, now), "load report")
+
+    def _cluster_write(self, write: Coroutine[Any, Any, None], what: str) -> None:
+        """Store a change in etcd without making the API call wait on it; applied here already."""
+
+        async def attempt() -> None:
+            try:
+                await write
+            except EtcdError as exc:
+                log.warning("cluster: %s kept on this instance only (etcd: %s)", what, exc)
+
+        task = asyncio.get_running_loop().create_task(attempt())
+        self._cluster_writes.add(task)
+        task.add_done_callback(self._cluster_writes.discard)
 
     def publish_health(self) -> None:
         """The prober, a forced state or a load report changed health: the next query sees it.
@@ -150,6 +185,8 @@ class Server:
         batched, at most one generation per LOAD_BATCH: each generation empties every
         worker's packet cache, and a large pool reports loads many times a second.
         """
+        if self.cluster is not None:
+            self.cluster.sync()  # our own results may have changed: etcd gets them
         view = self.health.view
         current = self.runtime.snapshot.health
         if view is current:
@@ -196,6 +233,8 @@ class Server:
 
     async def start(self) -> None:
         await self.prober.start()
+        if self.cluster is not None:
+            self._cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster")
         reserved = self._spawn_workers() if self.options.workers > 1 else None  # they start up meanwhile
         # SPEC §4: one round of checks before the first answer; first results set the states.
         # The region maps (seconds when nothing is cached) are read or built at the same time.
@@ -204,6 +243,11 @@ class Server:
             log.info("checking %d health target(s) before answering", len(keys))
         zones = self.runtime.snapshot.zones
         maps, _ = await asyncio.gather(asyncio.to_thread(self.maps.maps_for, zones, self.locator), self.prober.check_once(keys))
+        if self.cluster is not None:
+            # Forced states and the others' votes before the first answer, if etcd answers soon.
+            self.cluster.sync()
+            if not await self.cluster.connected(CLUSTER_JOIN_WAIT):
+                log.warning("cluster: not joined yet; answering from own checks meanwhile")
         self.runtime.publish(health=self.health.view, maps=maps)
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
@@ -294,6 +338,9 @@ class Server:
                     await self.prober.check_once(new)
                 self.health.set_targets(wanted)
                 self.health.set_endpoints(load_rules(result.zoneset))
+                if self.cluster is not None:
+                    self.cluster.refold()
+                    self.cluster.sync()
                 self.prober.describe(result.zoneset)
                 # Zones, maps and the health the pre-live checks found: one generation, never half of it.
                 self.runtime.publish(zones=result.zoneset, health=self.health.view, maps=maps)
@@ -351,6 +398,11 @@ class Server:
     async def stop(self) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
         log.info("stopping")
+        if self._cluster_task is not None:
+            self._cluster_task.cancel()
+            await asyncio.gather(self._cluster_task, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._load_expiry is not None:
             self._load_expiry.cancel()
         if self._load_publish is not None:

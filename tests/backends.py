@@ -77,6 +77,7 @@ class Backends:
         self.tls = tls
         self.modes = dict.fromkeys(self.addresses, "ok")
         self.loads: dict[str, str | None] = dict.fromkeys(self.addresses)  # X-Load header values; None: no header
+        self.failing_for: dict[str, set[str]] = {a: set() for a in self.addresses}  # check sources each one fails
         self.hits: Counter[str] = Counter()
         self.last_headers: dict[str, dict[str, str]] = {}
         self.last_remote: dict[str, str | None] = {}  # the address each backend's last check came from
@@ -96,6 +97,10 @@ class Backends:
         assert mode in MODES
         for address in addresses or self.addresses:
             self.modes[address] = mode
+
+    def fail_for(self, address: str, *sources: str) -> None:
+        """Answer 503 to checks from these source addresses only (none: to nobody in particular)."""
+        self.failing_for[address] = set(sources)
 
     def set_load(self, value: str | None, *addresses: str) -> None:
         """The X-Load header /health answers with ("0.95", "42%"), or none."""
@@ -125,6 +130,8 @@ class Backends:
         self.last_headers[address] = dict(request.headers)
         self.last_remote[address] = request.remote
         mode = self.modes[address]
+        if request.remote in self.failing_for[address]:
+            mode = "fail"
         if mode == "hang":
             await asyncio.sleep(30)
         if mode == "fail":

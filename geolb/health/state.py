@@ -96,6 +96,7 @@ class HealthState:
         self._pushed_load: dict[EndpointRef, LoadReport] = {}  # from POST .../load
         self._loads: dict[EndpointRef, float] = {}  # the report that counts, per endpoint, while fresh
         self._busy: set[EndpointRef] = set()
+        self._peer_votes: dict[model.HealthKey, dict[str, bool]] = {}  # other live instances' states (cluster)
         self._view = ALL_UP
 
     @property
@@ -107,6 +108,34 @@ class HealthState:
 
     def forced(self, ref: EndpointRef) -> bool | None:
         return self._forced.get(ref)
+
+    def forced_states(self) -> list[tuple[EndpointRef, bool]]:
+        return list(self._forced.items())
+
+    def set_peer_votes(self, votes: dict[model.HealthKey, dict[str, bool]]) -> None:
+        """The states other live instances see for each check (SPEC §8); decided with ours by the check's quorum."""
+        self._peer_votes = votes
+        self._publish()
+
+    def peer_votes(self, key: model.HealthKey) -> dict[str, bool]:
+        return dict(self._peer_votes.get(key, {}))
+
+    def decided_up(self, key: model.HealthKey) -> bool:
+        """Our own state, or with peers: `majority` down when more than half see it down, `any` when one
+        does, `all` only when every one does. An instance that has not checked yet does not vote."""
+        state = self._checks.get(key)
+        own = [state.up] if state is not None and state.checked else []
+        peers = self._peer_votes.get(key)
+        if not peers:
+            return state.up if state is not None else True
+        votes = own + list(peers.values())
+        down = votes.count(False)
+        quorum = key.check.quorum
+        if quorum == "any":
+            return down == 0
+        if quorum == "all":
+            return down < len(votes)
+        return down * 2 <= len(votes)
 
     def targets(self) -> frozenset[model.HealthKey]:
         return frozenset(self._checks)
@@ -252,7 +281,10 @@ class HealthState:
         return True
 
     def _publish(self) -> None:
-        down = frozenset(key for key, state in self._checks.items() if not state.up)
+        if self._peer_votes:
+            down = frozenset(key for key in self._checks if not self.decided_up(key))
+        else:
+            down = frozenset(key for key, state in self._checks.items() if not state.up)
         forced = dict(self._forced)
         loads = {ref: round(load, 2) for ref, load in self._loads.items() if round(load, 2) > 0}
         busy = frozenset(self._busy)

@@ -123,6 +123,7 @@ def status_report(server: Control) -> dict[str, Any]:
                         "last_error": check.last_error if check else None,
                         "last_latency_ms": None if check is None or check.last_latency is None else round(check.last_latency * 1000, 3),
                         **_load_report(server, (pool.name, region.name, endpoint.address)),
+                        **_instance_views(server, endpoint),
                     }
                 )
             regions[region.name] = {"location": region.location, "selection": _selection(region.selection), "endpoints": endpoints}
@@ -140,7 +141,33 @@ def status_report(server: Control) -> dict[str, Any]:
         "pools": pools,
         "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
         "health_checks_scheduled": server.checks_scheduled,
+        "cluster": _cluster(server),
     }
+
+
+def _cluster(server: Control) -> dict[str, Any] | None:
+    member = server.cluster
+    if member is None:
+        return None
+    status = member.status
+    return {
+        "instance": member.instance,
+        "connected": status.connected,
+        "instances": sorted(status.instances),
+        "last_error": status.last_error,
+        "since": _time(status.since),
+    }
+
+
+def _instance_views(server: Control, endpoint: model.Endpoint) -> dict[str, Any]:
+    """In a cluster: what each live instance sees of the endpoint's check (ours included), decided by quorum."""
+    if server.cluster is None or endpoint.health.type == "none":
+        return {}
+    views = {name: "up" if up else "down" for name, up in server.health.peer_votes(endpoint.key).items()}
+    own = server.health.check(endpoint.key)
+    if own is not None and own.checked:
+        views[server.cluster.instance] = "up" if own.up else "down"
+    return {"instances": dict(sorted(views.items())), "quorum": endpoint.health.quorum}
 
 
 def _selection(selection: model.Selection) -> dict[str, Any]:

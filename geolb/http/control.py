@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from geolb.cluster.member import ClusterMember
 from geolb.config.zoneset import ZoneSetResult
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import Locator
@@ -21,6 +22,7 @@ from geolb.runtime import Runtime
 
 class Control(Protocol):
     runtime: Runtime
+    cluster: ClusterMember | None
     health: HealthState
     locator: Locator
     last_reload: ZoneSetResult

@@ -14,6 +14,7 @@ from geolb.health.probe import Outcome, url_of
 from geolb.health.state import Transition
 
 if TYPE_CHECKING:
+    from geolb.cluster.member import ClusterMember
     from geolb.handler import QueryStats
     from geolb.health.state import HealthState
     from geolb.runtime import Runtime
@@ -23,6 +24,7 @@ class Scraped(Protocol):
     """What the DNS families are read from (the server, through http.control.Control)."""
 
     runtime: Runtime
+    cluster: ClusterMember | None
     health: HealthState
     scraped_stats: QueryStats
 
@@ -125,3 +127,18 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
         serial.add_metric([zone.name], zone.serial)
     yield serial
     yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.checks_scheduled)
+    member = server.cluster
+    if member is not None:
+        yield GaugeMetricFamily("geolb_cluster_connected", "1 while etcd is reachable.", value=1.0 if member.status.connected else 0.0)
+        yield GaugeMetricFamily("geolb_cluster_instances", "Live instances seen in etcd.", value=len(member.status.instances))
+        views = GaugeMetricFamily(
+            "geolb_cluster_check_up", "Each live instance's view of a check target (1 up, 0 down).", labels=["target", "instance"]
+        )
+        for key in server.health.targets():
+            votes = server.health.peer_votes(key)
+            own = server.health.check(key)
+            if own is not None and own.checked:
+                votes[member.instance] = own.up
+            for name, seen_up in sorted(votes.items()):
+                views.add_metric([url_of(key), name], 1.0 if seen_up else 0.0)
+        yield views

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from geolb import model
@@ -142,3 +143,26 @@ def test_load_header_values() -> None:
     assert parse_load("1") == 1.0 and parse_load("0") == 0.0
     for unreadable in (None, "", "busy", "1.5", "-0.1", "nan", "120%"):
         assert parse_load(unreadable) is None, unreadable
+
+
+# --- cluster votes (SPEC §8) ------------------------------------------------------------------
+
+
+def voted(quorum: str, own_up: bool, peers: dict[str, bool]) -> bool:
+    check = dataclasses.replace(CHECK, quorum=quorum)
+    key = model.HealthKey(KEY.address, check)
+    state = HealthState()
+    state.set_targets([key])
+    state.record(key, own_up, None if own_up else "refused", 0.001, now=0.0)
+    state.set_peer_votes({key: peers})
+    return key not in state.view.down
+
+
+def test_quorum_decides_from_every_live_view() -> None:
+    assert voted("majority", False, {"b": True, "c": True})  # 1 of 3 down: up
+    assert not voted("majority", False, {"b": False, "c": True})  # 2 of 3
+    assert voted("majority", False, {"b": True})  # 1 of 2 is not more than half
+    assert not voted("any", True, {"b": True, "c": False})
+    assert voted("all", False, {"b": False, "c": True})
+    assert not voted("all", False, {"b": False, "c": False})
+    assert not voted("majority", False, {})  # alone: our own checks
