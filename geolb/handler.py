@@ -142,7 +142,7 @@ class QueryHandler:
                 entry, qend, ecs_at = known
                 if type(entry) is GeoEntry and ecs_at >= 0 and data[ecs_at + 2]:
                     # The same query (ECS address and all) a second time: keep its answer ready.
-                    pinned = entry.pinned(data, qend, ecs_at)
+                    pinned = entry.pinned(data, qend, ecs_at, self.rng)
                     if pinned is not None:
                         cache.exact[exact] = (pinned, qend, ecs_at)
                         entry = pinned

@@ -122,7 +122,7 @@ class Server:
         self._load_expiry: asyncio.Task[None] | None = None
         self.prober = Prober(
             self.health,
-            self.publish_health,
+            self.checks_changed,
             sources=probe_sources(options.probe_sources),
             concurrency=options.probe_concurrency,
             observe=self.metrics.observe_probe,
@@ -178,6 +178,12 @@ class Server:
         self._cluster_writes.add(task)
         task.add_done_callback(self._cluster_writes.discard)
 
+    def checks_changed(self) -> None:
+        """The prober's own results changed health: in a cluster etcd gets them, then the next query sees them."""
+        if self.cluster is not None:
+            self.cluster.sync()
+        self.publish_health()
+
     def publish_health(self) -> None:
         """The prober, a forced state or a load report changed health: the next query sees it.
 
@@ -185,8 +191,6 @@ class Server:
         batched, at most one generation per LOAD_BATCH: each generation empties every
         worker's packet cache, and a large pool reports loads many times a second.
         """
-        if self.cluster is not None:
-            self.cluster.sync()  # our own results may have changed: etcd gets them
         view = self.health.view
         current = self.runtime.snapshot.health
         if view is current:

@@ -106,6 +106,14 @@ class ClusterMember:
             await asyncio.sleep(0.05)
         return self.status.connected
 
+    def views(self, key: model.HealthKey) -> dict[str, bool]:
+        """Each live instance's view of a check (ours included, once checked), by instance name."""
+        views = self.health.peer_votes(key)
+        own = self.health.check(key)
+        if own is not None and own.checked:
+            views[self.instance] = own.up
+        return dict(sorted(views.items()))
+
     def refold(self) -> None:
         """The zones changed (a reload): decide the new set of checks from the votes already known."""
         self._fold(self.health.view)

@@ -76,6 +76,14 @@ class ZoneContext:
             self.error(node, f"{what} must be a string")
         return text
 
+    def choice(self, node: yaml.Node, what: str, allowed: tuple[str, ...]) -> str | None:
+        """The node's text when it is one of `allowed`; otherwise reported, and None."""
+        text = scalar_text(node)
+        if text not in allowed:
+            self.error(node, f"{what} must be one of {', '.join(allowed)}, got {text!r}")
+            return None
+        return text
+
     def name(self, node: yaml.Node, what: str) -> str | None:
         text = self.text(node, what)
         if text is None:

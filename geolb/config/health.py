@@ -83,11 +83,9 @@ def read_health(ctx: ZoneContext, node: yaml.Node, base: HealthSettings) -> Heal
 def _value(ctx: ZoneContext, key: str, node: yaml.Node) -> object:
     raw = scalar_value(node)
     if key == "type":
-        text = scalar_text(node)
-        if text not in HEALTH_TYPES:
-            ctx.error(node, f"health type must be one of {', '.join(HEALTH_TYPES)}, got {text!r}")
-            return _INVALID
-        return text
+        return _reported(ctx.choice(node, "health type", HEALTH_TYPES))
+    if key == "quorum":
+        return _reported(ctx.choice(node, "quorum", QUORUMS))
     if key == "port":
         return _checked(ctx, node, lambda: parse_int(raw, "health port", 1, 65535))
     if key == "path":
@@ -127,13 +125,12 @@ def _value(ctx: ZoneContext, key: str, node: yaml.Node) -> object:
             ctx.error(node, f"load_header must be an HTTP header name such as X-Load, got {text!r}")
             return _INVALID
         return text
-    if key == "quorum":
-        text = scalar_text(node)
-        if text not in QUORUMS:
-            ctx.error(node, f"quorum must be one of {', '.join(QUORUMS)}, got {text!r}")
-            return _INVALID
-        return text
     raise AssertionError(key)
+
+
+def _reported(value: object | None) -> object:
+    """None (a problem already reported) as _INVALID."""
+    return _INVALID if value is None else value
 
 
 def _checked(ctx: ZoneContext, node: yaml.Node, parse: Callable[[], T], what: str = "") -> T | object:

@@ -107,12 +107,7 @@ def read_selection(ctx: ZoneContext, sections: Mapping[str, yaml.Node], base: mo
     """`selection` and `hash_prefix` of a pool or region, over `base` (what a key that fails to parse keeps)."""
     policy, prefixes = base.policy, base.hash_prefix
     if "selection" in sections:
-        node = sections["selection"]
-        text = scalar_text(node)
-        if text not in model.SELECTION_POLICIES:
-            ctx.error(node, f"selection must be one of {', '.join(model.SELECTION_POLICIES)}, got {text!r}")
-        else:
-            policy = text
+        policy = ctx.choice(sections["selection"], "selection", model.SELECTION_POLICIES) or policy
     if "hash_prefix" in sections:
         node = sections["hash_prefix"]
         items = ctx.items(node, "hash_prefix")

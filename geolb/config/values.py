@@ -38,18 +38,20 @@ def parse_int(value: object, what: str, low: int, high: int) -> int:
 
 
 def parse_fraction(value: object) -> float:
-    """A load or threshold: a number from 0 to 1, or a percentage string such as "73%"."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            number = float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}") from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}")
-    if not 0 <= number <= 1:
-        raise ValueError(f"expected a number from 0 to 1 or a percentage, got {value!r}")
+    """A load or threshold: a number from 0 to 1 ("0.42" too), or a percentage such as "73%"."""
+    problem = f"expected a number from 0 to 1 or a percentage, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(problem)
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        else:
+            number = float(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 0 <= number <= 1:  # also nan
+        raise ValueError(problem)
     return number
 
 

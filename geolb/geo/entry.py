@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from geolb.dns.cache import BYTE, ECS_HEAD, ecs_echo
 from geolb.dns.message import QueryKey
 from geolb.geo.choose import PoolFamily
-from geolb.geo.select import Order, Rotation, cycle_order, every_order, weighted_indices
+from geolb.geo.select import Order, Rotation, cycle_order, every_order
 
 MAX_CYCLE_VARIANTS = 256  # round-robin cycles up to this long keep every position's answer ready
 MAX_MEMO = 1024  # consistent: answers kept per distinct order
@@ -87,7 +87,7 @@ class GeoEntry:
             return b"".join((query[:2], head, query[12:qend], answers))
         return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
 
-    def pinned(self, query: bytes, qend: int, ecs_at: int) -> PinnedEntry | None:
+    def pinned(self, query: bytes, qend: int, ecs_at: int, rng: random.Random) -> PinnedEntry | None:
         """A ready entry for these exact query bytes (ECS address and all), when its region's orders allow one."""
         source = query[ecs_at + 2]
         size = (source + 7) >> 3
@@ -99,7 +99,7 @@ class GeoEntry:
         if records is None or self.opt_head is None:
             return None
         if records.order.policy == "consistent":
-            variants: Sequence[tuple[bytes, bytes]] = (records.pick(address, version, random.Random()),)  # its one order
+            variants: Sequence[tuple[bytes, bytes]] = (records.pick(address, version, rng),)  # its one order
         elif records.variants:
             variants = records.variants
         else:
@@ -161,7 +161,7 @@ class RegionRecords:
             if orders is not None:
                 self.variants = tuple(self._packet(o) for o in orders)
         elif order.policy == "round-robin" and len(order.cycle) <= MAX_CYCLE_VARIANTS:
-            size = order.eligible if max_answers is None else min(order.eligible, max_answers)
+            size = order.size(max_answers)
             self.variants = tuple(self._packet(cycle_order(order.cycle, p, size)) for p in range(len(order.cycle)))
 
     def _packet(self, indices: Sequence[int]) -> tuple[bytes, bytes]:
@@ -176,8 +176,6 @@ class RegionRecords:
             if order.rotation is not None:
                 return variants[order.rotation.advance() % len(variants)]
             return variants[0] if len(variants) == 1 else variants[int(rng.random() * len(variants))]
-        if order.policy == "random":
-            return self._packet(weighted_indices(order.weights, self.max_answers, rng))
         indices = order.indices(address, version, self.max_answers, rng)
         if order.policy != "consistent":
             return self._packet(indices)

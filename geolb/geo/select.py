@@ -37,11 +37,6 @@ def weighted_indices(weights: Sequence[float], limit: int | None, rng: random.Ra
     return eligible if limit is None else eligible[:limit]
 
 
-def weighted_order(endpoints: Sequence[model.Endpoint], limit: int | None, rng: random.Random) -> tuple[model.Endpoint, ...]:
-    """The endpoints in weighted random order (see weighted_indices)."""
-    return tuple(endpoints[i] for i in weighted_indices([e.weight for e in endpoints], limit, rng))
-
-
 def every_order(weights: Sequence[float], limit: int | None) -> list[tuple[int, ...]] | None:
     """All the orders a weighted random pick can give, when they are equally likely (equal weights among
     the eligible) and few; a uniform pick among them is then the weighted order. None otherwise."""
@@ -187,32 +182,35 @@ class Order:
     salts: tuple[int, ...] = ()  # consistent
     rotation: Rotation | None = None  # round-robin
     cycle: tuple[int, ...] = ()  # round-robin
-    eligible: int = field(init=False)  # how many endpoints an answer may list
-    _eligible: tuple[int, ...] = field(init=False, repr=False)
-    _equal: bool = field(init=False, repr=False)  # every eligible weight the same
+    eligible: tuple[int, ...] = field(init=False)  # the indices that may answer (standby only when all are)
+    equal: bool = field(init=False)  # every eligible weight the same
 
     def __post_init__(self) -> None:
         eligible = tuple(standby_aware(self.weights))
-        object.__setattr__(self, "_eligible", eligible)
-        object.__setattr__(self, "_equal", len({self.weights[i] for i in eligible}) == 1)
-        object.__setattr__(self, "eligible", len(eligible))
+        object.__setattr__(self, "eligible", eligible)
+        object.__setattr__(self, "equal", len({self.weights[i] for i in eligible}) == 1)
 
     def scope_floor(self, version: int) -> int:
         """The shortest ECS scope that is true for the order, for a client of this IP version: a consistent
         pick among several endpoints differs from one hashed network to the next, so it holds for the
         hash prefix at most."""
-        if self.policy != "consistent" or self.eligible < 2:
+        if self.policy != "consistent" or len(self.eligible) < 2:
             return 0
         return self.prefixes[0] if version == 4 else self.prefixes[1]
 
+    def size(self, limit: int | None) -> int:
+        """How many endpoints an answer lists under `max_answers` = `limit`."""
+        count = len(self.eligible)
+        return count if limit is None else min(count, limit)
+
     def indices(self, address: int, version: int, limit: int | None, rng: random.Random) -> tuple[int, ...]:
         """The candidates' indices for one answer (`limit` = max_answers) to a client at `address`."""
-        size = self.eligible if limit is None else min(self.eligible, limit)
+        size = self.size(limit)
         if self.policy == "consistent":
             prefix = self.prefixes[0] if version == 4 else self.prefixes[1]  # the client's version, not the answer's
-            if self.eligible == 1:
-                return self._eligible  # nothing to hash
-            return rendezvous_order(self.weights, self.salts, network_hash(address, version, prefix), size, self._eligible, self._equal)
+            if len(self.eligible) == 1:
+                return self.eligible  # nothing to hash
+            return rendezvous_order(self.weights, self.salts, network_hash(address, version, prefix), size, self.eligible, self.equal)
         if self.policy == "round-robin":
             assert self.rotation is not None
             return cycle_order(self.cycle, self.rotation.advance() % len(self.cycle), size)

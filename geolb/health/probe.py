@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from geolb import __version__, model
+from geolb.config.values import parse_fraction
 
 USER_AGENT = f"geolb/{__version__} (health check)"
 BODY_LIMIT = 4096  # bytes of the body read for expect_body
@@ -28,12 +29,10 @@ def parse_load(text: str | None) -> float | None:
     """A load header's value: "0.42" or "42%" -> 0.42; missing, unreadable or outside 0..1 -> None."""
     if text is None:
         return None
-    text = text.strip()
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return parse_fraction(text)
     except ValueError:
         return None
-    return value if 0.0 <= value <= 1.0 else None  # also rejects nan
 
 
 def url_of(key: model.HealthKey) -> str:

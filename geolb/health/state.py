@@ -208,9 +208,7 @@ class HealthState:
             report, _source = self._current_report(ref, self._rules.get(ref), now)
             if report is None:
                 self._loads.pop(ref, None)
-                rule = self._rules.get(ref)
-                if rule is not None and self._pushed_load.get(ref) is not None:
-                    del self._pushed_load[ref]  # stale: forgotten
+                self._pushed_load.pop(ref, None)  # stale: forgotten
             else:
                 self._loads[ref] = report.load
             self._update_busy(ref)

@@ -163,11 +163,8 @@ def _instance_views(server: Control, endpoint: model.Endpoint) -> dict[str, Any]
     """In a cluster: what each live instance sees of the endpoint's check (ours included), decided by quorum."""
     if server.cluster is None or endpoint.health.type == "none":
         return {}
-    views = {name: "up" if up else "down" for name, up in server.health.peer_votes(endpoint.key).items()}
-    own = server.health.check(endpoint.key)
-    if own is not None and own.checked:
-        views[server.cluster.instance] = "up" if own.up else "down"
-    return {"instances": dict(sorted(views.items())), "quorum": endpoint.health.quorum}
+    views = server.cluster.views(endpoint.key)
+    return {"instances": {name: "up" if up else "down" for name, up in views.items()}, "quorum": endpoint.health.quorum}
 
 
 def _selection(selection: model.Selection) -> dict[str, Any]:
@@ -248,6 +245,15 @@ def _endpoint_state(server: Control, pool: str, region: str, endpoint: model.End
     }
 
 
+async def _json_field(request: web.Request, field: str) -> dict[str, Any] | None:
+    """The request's JSON object when it has `field`; None for anything else (the caller says what it wants)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) and field in body else None
+
+
 async def force(request: web.Request) -> web.Response:
     """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
     server = request.app[SERVER_KEY]
@@ -255,11 +261,8 @@ async def force(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     pool_name, region_name, endpoint = found
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_error(400, 'body must be JSON: {"state": "up" | "down" | null}')
-    if not isinstance(body, dict) or "state" not in body or body["state"] not in ("up", "down", None):
+    body = await _json_field(request, "state")
+    if body is None or body["state"] not in ("up", "down", None):
         return json_error(400, 'body must be {"state": "up" | "down" | null}')
     server.force(pool_name, region_name, endpoint.address, None if body["state"] is None else body["state"] == "up")
     await server.settled()  # "the very next answer", from any worker
@@ -273,17 +276,11 @@ async def push_load(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     pool_name, region_name, endpoint = found
-    usage = 'body must be {"load": a number from 0 to 1, or a percentage such as "73%"}'
+    body = await _json_field(request, "load")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_error(400, usage)
-    if not isinstance(body, dict) or "load" not in body:
-        return json_error(400, usage)
-    try:
-        load = parse_fraction(body["load"])
+        load = parse_fraction(None if body is None else body["load"])
     except ValueError:
-        return json_error(400, usage)
+        return json_error(400, 'body must be {"load": a number from 0 to 1, or a percentage such as "73%"}')
     server.push_load(pool_name, region_name, endpoint.address, load)
     await server.settled()  # a load that makes an endpoint busy is in the next answer, from any worker
     return web.json_response(_endpoint_state(server, pool_name, region_name, endpoint))

@@ -135,10 +135,6 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
             "geolb_cluster_check_up", "Each live instance's view of a check target (1 up, 0 down).", labels=["target", "instance"]
         )
         for key in server.health.targets():
-            votes = server.health.peer_votes(key)
-            own = server.health.check(key)
-            if own is not None and own.checked:
-                votes[member.instance] = own.up
-            for name, seen_up in sorted(votes.items()):
+            for name, seen_up in member.views(key).items():
                 views.add_metric([url_of(key), name], 1.0 if seen_up else 0.0)
         yield views

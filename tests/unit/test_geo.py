@@ -14,7 +14,7 @@ from geolb.errors import Where
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import NoLocator, special_network
 from geolb.geo.rank import Location, great_circle_km, rank_regions, scope_excluding
-from geolb.geo.select import every_order, weighted_order
+from geolb.geo.select import every_order, weighted_indices
 from geolb.health.state import ALL_UP, HealthView
 from tests.geomaps import region_maps
 
@@ -102,6 +102,10 @@ def test_networks_rule_first_then_location() -> None:
 def test_scope_excluding(client: str, base: int, networks: list[str], expected: int) -> None:
     nets = [ipaddress.ip_network(n) for n in networks]
     assert scope_excluding(ipaddress.ip_address(client), base, nets) == expected
+
+
+def weighted_order(endpoints: list[model.Endpoint], limit: int | None, rng: random.Random) -> list[model.Endpoint]:
+    return [endpoints[i] for i in weighted_indices([e.weight for e in endpoints], limit, rng)]
 
 
 def test_weighted_order_follows_weights() -> None:
