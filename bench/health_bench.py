@@ -49,7 +49,7 @@ def start_geolb(zones: Path) -> tuple[subprocess.Popen[str], int, str]:
             "--http",
             "127.0.0.1:0",
             "--log-level",
-            "error",
+            "info",
         ],
         stdout=subprocess.PIPE,
         text=True,

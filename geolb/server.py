@@ -1,4 +1,4 @@
-"""Wiring: load zones and GeoIP, bind DNS and HTTP listeners, handle signals, reload, stop."""
+"""Wiring: load zones and GeoIP, start the DNS workers and the HTTP API, probe, handle signals, reload, stop."""
 
 from __future__ import annotations
 
@@ -25,19 +25,18 @@ from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.locate import Locator, open_locator
 from geolb.geo.store import MapStore, default_cache_dir
-from geolb.handler import QueryHandler, QueryStats
+from geolb.handler import QueryStats
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
-from geolb.net.listeners import DnsListeners, HostPort, bind_pair
+from geolb.net.listeners import HostPort, bind_pair
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
 from geolb.workers import WorkerConfig, WorkerPool
 
 log = logging.getLogger("geolb")
-DRAIN_TIMEOUT = 5.0
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
 LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are published at most this often
 LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
@@ -55,7 +54,7 @@ class ServeOptions:
     probe_concurrency: int = 256
     watch_interval: float = 1.0  # seconds between looks at the zones directory; 0: do not watch
     fast_path: bool = True
-    workers: int = 1  # DNS processes; 1: this process answers DNS itself
+    workers: int = 1  # DNS processes; this one probes, serves the API and reloads
     log_level: int = logging.INFO
     cache_dir: str | None = None  # region maps on disk; None: default_cache_dir()
     probe_sources: tuple[IPAddress, ...] = ()  # where health checks leave from, at most one per family
@@ -97,7 +96,7 @@ def probe_sources(addresses: tuple[IPAddress, ...]) -> dict[int, str]:
 
 
 class Server:
-    """One geolb process: zones, GeoIP, DNS listeners, HTTP API."""
+    """The main geolb process: zones, GeoIP, health checks, cluster, HTTP API; DNS is answered by its workers."""
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
@@ -113,12 +112,12 @@ class Server:
         self.maps = MapStore(self.cache_dir)
         self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
-        self.handler = QueryHandler(self.runtime, fast_path=options.fast_path)
         self.metrics = Metrics()
         self.health = HealthState()
         self.health.set_targets(health_keys(result.zoneset))
         self.health.set_endpoints(load_rules(result.zoneset))
         self._load_publish: asyncio.TimerHandle | None = None
+        self._checks_publish: asyncio.Handle | None = None
         self._load_expiry: asyncio.Task[None] | None = None
         self.prober = Prober(
             self.health,
@@ -139,7 +138,6 @@ class Server:
         self._cluster_writes: set[asyncio.Task[None]] = set()
         self.metrics.attach(lambda: server_metrics(self))
         self._reload_lock = asyncio.Lock()
-        self.listeners = DnsListeners(self.handler, options.tcp)
         self.pool: WorkerPool | None = None
         self.scraped_stats = QueryStats()  # what /metrics renders: gathered from every process per scrape
         self.dns_addresses: list[str] = []
@@ -179,9 +177,18 @@ class Server:
         task.add_done_callback(self._cluster_writes.discard)
 
     def checks_changed(self) -> None:
-        """The prober's own results changed health: in a cluster etcd gets them, then the next query sees them."""
+        """The prober's own results changed health: in a cluster etcd gets them, then the next query sees them.
+
+        Results that arrive together (a whole region failing, thousands of targets) make
+        one generation: the publication waits for the end of this turn of the loop.
+        """
         if self.cluster is not None:
             self.cluster.sync()
+        if self._checks_publish is None:
+            self._checks_publish = asyncio.get_running_loop().call_soon(self._publish_checks)
+
+    def _publish_checks(self) -> None:
+        self._checks_publish = None
         self.publish_health()
 
     def publish_health(self) -> None:
@@ -239,7 +246,7 @@ class Server:
         await self.prober.start()
         if self.cluster is not None:
             self._cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster")
-        reserved = self._spawn_workers() if self.options.workers > 1 else None  # they start up meanwhile
+        reserved = self._spawn_workers()  # they start up meanwhile
         # SPEC §4: one round of checks before the first answer; first results set the states.
         # The region maps (seconds when nothing is cached) are read or built at the same time.
         keys = self.health.targets()
@@ -255,11 +262,7 @@ class Server:
         self.runtime.publish(health=self.health.view, maps=maps)
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
-        if reserved is not None:
-            await self._start_workers(reserved)
-        else:
-            listening = await self.listeners.start(self.options.listen)
-            self.dns_addresses = [str(address) for address in listening]
+        await self._start_workers(reserved)
         if self.options.http is not None:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
@@ -284,19 +287,19 @@ class Server:
     async def _start_workers(self, reserved: list[tuple[socket.socket, socket.socket, HostPort]]) -> None:
         """Hand the first snapshot to the workers, wait until they answer, then let go of our sockets."""
         assert self.pool is not None
+        self.runtime.on_swap(self.pool.publish)  # what changes meanwhile follows the first generation
         try:
             await self.pool.start(self.runtime.snapshot)
         finally:
             for udp, tcp, _ in reserved:  # a socket we held but never read would swallow its share of queries
                 udp.close()
                 tcp.close()
-        self.runtime.on_swap(self.pool.publish)
         self.dns_addresses = [str(bound) for _, _, bound in reserved]
 
     async def query_stats(self) -> QueryStats:
         """DNS counters of every process that answers."""
         if self.pool is None:
-            return self.handler.fold_stats()
+            return QueryStats()
         total = QueryStats()
         for stats in await self.pool.stats():
             total.add(stats)
@@ -312,7 +315,8 @@ class Server:
     def ready_line(self) -> str:
         zones = self.runtime.snapshot.zones.zones
         http = f"http {self.http_address}" if self.http_address else "http off"
-        workers = f", {self.options.workers} DNS workers" if self.pool is not None else ""
+        count = self.options.workers
+        workers = f", {count} DNS worker{'s' if count > 1 else ''}"
         return (
             f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), "
             f"geoip {self.locator.description}{workers}"
@@ -411,9 +415,10 @@ class Server:
             self._load_expiry.cancel()
         if self._load_publish is not None:
             self._load_publish.cancel()
+        if self._checks_publish is not None:
+            self._checks_publish.cancel()
         if self.pool is not None:
             await self.pool.stop()
-        await self.listeners.stop(DRAIN_TIMEOUT)
         await self.prober.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()

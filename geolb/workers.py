@@ -1,24 +1,26 @@
-"""`--workers N`: DNS worker processes on SO_REUSEPORT sockets, fed whole generations by the main process.
+"""DNS worker processes on SO_REUSEPORT sockets (`--workers N`, at least one), fed whole generations by the main process.
 
-The main process keeps the one prober, the HTTP API and reloads. Every snapshot it
-publishes (a reload, a health change, a forced state) goes down a pipe to each
-worker as one generation message: health always, zones only when they changed,
-region maps as cache keys the worker memory-maps. A worker swaps the generation in
-before its next query and acknowledges it, so the API can answer a change only once
-every worker answers with it.
+DNS is always answered by workers: the main process keeps the prober, the cluster,
+the HTTP API and reloads, so that thousands of checks a second never delay an
+answer. Every snapshot it publishes (a reload, a health change, a forced state)
+goes down a socketpair to each worker as one generation message: health always,
+zones only when they changed, region maps as cache keys the worker memory-maps.
+Snapshots published while one is on its way collapse into the newest. A worker
+swaps the generation in before its next query and acknowledges it, so the API can
+answer a change only once every worker answers with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copyreg
 import itertools
 import logging
 import multiprocessing
-import multiprocessing.connection
+import multiprocessing.process
 import pickle
 import signal
+import socket
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from geolb.eventloop import loop_factory
 from geolb.geo.store import MapStore
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
+from geolb.ipc import Channel, ChannelClosed
 from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, Snapshot, settle_memory
@@ -75,25 +78,24 @@ def map_keys(snapshot: Snapshot) -> dict[str, str]:
     return {pool: region_map.key for pool, region_map in snapshot.maps.items()}
 
 
-def worker_main(conn: multiprocessing.connection.Connection, config: WorkerConfig) -> None:
-    """Entry point of a worker process: wait for the first generation, then serve."""
+def worker_main(sock: socket.socket, config: WorkerConfig) -> None:
+    """Entry point of a worker process: wait for the first generation, then serve until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_serve(sock, config))
+
+
+async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    channel = await Channel.open(sock)
     try:
-        message = pickle.loads(conn.recv_bytes())
-    except (EOFError, OSError):
+        message = await channel.recv()
+    except ChannelClosed:
         return  # the main process gave up before it had a snapshot for us
     if message[0] != "generation":
         return
-    try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(_serve(conn, config, message[1]))
-    except GeolbError as exc:
-        conn.send(("error", str(exc)))
-
-
-async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConfig, first: Generation) -> None:
-    loop = asyncio.get_running_loop()
+    first: Generation = message[1]
     store = MapStore(config.cache_dir)
 
     def maps_of(keys: Mapping[str, str]) -> dict[str, Any]:
@@ -104,56 +106,72 @@ async def _serve(conn: multiprocessing.connection.Connection, config: WorkerConf
     runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
     handler = QueryHandler(runtime, fast_path=config.fast_path)
     listeners = DnsListeners(handler, config.tcp)
-    await listeners.start(config.listen, reuse_port=True)
+    try:
+        await listeners.start(config.listen, reuse_port=True)
+    except GeolbError as exc:
+        await channel.send(("error", str(exc)))
+        return
     stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
 
-    def on_message() -> None:
-        while conn.poll():
+    async def follow() -> None:
+        while True:
             try:
-                message = pickle.loads(conn.recv_bytes())
-            except (EOFError, OSError):
-                loop.remove_reader(conn.fileno())
-                stop.set()  # the main process is gone
-                return
+                message = await channel.recv()
+            except ChannelClosed:
+                break  # the main process is gone
             kind = message[0]
             if kind == "generation":
                 generation: Generation = message[1]
                 maps = None if generation.map_keys is None else maps_of(generation.map_keys)
                 runtime.publish(zones=generation.zones, health=generation.health, maps=maps, generation=generation.number)
-                conn.send(("ack", generation.number))
+                await channel.send(("ack", generation.number))
             elif kind == "stats":
-                conn.send(("stats", message[1], handler.fold_stats()))
+                await channel.send(("stats", message[1], handler.fold_stats()))
             elif kind == "stop":
-                stop.set()
+                break
+        stop.set()
 
-    loop.add_reader(conn.fileno(), on_message)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    follower = loop.create_task(follow(), name="follow the main process")
     settle_memory()
-    conn.send(("ready", first.number))
+    await channel.send(("ready", first.number))
     await stop.wait()
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
     await listeners.stop(DRAIN_TIMEOUT)
+    channel.close()
 
 
 class Worker:
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: multiprocessing.connection.Connection) -> None:
+    def __init__(self, process: multiprocessing.process.BaseProcess, sock: socket.socket) -> None:
         self.process = process
-        self.conn = conn
+        self.sock = sock  # ours until start() opens the channel on it
+        self.channel: Channel | None = None
         self.acked = -1  # the newest generation this worker answers with
         self.stats: dict[int, asyncio.Future[QueryStats]] = {}
         self.gone = False
         self.error: str | None = None
 
+    async def send(self, data: bytes) -> None:
+        if self.gone or self.channel is None:
+            return
+        try:
+            await self.channel.send_bytes(data)
+        except ChannelClosed:
+            self.gone = True
+
 
 class WorkerPool:
-    """The worker processes, the pipe each one is fed through, and what each has acknowledged."""
+    """The worker processes, the channel each one is fed through, and what each has acknowledged."""
 
     def __init__(self, count: int, config: WorkerConfig) -> None:
         self.count = count
         self.config = config
         self.workers: list[Worker] = []
         self._sent: Snapshot | None = None
-        self._outbox: asyncio.Queue[Snapshot] = asyncio.Queue()
-        self._sender: asyncio.Task[None] | None = None
+        self._newest: Snapshot | None = None  # published, not sent yet
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._acked = asyncio.Condition()
         self._requests = itertools.count()
 
@@ -161,13 +179,14 @@ class WorkerPool:
         """Start the processes; each waits for its first generation (start() sends it)."""
         context = multiprocessing.get_context("spawn")
         for _ in range(self.count):
-            ours, theirs = context.Pipe()
+            ours, theirs = socket.socketpair()
             process = context.Process(target=worker_main, args=(theirs, self.config), name="geolb-worker", daemon=True)
             try:
                 process.start()
             except Exception as exc:
                 raise GeolbError(f"cannot start a DNS worker: {exc}") from exc
-            theirs.close()
+            finally:
+                theirs.close()
             self.workers.append(Worker(process, ours))
 
     async def start(self, snapshot: Snapshot) -> None:
@@ -175,39 +194,39 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         first = pickle.dumps(("generation", Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))))
         for worker in self.workers:
-            loop.add_reader(worker.conn.fileno(), self._receive, worker)
-            try:
-                worker.conn.send_bytes(first)
-            except OSError:
-                worker.gone = True
+            worker.channel = await Channel.open(worker.sock)
+            self._tasks.append(loop.create_task(self._receive(worker), name=f"worker {worker.process.pid}"))
+            await worker.send(first)
         self._sent = snapshot
         if not await self.settled(snapshot.generation, timeout=START_TIMEOUT):
             raise GeolbError(f"a DNS worker did not start within {START_TIMEOUT:g} s")
         for worker in self.workers:
             if worker.gone:
                 raise GeolbError(f"a DNS worker failed to start: {worker.error or 'it exited'}")
-        self._sender = loop.create_task(self._send_generations(), name="feed workers")
+        self._tasks.append(loop.create_task(self._send_generations(), name="feed workers"))
 
-    def _receive(self, worker: Worker) -> None:
-        try:
-            while worker.conn.poll():
-                message = worker.conn.recv()
-                kind = message[0]
-                if kind in ("ack", "ready"):
-                    worker.acked = max(worker.acked, message[1])
-                    asyncio.get_running_loop().create_task(self._notify())
-                elif kind == "stats":
-                    waiter = worker.stats.pop(message[1], None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(message[2])
-                elif kind == "error":
-                    worker.error = message[1]
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
-            worker.gone = True
-            asyncio.get_running_loop().create_task(self._notify())
-            if worker.process.exitcode not in (None, 0):
-                log.error("DNS worker %s exited with %s", worker.process.pid, worker.process.exitcode)
+    async def _receive(self, worker: Worker) -> None:
+        assert worker.channel is not None
+        while True:
+            try:
+                message = await worker.channel.recv()
+            except ChannelClosed:
+                break
+            kind = message[0]
+            if kind in ("ack", "ready"):
+                worker.acked = max(worker.acked, message[1])
+                await self._notify()
+            elif kind == "stats":
+                waiter = worker.stats.pop(message[1], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message[2])
+            elif kind == "error":
+                worker.error = message[1]
+        worker.gone = True
+        await self._notify()
+        await asyncio.sleep(0.1)  # let an exit status arrive
+        if worker.process.exitcode not in (None, 0):
+            log.error("DNS worker %s exited with %s", worker.process.pid, worker.process.exitcode)
 
     async def _notify(self) -> None:
         async with self._acked:
@@ -227,14 +246,18 @@ class WorkerPool:
         return True
 
     def publish(self, snapshot: Snapshot) -> None:
-        """Queue a snapshot for the workers (runtime listener: must not block the loop)."""
-        self._outbox.put_nowait(snapshot)
+        """Hand a snapshot to the workers (runtime listener: must not block the loop)."""
+        self._newest = snapshot
+        self._wake.set()
 
     async def _send_generations(self) -> None:
         while True:
-            snapshot = await self._outbox.get()
-            sent = self._sent
-            assert sent is not None
+            await self._wake.wait()
+            self._wake.clear()
+            snapshot, sent = self._newest, self._sent
+            if snapshot is None or sent is None or snapshot is sent:
+                continue
+            # Against what was sent last: zones or maps skipped by collapsing still count as changed.
             zones_changed = snapshot.zones is not sent.zones
             maps_changed = snapshot.maps is not sent.maps
             generation = Generation(
@@ -247,13 +270,10 @@ class WorkerPool:
             # A zone set takes milliseconds to pickle: off the loop that probes and serves the API.
             data = await asyncio.to_thread(pickle.dumps, message) if zones_changed else pickle.dumps(message)
             self._sent = snapshot
+            await asyncio.gather(*(worker.send(data) for worker in self.workers))
             for worker in self.workers:
-                if worker.gone:
-                    continue
-                try:
-                    worker.conn.send_bytes(data)
-                except OSError:
-                    log.error("DNS worker %s is gone; its share of queries goes unanswered", worker.process.pid)
+                if worker.gone and worker.process.is_alive():
+                    log.error("DNS worker %s is unreachable; its share of queries may go unanswered", worker.process.pid)
 
     @property
     def alive(self) -> int:
@@ -269,11 +289,7 @@ class WorkerPool:
             request = next(self._requests)
             waiter: asyncio.Future[QueryStats] = loop.create_future()
             worker.stats[request] = waiter
-            try:
-                worker.conn.send_bytes(pickle.dumps(("stats", request)))
-            except OSError:
-                worker.stats.pop(request, None)
-                continue
+            await worker.send(pickle.dumps(("stats", request)))
             waits.append(waiter)
         out: list[QueryStats] = []
         for waiter in waits:
@@ -285,13 +301,8 @@ class WorkerPool:
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-        for worker in self.workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send_bytes(pickle.dumps(("stop",)))
+        stop = pickle.dumps(("stop",))
+        await asyncio.gather(*(worker.send(stop) for worker in self.workers))
         deadline = loop.time() + DRAIN_TIMEOUT + 2
         for worker in self.workers:
             while worker.process.is_alive() and loop.time() < deadline:
@@ -299,6 +310,11 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
             worker.process.join(1)
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(worker.conn.fileno())
-            worker.conn.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in self.workers:
+            if worker.channel is not None:
+                worker.channel.close()
+            else:
+                worker.sock.close()

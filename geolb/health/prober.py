@@ -106,9 +106,8 @@ class Prober:
             outcome = await probe(self._sessions[version], key, self.sources.get(version))
         if self.observe is not None:
             self.observe(key, outcome)
-        before = self.state.view
         transition = self.state.record(key, outcome.ok, outcome.error, outcome.latency, time.time(), outcome.load)
-        if transition is None and self.state.view is not before:
+        if transition is None and self.state.changed:
             self.publish()  # a load report that changed weights or busy states
         if transition is not None:
             where = ", ".join(self.names.get(key, [])) or "no pool"

@@ -97,11 +97,26 @@ class HealthState:
         self._loads: dict[EndpointRef, float] = {}  # the report that counts, per endpoint, while fresh
         self._busy: set[EndpointRef] = set()
         self._peer_votes: dict[model.HealthKey, dict[str, bool]] = {}  # other live instances' states (cluster)
+        # What the next view shows, kept up to date change by change: with 10,000 checks a
+        # result must not cost a pass over all of them.
+        self._down: set[model.HealthKey] = set()
+        self._shown_loads: dict[EndpointRef, float] = {}
         self._view = ALL_UP
+        self._dirty = False  # something the view shows changed since it was built
 
     @property
     def view(self) -> HealthView:
+        """The current picture; built on first read after a change (a new object exactly when it changed)."""
+        if self._dirty:
+            self._dirty = False
+            forced, loads = MappingProxyType(dict(self._forced)), MappingProxyType(dict(self._shown_loads))
+            self._view = HealthView(frozenset(self._down), forced, loads, frozenset(self._busy))
         return self._view
+
+    @property
+    def changed(self) -> bool:
+        """True when the view has changed since it was last read."""
+        return self._dirty
 
     def check(self, key: model.HealthKey) -> CheckState | None:
         return self._checks.get(key)
@@ -115,7 +130,7 @@ class HealthState:
     def set_peer_votes(self, votes: dict[model.HealthKey, dict[str, bool]]) -> None:
         """The states other live instances see for each check (SPEC §8); decided with ours by the check's quorum."""
         self._peer_votes = votes
-        self._publish()
+        self._decide_all()
 
     def peer_votes(self, key: model.HealthKey) -> dict[str, bool]:
         return dict(self._peer_votes.get(key, {}))
@@ -151,7 +166,7 @@ class HealthState:
                 del self._checks[key]
         for key in wanted:
             self._checks.setdefault(key, CheckState())
-        self._publish()
+        self._decide_all()
 
     def set_endpoints(self, rules: Mapping[EndpointRef, LoadRule]) -> None:
         """The endpoints the zones name, with what decides their load; reports of endpoints gone are dropped."""
@@ -163,10 +178,13 @@ class HealthState:
         self._checked_load = {k: v for k, v in self._checked_load.items() if k in refs_of}
         self._pushed_load = {k: v for k, v in self._pushed_load.items() if k in self._rules}
         self._loads = {k: v for k, v in self._loads.items() if k in self._rules}
-        self._busy &= set(self._rules)
+        shown = {k: v for k, v in self._shown_loads.items() if k in self._rules}
+        busy = self._busy & set(self._rules)
+        if shown != self._shown_loads or busy != self._busy:
+            self._shown_loads, self._busy = shown, busy
+            self._dirty = True
         for ref in self._rules:
             self._update_busy(ref)
-        self._publish()
 
     def endpoint_load(self, ref: EndpointRef) -> tuple[float | None, str | None, float | None]:
         """(load, source "check" | "api", report time) of the report that counts; (None, None, None) without one."""
@@ -203,7 +221,8 @@ class HealthState:
         return report, source
 
     def _reconsider(self, refs: Iterable[EndpointRef], now: float) -> bool:
-        before = self._view
+        """Take the reports that count now; True when that changed the view."""
+        changed = False
         for ref in refs:
             report, _source = self._current_report(ref, self._rules.get(ref), now)
             if report is None:
@@ -211,21 +230,34 @@ class HealthState:
                 self._pushed_load.pop(ref, None)  # stale: forgotten
             else:
                 self._loads[ref] = report.load
-            self._update_busy(ref)
-        self._publish()
-        return self._view is not before
+            shown = round(self._loads.get(ref, 0.0), 2)  # the view shows loads in 1 % steps, and none of 0
+            if shown != self._shown_loads.get(ref, 0.0):
+                if shown > 0:
+                    self._shown_loads[ref] = shown
+                else:
+                    self._shown_loads.pop(ref, None)
+                changed = True
+            changed = self._update_busy(ref) or changed
+        self._dirty = self._dirty or changed
+        return changed
 
-    def _update_busy(self, ref: EndpointRef) -> None:
-        """Hysteresis: busy from `high` up, until the load is `low` or less; never busy without shed_load."""
+    def _update_busy(self, ref: EndpointRef) -> bool:
+        """Hysteresis: busy from `high` up, until the load is `low` or less; never busy without shed_load.
+        True when the busy state changed."""
         rule = self._rules.get(ref)
         load = self._loads.get(ref, 0.0)
+        was = ref in self._busy
         if rule is None or rule.shed is None:
             self._busy.discard(ref)
-        elif ref in self._busy:
+        elif was:
             if load <= rule.shed.low:
                 self._busy.discard(ref)
         elif load >= rule.shed.high:
             self._busy.add(ref)
+        if (ref in self._busy) == was:
+            return False
+        self._dirty = True
+        return True
 
     def record(
         self, key: model.HealthKey, ok: bool, error: str | None, latency: float, now: float, load: float | None = None
@@ -258,7 +290,7 @@ class HealthState:
         if state.up == was:
             return None
         state.transitions += 1
-        self._publish()
+        self._decide(key)
         reason = "check passed" if ok else (error or "check failed")
         if ok and state.successes > 1:
             reason = f"{state.successes} checks passed"
@@ -275,20 +307,24 @@ class HealthState:
             self._forced[ref] = up
         if before == up:
             return False
-        self._publish()
+        self._dirty = True
         return True
 
-    def _publish(self) -> None:
-        if self._peer_votes:
-            down = frozenset(key for key in self._checks if not self.decided_up(key))
-        else:
-            down = frozenset(key for key, state in self._checks.items() if not state.up)
-        forced = dict(self._forced)
-        loads = {ref: round(load, 2) for ref, load in self._loads.items() if round(load, 2) > 0}
-        busy = frozenset(self._busy)
-        view = self._view
-        if down != view.down or forced != dict(view.forced) or loads != dict(view.loads) or busy != view.busy:
-            self._view = HealthView(down, MappingProxyType(forced), MappingProxyType(loads), busy)
+    def _decide(self, key: model.HealthKey) -> None:
+        """One check's state (own, or by quorum with the peers) into the next view."""
+        down = not self.decided_up(key)
+        if down != (key in self._down):
+            if down:
+                self._down.add(key)
+            else:
+                self._down.discard(key)
+            self._dirty = True
+
+    def _decide_all(self) -> None:
+        down = {key for key in self._checks if not self.decided_up(key)}
+        if down != self._down:
+            self._down = down
+            self._dirty = True
 
 
 def load_rules(zones: model.ZoneSet) -> dict[EndpointRef, LoadRule]:
