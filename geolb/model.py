@@ -163,6 +163,18 @@ class HealthKey:
     address: IPAddress
     check: HealthCheck
 
+    # The prober looks keys up several times per check, 10,000 checks a second: hash once.
+    def __hash__(self) -> int:
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.address, self.check))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # A string's hash differs between processes: the cached one never travels.
+        return {"address": self.address, "check": self.check}
+
 
 @dataclass(frozen=True)
 class Endpoint:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ log = logging.getLogger("geolb")
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
 LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are published at most this often
 LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
+PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (default priority) go first
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 
 
@@ -51,7 +53,7 @@ class ServeOptions:
     http: HostPort | None = field(default_factory=lambda: HostPort("127.0.0.1", 8053))
     tcp: TcpLimits = field(default_factory=TcpLimits)
     api_token: str | None = None
-    probe_concurrency: int = 256
+    probe_concurrency: int = 1024  # checks of a start-up or reload round under way at once
     watch_interval: float = 1.0  # seconds between looks at the zones directory; 0: do not watch
     fast_path: bool = True
     workers: int = 1  # DNS processes; this one probes, serves the API and reloads
@@ -243,7 +245,6 @@ class Server:
         return GeoAnswers(snapshot.maps, snapshot.health, self.explain_maps)
 
     async def start(self) -> None:
-        await self.prober.start()
         if self.cluster is not None:
             self._cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster")
         reserved = self._spawn_workers()  # they start up meanwhile
@@ -263,6 +264,11 @@ class Server:
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
         await self._start_workers(reserved)
+        if PROBER_NICENESS:
+            # The workers (started before this) keep their priority: when the CPUs are
+            # short, answers go first and checks wait, never the other way round.
+            with contextlib.suppress(OSError):
+                os.nice(PROBER_NICENESS)
         if self.options.http is not None:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()

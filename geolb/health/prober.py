@@ -3,23 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
+import resource
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-import aiohttp
-
 from geolb import model
-from geolb.health.probe import Outcome, probe, url_of
+from geolb.health.httpcheck import CheckTarget, HttpChecker
+from geolb.health.probe import Outcome, parse_load, probe, url_of
 from geolb.health.state import HealthState, Transition
 
 log = logging.getLogger("geolb.health")
 JITTER = 0.1  # each interval is stretched or shrunk by up to 10 %, so checks drift apart
+TICK = 0.01  # seconds: the schedule's resolution, and how late a timeout may be noticed
+SPARE_DESCRIPTORS = 1024  # kept for DNS over TCP, the API, etcd and zone files
+
+
+def idle_budget() -> int:
+    """How many check connections may stay open between checks: the descriptor limit raised to its
+    hard maximum, less a reserve. Targets past the budget get a new connection per check."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(0, soft - SPARE_DESCRIPTORS)
+
+
+class Scheduled:
+    """A target on the schedule: its key, the checker's state for it, and its slot on the wheel."""
+
+    __slots__ = ("http", "key", "slot", "target", "wanted")
+
+    def __init__(self, key: model.HealthKey, target: CheckTarget) -> None:
+        self.key = key
+        self.target = target
+        self.http = key.check.type in ("http", "https")
+        self.slot: int | None = None  # None while its check is under way
+        self.wanted = True  # False once schedule() drops it
 
 
 class Prober:
-    """Runs on the server's event loop; the only writer of check results into `state`."""
+    """Runs on the main process's loop (DNS is answered by the workers); the only writer of check results into `state`."""
 
     def __init__(
         self,
@@ -40,27 +70,30 @@ class Prober:
         self.on_transition = on_transition
         self.rng = rng or random.Random()
         self.names: Mapping[model.HealthKey, list[str]] = {}
-        self._sessions: dict[int, aiohttp.ClientSession] = {}  # by IP version: a source address is per connector
+        self.http = HttpChecker(self.sources, max_idle=idle_budget())
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: dict[model.HealthKey, asyncio.Task[None]] = {}
-
-    async def start(self) -> None:
-        for version in (4, 6):
-            source = self.sources.get(version)
-            connector = aiohttp.TCPConnector(
-                limit=self.concurrency, force_close=True, ttl_dns_cache=None, local_addr=None if source is None else (source, 0)
-            )
-            self._sessions[version] = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        self._wanted: set[model.HealthKey] = set()  # what schedule() was last given
+        self._entries: dict[model.HealthKey, Scheduled] = {}
+        self._wheel: dict[int, list[Scheduled]] = {}  # tick -> targets due then (stale entries skipped)
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick = 0  # the last tick handled
+        self._running: dict[model.HealthKey, asyncio.Task[None]] = {}  # checks on the full (coroutine) path
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        self._wanted = set()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for entry in self._entries.values():
+            entry.wanted = False
+        self._entries.clear()
+        self._wheel.clear()
+        tasks = list(self._running.values())
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._tasks.clear()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+        self.http.close()
 
     def describe(self, zones: model.ZoneSet) -> None:
         """Learn which pool/region endpoints each check serves, for the logs."""
@@ -73,37 +106,90 @@ class Prober:
 
     async def check_once(self, keys: Iterable[model.HealthKey]) -> None:
         """One round for `keys`, together; bounded by their timeouts. Their first results set their states."""
-        await asyncio.gather(*(self._check(key) for key in keys))
+        await asyncio.gather(*(self._check_in_slot(key) for key in keys))
 
     def schedule(self, keys: Iterable[model.HealthKey]) -> None:
         """Probe exactly these checks from now on; checks no zone uses any more stop."""
         wanted = set(keys)
-        for key in list(self._tasks):
-            if key not in wanted:
-                self._tasks.pop(key).cancel()
-        for key in wanted:
-            if key not in self._tasks:
-                self._tasks[key] = asyncio.get_running_loop().create_task(self._every_interval(key), name=f"probe {url_of(key)}")
+        loop = asyncio.get_running_loop()
+        for key in self._wanted - wanted:
+            self._entries.pop(key).wanted = False
+            task = self._running.pop(key, None)
+            if task is not None:
+                task.cancel()
+        now = time.monotonic()
+        self._wanted = wanted
+        self.http.forget(wanted)
+        for key in wanted - set(self._entries):
+            entry = self._entries[key] = Scheduled(key, self.http.target(key))
+            # The first checks spread over one interval, so that thousands never fire together.
+            self._wait(entry, now + self.rng.uniform(0, key.check.interval))
+        if self._ticker is None and wanted:
+            self._tick = int(now / TICK)
+            self._ticker = loop.call_at(loop.time() + TICK, self._on_tick)
 
     @property
     def scheduled(self) -> int:
-        return len(self._tasks)
+        return len(self._wanted)
 
-    async def _every_interval(self, key: model.HealthKey) -> None:
-        interval = key.check.interval
+    # Scheduled checks wait on a wheel of TICK-long slots, then run as a FastCheck (callbacks
+    # on a kept-alive connection) or a task on the full path; either way they end in
+    # _finished(), which records the result and puts the target back on the wheel one
+    # interval (with jitter) after this check started. One timer for the whole wheel: the
+    # checks due in a slot go out together, in one turn of the loop, and so do their answers.
+
+    def _wait(self, entry: Scheduled, when: float) -> None:
+        entry.slot = max(int(when / TICK) + 1, self._tick + 1)
+        self._wheel.setdefault(entry.slot, []).append(entry)
+
+    def _on_tick(self) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(self.rng.uniform(0, interval))  # spread the first checks over one interval
-        while True:
-            started = loop.time()
+        now_slot = int(time.monotonic() / TICK)
+        while self._tick < now_slot:
+            self._tick += 1
+            for entry in self._wheel.pop(self._tick, ()):
+                if entry.wanted and entry.slot == self._tick:
+                    entry.slot = None
+                    self._due(entry)
+        self.http.expire(time.monotonic())
+        self._ticker = loop.call_at(loop.time() + TICK, self._on_tick) if self._wanted or self._running else None
+
+    def _due(self, entry: Scheduled) -> None:
+        started = time.monotonic()
+        if entry.http and self.http.start(entry.target, functools.partial(self._fast_done, entry, started)):
+            return
+        self._run_full(entry, started)
+
+    def _fast_done(self, entry: Scheduled, started: float, error: str | None, load: str | None, hand_back: bool) -> None:
+        if hand_back:
+            self._run_full(entry, started)
+        else:
+            self._finished(entry, started, Outcome(error is None, time.monotonic() - started, error, parse_load(load)))
+
+    def _run_full(self, entry: Scheduled, started: float) -> None:
+        key = entry.key
+        self._running[key] = asyncio.get_running_loop().create_task(self._full(entry, started), name=f"probe {url_of(key)}")
+
+    async def _full(self, entry: Scheduled, started: float) -> None:
+        key = entry.key
+        outcome = await probe(self.http, key, self.sources.get(key.address.version))
+        self._running.pop(key, None)
+        self._finished(entry, started, outcome)
+
+    def _finished(self, entry: Scheduled, started: float, outcome: Outcome) -> None:
+        self._record(entry.key, outcome)
+        if entry.wanted and entry.slot is None:
+            self._wait(entry, started + entry.key.check.interval * self.rng.uniform(1 - JITTER, 1 + JITTER))
+
+    async def _check_in_slot(self, key: model.HealthKey) -> None:
+        """A check of a round that starts thousands at once: at most `concurrency` connect together."""
+        async with self._slots:
             await self._check(key)
-            period = interval * self.rng.uniform(1 - JITTER, 1 + JITTER)
-            await asyncio.sleep(max(0.0, started + period - loop.time()))
 
     async def _check(self, key: model.HealthKey) -> None:
-        assert self._sessions, "Prober.start() first"
-        version = key.address.version
-        async with self._slots:
-            outcome = await probe(self._sessions[version], key, self.sources.get(version))
+        self._record(key, await probe(self.http, key, self.sources.get(key.address.version)))
+
+    def _record(self, key: model.HealthKey, outcome: Outcome) -> None:
         if self.observe is not None:
             self.observe(key, outcome)
         transition = self.state.record(key, outcome.ok, outcome.error, outcome.latency, time.time(), outcome.load)
