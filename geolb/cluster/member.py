@@ -183,19 +183,23 @@ class ClusterMember:
             await self._publish_own()
 
     async def _publish_own(self) -> None:
+        changed: dict[str, bool] = {}
         for key in self.health.targets():
             check = self.health.check(key)
             if check is None or not check.checked:
                 continue
             target = target_id(key)
             if self._published.get(target) != check.up:
-                await self.client.put(f"{self.prefix}/health/{target}/{self.instance}", "up" if check.up else "down", self._lease)
-                self._published[target] = check.up
+                changed[target] = check.up
+        items = [(f"{self.prefix}/health/{target}/{self.instance}", "up" if up else "down") for target, up in changed.items()]
+        await self.client.put_many(items, self._lease)
+        self._published.update(changed)
 
     async def _follow(self, revision: int) -> None:
-        async for event in self.client.watch(self.prefix + "/", revision):
+        async for events in self.client.watch(self.prefix + "/", revision):
             before = self.health.view
-            self._apply(event.key, event.value if event.kind == "PUT" else None)
+            for event in events:
+                self._apply(event.key, event.value if event.kind == "PUT" else None)
             self._fold(before)
 
     # --- applying what etcd holds -----------------------------------------------------------

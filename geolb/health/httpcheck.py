@@ -133,9 +133,9 @@ def request_bytes(key: model.HealthKey) -> bytes:
     default = 443 if check.type == "https" else 80
     host = check.host or (address if check.port == default else f"{address}:{check.port}")
     path = urllib.parse.quote(check.path, safe="/?&=:@!$'()*+,;~%-._[]")
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
-    ).encode("latin-1", "replace")
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n").encode(
+        "latin-1", "replace"
+    )
 
 
 class Connection(asyncio.Protocol):
@@ -513,4 +513,3 @@ class FastCheck:
     def end(self) -> None:
         self.conn.listener = None
         self.checker._fast.discard(self)
-

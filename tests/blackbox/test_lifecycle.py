@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import dns.rcode
@@ -87,5 +89,27 @@ def test_demo_zones_load(tmp_path: Path) -> None:
         response = server.query("example.com", "SOA")
         assert response.rcode() == dns.rcode.NOERROR
         assert server.query("www.example.com", "A").answer
+    finally:
+        assert server.stop() == 0
+
+
+def test_dns_is_answered_by_workers_while_the_main_process_is_frozen() -> None:
+    """The prober, the API and reloads live in the main process; DNS in its workers (even with
+    --workers 1), so nothing the main process does can hold up an answer: stopped outright, it
+    still may not."""
+    server = start_server("tests/data/zones", "--workers", "1")
+    try:
+        assert "1 DNS worker" in server.ready_line
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        assert children, "the DNS worker runs as a child process"
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(20):
+                started = time.monotonic()
+                assert server.query("mail.example.com", "A").rcode() == dns.rcode.NOERROR
+                assert time.monotonic() - started < 0.5
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert server.query("mail.example.com", "A").rcode() == dns.rcode.NOERROR
     finally:
         assert server.stop() == 0
