@@ -283,7 +283,7 @@ class Server:
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
         """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
-        reserved = [bind_pair(address, reuse_port=True) for address in self.options.listen]
+        reserved = [bind_pair(address) for address in self.options.listen]
         listen = tuple(bound for _, _, bound in reserved)
         config = WorkerConfig(listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level)
         self.pool = WorkerPool(self.options.workers, config)
@@ -313,10 +313,8 @@ class Server:
 
     @property
     def answering(self) -> bool:
-        """True while DNS is being answered (by this process or every worker)."""
-        if self.pool is not None:
-            return self.pool.alive == self.pool.count
-        return bool(self.dns_addresses)
+        """True while every DNS worker is alive (False before they start)."""
+        return self.pool is not None and self.pool.alive == self.pool.count
 
     def ready_line(self) -> str:
         zones = self.runtime.snapshot.zones.zones

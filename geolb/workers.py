@@ -107,7 +107,7 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     handler = QueryHandler(runtime, fast_path=config.fast_path)
     listeners = DnsListeners(handler, config.tcp)
     try:
-        await listeners.start(config.listen, reuse_port=True)
+        await listeners.start(config.listen)
     except GeolbError as exc:
         await channel.send(("error", str(exc)))
         return
@@ -159,6 +159,8 @@ class Worker:
             await self.channel.send_bytes(data)
         except ChannelClosed:
             self.gone = True
+            if self.process.is_alive():
+                log.error("DNS worker %s is unreachable; its share of queries may go unanswered", self.process.pid)
 
 
 class WorkerPool:
@@ -271,9 +273,6 @@ class WorkerPool:
             data = await asyncio.to_thread(pickle.dumps, message) if zones_changed else pickle.dumps(message)
             self._sent = snapshot
             await asyncio.gather(*(worker.send(data) for worker in self.workers))
-            for worker in self.workers:
-                if worker.gone and worker.process.is_alive():
-                    log.error("DNS worker %s is unreachable; its share of queries may go unanswered", worker.process.pid)
 
     @property
     def alive(self) -> int:

@@ -317,9 +317,6 @@ class HttpChecker:
         check = key.check
         target = self.target(key)
         conn = self._take_idle(target)
-        if conn is not None and not conn.idle_ok:
-            conn.close()
-            conn = None
         for attempt in range(2):
             if conn is None:
                 conn = await self._connect(key)
@@ -349,9 +346,6 @@ class HttpChecker:
         conn = self._take_idle(target)
         if conn is None:
             return False
-        if not conn.idle_ok:
-            conn.close()
-            return False
         assert conn.transport is not None
         fast = FastCheck(self, target, conn, done, time.monotonic() + target.key.check.timeout)
         self._fast.add(fast)
@@ -361,10 +355,15 @@ class HttpChecker:
         return True
 
     def _take_idle(self, target: CheckTarget) -> Connection | None:
+        """The target's kept connection, if it is still fit to carry a request."""
         conn = target.idle
-        if conn is not None:
-            target.idle = None
-            self._idle -= 1
+        if conn is None:
+            return None
+        target.idle = None
+        self._idle -= 1
+        if not conn.idle_ok:
+            conn.close()
+            return None
         return conn
 
     def _release(self, target: CheckTarget, conn: Connection, reusable: bool) -> None:

@@ -1,4 +1,4 @@
-"""The prober: every distinct check once per interval (with jitter), bounded concurrency, results into HealthState."""
+"""The prober: every distinct check once per interval (with jitter) from a timer wheel, results into HealthState."""
 
 from __future__ import annotations
 
@@ -38,12 +38,11 @@ def idle_budget() -> int:
 class Scheduled:
     """A target on the schedule: its key, the checker's state for it, and its slot on the wheel."""
 
-    __slots__ = ("http", "key", "slot", "target", "wanted")
+    __slots__ = ("key", "slot", "target", "wanted")
 
-    def __init__(self, key: model.HealthKey, target: CheckTarget) -> None:
+    def __init__(self, key: model.HealthKey, target: CheckTarget | None) -> None:
         self.key = key
-        self.target = target
-        self.http = key.check.type in ("http", "https")
+        self.target = target  # http/https: what the fast path needs; None: tcp and none checks
         self.slot: int | None = None  # None while its check is under way
         self.wanted = True  # False once schedule() drops it
 
@@ -64,7 +63,6 @@ class Prober:
     ) -> None:
         self.state = state
         self.publish = publish  # called after a state change: swap in the new HealthView
-        self.concurrency = concurrency
         self.sources = dict(sources or {})  # IP version -> the address checks leave from (--probe-source)
         self.observe = observe
         self.on_transition = on_transition
@@ -72,15 +70,13 @@ class Prober:
         self.names: Mapping[model.HealthKey, list[str]] = {}
         self.http = HttpChecker(self.sources, max_idle=idle_budget())
         self._slots = asyncio.Semaphore(concurrency)
-        self._wanted: set[model.HealthKey] = set()  # what schedule() was last given
-        self._entries: dict[model.HealthKey, Scheduled] = {}
+        self._entries: dict[model.HealthKey, Scheduled] = {}  # what schedule() was last given
         self._wheel: dict[int, list[Scheduled]] = {}  # tick -> targets due then (stale entries skipped)
         self._ticker: asyncio.TimerHandle | None = None
         self._tick = 0  # the last tick handled
         self._running: dict[model.HealthKey, asyncio.Task[None]] = {}  # checks on the full (coroutine) path
 
     async def close(self) -> None:
-        self._wanted = set()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -112,16 +108,16 @@ class Prober:
         """Probe exactly these checks from now on; checks no zone uses any more stop."""
         wanted = set(keys)
         loop = asyncio.get_running_loop()
-        for key in self._wanted - wanted:
+        for key in set(self._entries) - wanted:
             self._entries.pop(key).wanted = False
             task = self._running.pop(key, None)
             if task is not None:
                 task.cancel()
         now = time.monotonic()
-        self._wanted = wanted
         self.http.forget(wanted)
         for key in wanted - set(self._entries):
-            entry = self._entries[key] = Scheduled(key, self.http.target(key))
+            target = self.http.target(key) if key.check.type in ("http", "https") else None
+            entry = self._entries[key] = Scheduled(key, target)
             # The first checks spread over one interval, so that thousands never fire together.
             self._wait(entry, now + self.rng.uniform(0, key.check.interval))
         if self._ticker is None and wanted:
@@ -130,7 +126,7 @@ class Prober:
 
     @property
     def scheduled(self) -> int:
-        return len(self._wanted)
+        return len(self._entries)
 
     # Scheduled checks wait on a wheel of TICK-long slots, then run as a FastCheck (callbacks
     # on a kept-alive connection) or a task on the full path; either way they end in
@@ -152,11 +148,11 @@ class Prober:
                     entry.slot = None
                     self._due(entry)
         self.http.expire(time.monotonic())
-        self._ticker = loop.call_at(loop.time() + TICK, self._on_tick) if self._wanted or self._running else None
+        self._ticker = loop.call_at(loop.time() + TICK, self._on_tick) if self._entries or self._running else None
 
     def _due(self, entry: Scheduled) -> None:
         started = time.monotonic()
-        if entry.http and self.http.start(entry.target, functools.partial(self._fast_done, entry, started)):
+        if entry.target is not None and self.http.start(entry.target, functools.partial(self._fast_done, entry, started)):
             return
         self._run_full(entry, started)
 
@@ -184,10 +180,7 @@ class Prober:
     async def _check_in_slot(self, key: model.HealthKey) -> None:
         """A check of a round that starts thousands at once: at most `concurrency` connect together."""
         async with self._slots:
-            await self._check(key)
-
-    async def _check(self, key: model.HealthKey) -> None:
-        self._record(key, await probe(self.http, key, self.sources.get(key.address.version)))
+            self._record(key, await probe(self.http, key, self.sources.get(key.address.version)))
 
     def _record(self, key: model.HealthKey, outcome: Outcome) -> None:
         if self.observe is not None:

@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +19,7 @@ from geolb.http.control import Control
 
 SERVER_KEY: web.AppKey[Control] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def build_app(server: Control) -> web.Application:
@@ -254,33 +255,41 @@ async def _json_field(request: web.Request, field: str) -> dict[str, Any] | None
     return body if isinstance(body, dict) and field in body else None
 
 
-async def force(request: web.Request) -> web.Response:
-    """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
+async def _change_endpoint(
+    request: web.Request, field: str, usage: str, read: Callable[[Any], T], apply: Callable[[Control, str, str, model.IPAddress, T], None]
+) -> web.Response:
+    """The endpoint the path names, `field` of the JSON body read (ValueError: 400 with `usage`), the
+    change applied; the answer waits until every worker answers with it ("the very next answer")."""
     server = request.app[SERVER_KEY]
     found = _endpoint(server, request)
     if isinstance(found, web.Response):
         return found
     pool_name, region_name, endpoint = found
-    body = await _json_field(request, "state")
-    if body is None or body["state"] not in ("up", "down", None):
-        return json_error(400, 'body must be {"state": "up" | "down" | null}')
-    server.force(pool_name, region_name, endpoint.address, None if body["state"] is None else body["state"] == "up")
-    await server.settled()  # "the very next answer", from any worker
+    body = await _json_field(request, field)
+    if body is None:
+        return json_error(400, usage)
+    try:
+        value = read(body[field])
+    except ValueError:
+        return json_error(400, usage)
+    apply(server, pool_name, region_name, endpoint.address, value)
+    await server.settled()
     return web.json_response(_endpoint_state(server, pool_name, region_name, endpoint))
+
+
+def _forced_state(value: Any) -> bool | None:
+    if value not in ("up", "down", None):
+        raise ValueError(value)
+    return None if value is None else value == "up"
+
+
+async def force(request: web.Request) -> web.Response:
+    """POST /v1/endpoints/{pool}/{region}/{address}/force {"state": "up"|"down"|null}."""
+    usage = 'body must be {"state": "up" | "down" | null}'
+    return await _change_endpoint(request, "state", usage, _forced_state, lambda server, *change: server.force(*change))
 
 
 async def push_load(request: web.Request) -> web.Response:
     """POST /v1/endpoints/{pool}/{region}/{address}/load {"load": 0.0-1.0 or "73%"}."""
-    server = request.app[SERVER_KEY]
-    found = _endpoint(server, request)
-    if isinstance(found, web.Response):
-        return found
-    pool_name, region_name, endpoint = found
-    body = await _json_field(request, "load")
-    try:
-        load = parse_fraction(None if body is None else body["load"])
-    except ValueError:
-        return json_error(400, 'body must be {"load": a number from 0 to 1, or a percentage such as "73%"}')
-    server.push_load(pool_name, region_name, endpoint.address, load)
-    await server.settled()  # a load that makes an endpoint busy is in the next answer, from any worker
-    return web.json_response(_endpoint_state(server, pool_name, region_name, endpoint))
+    usage = 'body must be {"load": a number from 0 to 1, or a percentage such as "73%"}'
+    return await _change_endpoint(request, "load", usage, parse_fraction, lambda server, *change: server.push_load(*change))

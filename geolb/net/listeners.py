@@ -46,13 +46,12 @@ def _resolve(address: HostPort) -> tuple[socket.AddressFamily, str]:
     return family, str(sockaddr[0])
 
 
-def _bind(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int, reuse_port: bool) -> socket.socket:
+def _bind(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # every DNS worker binds the same port
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         else:
@@ -67,17 +66,17 @@ def _bind(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port
         raise
 
 
-def bind_pair(address: HostPort, reuse_port: bool = False) -> tuple[socket.socket, socket.socket, HostPort]:
+def bind_pair(address: HostPort) -> tuple[socket.socket, socket.socket, HostPort]:
     """A UDP and a TCP socket on the same port (port 0: any free port that both can have)."""
     family, host = _resolve(address)
     for _attempt in range(20):
         try:
-            udp = _bind(family, socket.SOCK_DGRAM, host, address.port, reuse_port)
+            udp = _bind(family, socket.SOCK_DGRAM, host, address.port)
         except OSError as exc:
             raise GeolbError(f"cannot listen on {address} (udp): {exc.strerror}") from None
         port = int(udp.getsockname()[1])
         try:
-            tcp = _bind(family, socket.SOCK_STREAM, host, port, reuse_port)
+            tcp = _bind(family, socket.SOCK_STREAM, host, port)
         except OSError as exc:
             udp.close()
             if address.port == 0 and exc.errno == errno.EADDRINUSE:
@@ -97,11 +96,11 @@ class DnsListeners:
         self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.AbstractServer] = []
 
-    async def start(self, addresses: Sequence[HostPort], reuse_port: bool = False) -> list[HostPort]:
+    async def start(self, addresses: Sequence[HostPort]) -> list[HostPort]:
         """Bind and serve; returns the addresses with the ports actually bound."""
         loop = asyncio.get_running_loop()
         for address in addresses:
-            udp, tcp, bound = bind_pair(address, reuse_port)
+            udp, tcp, bound = bind_pair(address)
             listener = UdpListener(udp, self.handler)
             listener.start()
             self._udp.append(listener)
