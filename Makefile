@@ -21,8 +21,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/geolb serve --zones zones --listen 127.0.0.1:5353 --http 127.0.0.1:8053
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check geolb tests bench
-	$(BIN)/ruff format --check geolb tests bench
+	$(BIN)/ruff check geolb tests bench scripts
+	$(BIN)/ruff format --check geolb tests bench scripts
 	$(BIN)/mypy
 
 test: lint

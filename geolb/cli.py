@@ -16,7 +16,6 @@ from geolb.config.zoneset import load_zoneset
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
 from geolb.geo.choose import GeoAnswers
-from geolb.geo.locate import open_locator
 from geolb.geo.store import MapStore
 from geolb.health.state import ALL_UP
 from geolb.model import IPAddress
@@ -207,8 +206,9 @@ def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str 
             print(problem, file=sys.stderr)
         return 1
     try:
-        locator = open_locator(geoip)
-        maps = MapStore(usable_cache_dir(cache_dir)[0]).maps_for(result.zoneset, locator)
+        store = MapStore(usable_cache_dir(cache_dir)[0])
+        locator = store.open_locator(geoip)
+        maps = store.maps_for(result.zoneset, locator)
         report = explain(result.zoneset, GeoAnswers(maps, ALL_UP), locator, name, qtype, client)
     except (GeolbError, ExplainError) as exc:
         print(f"geolb: {exc}", file=sys.stderr)

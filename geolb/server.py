@@ -12,7 +12,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +22,11 @@ from aiohttp import web
 from geolb.cluster.etcd import EtcdClient, EtcdError
 from geolb.cluster.member import ClusterMember, lease_ttl
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
-from geolb.errors import GeolbError, ZoneSetError
+from geolb.errors import GeoIPError, GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
-from geolb.geo.locate import Locator, open_locator
-from geolb.geo.store import MapStore, default_cache_dir
+from geolb.geo.locate import Locator, NoLocator, database_file
+from geolb.geo.store import GeoIPReport, MapStore, default_cache_dir
 from geolb.handler import QueryStats
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, health_keys, load_rules
@@ -63,6 +64,29 @@ class ServeOptions:
     cluster: tuple[str, ...] = ()  # etcd endpoints ("http://HOST:PORT"); empty: this instance decides alone
     cluster_prefix: str = "/geolb"
     instance: str = field(default_factory=socket.gethostname)
+
+
+async def _settled(read: Callable[[], object]) -> None:
+    """Wait until `read()` gives the same twice WATCH_SETTLE apart: an editor, a deploy tool or geoipupdate
+    may write several times."""
+    current = read()
+    while True:
+        await asyncio.sleep(WATCH_SETTLE)
+        settled = read()
+        if settled == current:
+            return
+        current = settled
+
+
+def file_stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a replaced or rewritten file apart (inode, size, modification time); None when missing."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 SETTLE_TIMEOUT = 2.0  # how long a mutating API call waits for every worker to answer with its change
@@ -109,9 +133,16 @@ class Server:
         for warning in result.warnings:
             log.warning("%s", warning)
         self.last_reload = result
-        self.locator: Locator = open_locator(options.geoip)
         self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
         self.maps = MapStore(self.cache_dir)
+        source = self._geoip_source = database_file(options.geoip)
+        self._geoip_seen = file_stamp(source)  # before opening: a change meanwhile means one more load
+        try:
+            self.locator: Locator = self.maps.take_database(source) if source is not None else NoLocator()
+        except BaseException:
+            self._drop_private_cache()
+            raise
+        self.geoip = GeoIPReport(loaded=time.time())
         self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
         self.metrics = Metrics()
@@ -363,25 +394,75 @@ class Server:
             log.info("reload %s: %s", "ok" if result.ok else "with errors", serials)
             return result
 
-    async def watch_zones(self) -> None:
-        """Reload when a file in the zones directory changes, once a burst of writes has settled."""
+    async def reload_geoip(self) -> bool:
+        """Take the GeoIP database file again if it changed since it was last read; True when answers now use it.
+
+        The new database is opened and checked aside and the region maps built from it;
+        then it goes live in one generation with them. A file that fails (half-written,
+        truncated, corrupt) leaves the one in use answering, and is reported.
+        """
+        source = self._geoip_source
+        if source is None:
+            return False
+        async with self._reload_lock:
+            stamp = file_stamp(source)
+            if stamp == self._geoip_seen:
+                return False
+            self._geoip_seen = stamp
+            try:
+                locator = await asyncio.to_thread(self.maps.take_database, source)
+            except GeoIPError as exc:
+                self._geoip_failed(str(exc))
+                return False
+            if locator.digest == self.locator.digest:
+                locator.close()  # the same database again (touched, or put back after a bad one)
+                self.geoip.error = self.geoip.error_since = None
+                return False
+            try:
+                maps = await asyncio.to_thread(self.maps.maps_for, self.runtime.snapshot.zones, locator)
+            except (GeolbError, OSError, BrokenProcessPool) as exc:
+                locator.close()
+                self.maps.forget_database(locator.digest)
+                self._geoip_failed(str(exc) if isinstance(exc, GeoIPError) else f"GeoIP database {source}: {exc}")
+                return False
+            previous, self.locator = self.locator, locator
+            self.runtime.publish(maps=maps)
+            previous.close()
+            self.geoip = GeoIPReport(loaded=time.time())
+            self.metrics.geoip_reloads.labels("ok").inc()
+            log.info("GeoIP database loaded: %s", locator.description)
+            self.maps.prune_databases()
+            return True
+
+    def _geoip_failed(self, error: str) -> None:
+        log.error("GeoIP reload: %s; the database in use keeps answering", error)
+        if self.geoip.error is None:
+            self.geoip.error_since = time.time()
+        self.geoip.error = error
+        self.metrics.geoip_reloads.labels("error").inc()
+
+    async def watch_files(self) -> None:
+        """Reload when a zone file or the GeoIP database changes, once a burst of writes has settled."""
         interval = self.options.watch_interval
         while True:
             await asyncio.sleep(interval)
-            current = fingerprint(self.options.zones_dir)
-            if current == self._seen_files:
-                continue
-            while True:  # debounce: an editor or a deploy tool may write several times
-                await asyncio.sleep(WATCH_SETTLE)
-                settled = fingerprint(self.options.zones_dir)
-                if settled == current:
-                    break
-                current = settled
-            log.info("zones directory changed: reloading")
-            await self.reload()
+            if fingerprint(self.options.zones_dir) != self._seen_files:
+                await _settled(lambda: fingerprint(self.options.zones_dir))
+                log.info("zones directory changed: reloading")
+                await self.reload()
+            if file_stamp(self._geoip_source) != self._geoip_seen:
+                await _settled(lambda: file_stamp(self._geoip_source))
+                log.info("GeoIP database %s changed: loading it", self._geoip_source)
+                await self.reload_geoip()
+
+    async def reload_all(self) -> ZoneSetResult:
+        """SIGHUP: the zones, and the GeoIP database if its file changed."""
+        result = await self.reload()
+        await self.reload_geoip()
+        return result
 
     def reload_in_background(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload())
+        task = asyncio.get_running_loop().create_task(self.reload_all())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -399,7 +480,7 @@ class Server:
             await self.stop()
             raise
         if self.options.watch_interval > 0:
-            watcher = loop.create_task(self.watch_zones(), name="watch zones")
+            watcher = loop.create_task(self.watch_files(), name="watch zones and GeoIP")
         settle_memory()
         print(self.ready_line(), flush=True)
         await self._stopping.wait()
@@ -426,6 +507,10 @@ class Server:
         await self.prober.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        self.locator.close()
+        self._drop_private_cache()
+
+    def _drop_private_cache(self) -> None:
         if self._private_cache:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
 

@@ -99,7 +99,9 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     store = MapStore(config.cache_dir)
 
     def maps_of(keys: Mapping[str, str]) -> dict[str, Any]:
-        return {pool: store.load(key) for pool, key in keys.items()}
+        maps = {pool: store.load(key) for pool, key in keys.items()}
+        store.retain(set(keys.values()))
+        return maps
 
     assert first.zones is not None and first.map_keys is not None
     runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))

@@ -59,6 +59,10 @@ class NoLocator:
 
     description = "no GeoIP database"
     digest = "no-database"
+    source = None
+
+    def close(self) -> None:
+        pass
 
     def locate(self, address: model.IPAddress) -> Location:
         return Location(ipaddress.ip_network((address, 0)), source="no database")
@@ -68,36 +72,50 @@ class NoLocator:
 
 
 class GeoIPLocator:
-    """Locations from a MaxMind City or Country database (the kind is read from its metadata)."""
+    """Locations from a MaxMind City or Country database (the kind is read from its metadata).
 
-    def __init__(self, path: str) -> None:
+    `path` is the file read; `source` the operator's file it was copied from (see
+    MapStore.take_database), named in messages: geolb never reads a database that
+    another program may rewrite under it.
+    """
+
+    def __init__(self, path: str, source: str | None = None) -> None:
+        source = source or path
         if not os.path.exists(path):
-            raise GeoIPError(f"GeoIP database {path}: no such file")
+            raise GeoIPError(f"GeoIP database {source}: no such file")
         try:
             self.reader = maxminddb.open_database(path)
             self.database_type = str(self.reader.metadata().database_type)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
-            raise GeoIPError(f"GeoIP database {path}: not a readable MaxMind database ({exc})") from None
-        if "City" in self.database_type:
-            self.kind = "city"
-        elif "Country" in self.database_type:
-            self.kind = "country"
-        else:
-            raise GeoIPError(f"GeoIP database {path}: type {self.database_type!r} is neither a City nor a Country database")
+            raise GeoIPError(f"GeoIP database {source}: not a readable MaxMind database ({exc})") from None
         try:
-            # A cheap look at the first records catches a corrupt data section at start-up
-            # rather than at the first unlucky query.
-            for _record in itertools.islice(iter(self.reader), 2000):
-                pass
-        except (ValueError, maxminddb.InvalidDatabaseError) as exc:
-            raise GeoIPError(f"GeoIP database {path}: corrupt ({exc})") from None
+            if "City" in self.database_type:
+                self.kind = "city"
+            elif "Country" in self.database_type:
+                self.kind = "country"
+            else:
+                raise GeoIPError(f"GeoIP database {source}: type {self.database_type!r} is neither a City nor a Country database")
+            try:
+                # A cheap look at the first records catches a corrupt data section now
+                # rather than at the first unlucky query.
+                for _record in itertools.islice(iter(self.reader), 2000):
+                    pass
+            except (ValueError, maxminddb.InvalidDatabaseError) as exc:
+                raise GeoIPError(f"GeoIP database {source}: corrupt ({exc})") from None
+        except GeoIPError:
+            self.reader.close()
+            raise
         self.path = path
+        self.source = source
         self.centroids = load_centroids()
         with open(path, "rb") as handle:
             self.digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        epoch = int(self.reader.metadata().build_epoch)
-        built = datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()
-        self.description = f"{path} ({self.database_type}, built {built})"
+        self.build_epoch = int(self.reader.metadata().build_epoch)
+        self.built = datetime.datetime.fromtimestamp(self.build_epoch, datetime.UTC).date().isoformat()
+        self.description = f"{source} ({self.database_type}, built {self.built})"
+
+    def close(self) -> None:
+        self.reader.close()
 
     def locate(self, address: model.IPAddress) -> Location:
         special = special_network(address)
@@ -179,12 +197,9 @@ def place_of(record: dict[str, Any], centroids: Mapping[str, tuple[float, float]
 Locator = GeoIPLocator | NoLocator
 
 
-def open_locator(path: str | None) -> Locator:
-    """The locator for `--geoip`; None means the bundled database, or none if it is not installed."""
-    if path is not None:
-        return GeoIPLocator(path)
-    bundled = bundled_database()
-    return GeoIPLocator(bundled) if bundled is not None else NoLocator()
+def database_file(path: str | None) -> str | None:
+    """The database file `--geoip` names; without it the bundled one, or None when that is not installed."""
+    return path if path is not None else bundled_database()
 
 
 def bundled_database() -> str | None:

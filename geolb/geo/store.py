@@ -1,16 +1,21 @@
 """Region maps on disk: built once per (database, pool geography), then memory-mapped by every process.
 
 Layout under the cache directory (`geolb serve --cache-dir`):
-  databases/<digest>/   the flattened GeoIP database (seconds to build; input of every map)
+  databases/<digest>/   a copy of the GeoIP database (source.mmdb) and its flattened form in
+                        flat/ (seconds to build; input of every map)
   maps/<key>/           one pool's RegionMap, `key` = geography_key(database digest, pool)
 Each is a folder of .npy arrays plus meta.json, written to a temporary folder and
 renamed into place, so a reader never sees half of one and two writers do no harm.
-Maps are opened with mmap: workers share one copy through the page cache.
+Maps are opened with mmap: workers share one copy through the page cache. So is the
+database: the copy is ours, so a `geoipupdate` or a `cp` over the operator's file can
+never change (or truncate) a file this process has mapped.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
@@ -19,18 +24,23 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from geolb import model
-from geolb.geo.locate import GeoIPLocator, Locator, NoLocator
+from geolb.errors import GeoIPError
+from geolb.geo.locate import GeoIPLocator, Locator, NoLocator, database_file
 from geolb.geo.mmdbflat import FlatDatabase, LocationRows, Ranges
 from geolb.geo.regionmap import FORMAT, RegionMap, build_region_map, geography_key
 
 log = logging.getLogger("geolb.geo")
+IN_PROCESS_BYTES = 4 * 2**20  # smaller databases are flattened in this process: a builder process costs ~0.6 s
+DATABASES_KEPT = 3  # database copies kept in the cache, most recently used first (instances may share a cache)
+COPY_CHUNK = 2**20
 
 
 def default_cache_dir() -> str:
@@ -128,12 +138,74 @@ def load_region_map(folder: Path) -> RegionMap:
     )
 
 
+@dataclass
+class GeoIPReport:
+    """How the GeoIP database got here: when the one in use was loaded, and the last load that failed."""
+
+    loaded: float  # wall-clock seconds
+    error: str | None = None  # the file on disk was not taken (the one in use keeps answering)
+    error_since: float | None = None
+
+
 class MapStore:
     """Region maps by key, loaded once per process; the main process also builds what is missing."""
 
     def __init__(self, cache_dir: str) -> None:
         self.root = Path(cache_dir)
         self._loaded: dict[str, RegionMap] = {}
+
+    def open_locator(self, geoip: str | None) -> Locator:
+        """The locator for `--geoip` (None: the bundled database, or none when it is not installed)."""
+        source = database_file(geoip)
+        return NoLocator() if source is None else self.take_database(source)
+
+    def take_database(self, source: str) -> GeoIPLocator:
+        """The operator's database file, copied into the cache and opened there (checked first).
+
+        The copy is named by its digest, so a file seen before is not copied twice; a file
+        that does not open (truncated, half-written, not a MaxMind database) leaves no copy.
+        """
+        target_dir = self.root / "databases"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        handle, scratch = tempfile.mkstemp(prefix=".source-", suffix=".mmdb", dir=target_dir)
+        try:
+            with os.fdopen(handle, "wb") as copy:
+                try:
+                    with open(source, "rb") as original:
+                        while chunk := original.read(COPY_CHUNK):
+                            digest.update(chunk)
+                            copy.write(chunk)
+                except FileNotFoundError:
+                    raise GeoIPError(f"GeoIP database {source}: no such file") from None
+                except OSError as exc:
+                    raise GeoIPError(f"GeoIP database {source}: cannot read it ({exc.strerror})") from None
+            folder = target_dir / digest.hexdigest()[:32]
+            final = folder / "source.mmdb"
+            if not final.exists():
+                GeoIPLocator(scratch, source).close()  # raises GeoIPError, naming `source`
+                folder.mkdir(exist_ok=True)
+                os.replace(scratch, final)
+            os.utime(folder)  # most recently used: kept by prune_databases
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)
+        return GeoIPLocator(str(final), source)
+
+    def forget_database(self, digest: str) -> None:
+        """Remove a database's copy and flattened form (one that turned out broken)."""
+        shutil.rmtree(self.root / "databases" / digest[:32], ignore_errors=True)
+
+    def prune_databases(self, keep: int = DATABASES_KEPT) -> None:
+        """Remove all but the `keep` most recently used database folders (copies and flattened forms)."""
+        root = self.root / "databases"
+        try:
+            folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return
+        for folder in folders[:-keep] if keep else folders:
+            log.info("removing GeoIP database %s from the cache", folder.name)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def folder(self, key: str) -> Path:
         return self.root / "maps" / key
@@ -144,6 +216,12 @@ class MapStore:
         if known is None:
             known = self._loaded[key] = load_region_map(self.folder(key))
         return known
+
+    def retain(self, keys: Collection[str]) -> None:
+        """Let go of loaded maps no pool uses any more (a reload or a new GeoIP database replaced them)."""
+        for key in list(self._loaded):
+            if key not in keys:
+                del self._loaded[key]
 
     def maps_for(self, zones: model.ZoneSet, locator: Locator) -> dict[str, RegionMap]:
         """A RegionMap for every pool: from disk where one was built before, the rest built now.
@@ -160,21 +238,19 @@ class MapStore:
                 except (OSError, ValueError, KeyError):
                     missing[key] = zones.pools[name]
         if missing:
-            if isinstance(locator, GeoIPLocator):
+            if isinstance(locator, GeoIPLocator) and os.path.getsize(locator.path) > IN_PROCESS_BYTES:
                 context = multiprocessing.get_context("spawn")
                 with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as builder:
                     builder.submit(build_and_save, str(self.root), locator.path, list(missing.values())).result()
             else:
-                build_and_save(str(self.root), None, list(missing.values()))
+                build_and_save(str(self.root), locator.path if isinstance(locator, GeoIPLocator) else None, list(missing.values()))
             for key in missing:
                 self._loaded[key] = load_region_map(self.folder(key))
-        for key in list(self._loaded):
-            if key not in keys.values():
-                del self._loaded[key]  # a pool gone or changed: let its mapping go
+        self.retain(set(keys.values()))
         return {name: self._loaded[key] for name, key in keys.items()}
 
     def database(self, locator: Locator) -> FlatDatabase:
-        folder = self.root / "databases" / locator.digest[:32]
+        folder = self.root / "databases" / locator.digest[:32] / "flat"
         try:
             return load_database(folder)
         except (OSError, ValueError, KeyError):
@@ -200,7 +276,10 @@ def build_and_save(cache_dir: str, database: str | None, pools: list[model.Pool]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[maps]: %(message)s")
     store = MapStore(cache_dir)
     locator: Locator = GeoIPLocator(database) if database is not None else NoLocator()
-    flat = store.database(locator)
+    try:
+        flat = store.database(locator)
+    finally:
+        locator.close()
     for pool in pools:
         started = time.monotonic()
         region_map = build_region_map(pool, flat)

@@ -14,6 +14,7 @@ from aiohttp import web
 from geolb import model
 from geolb.config.values import parse_fraction
 from geolb.explain import ExplainError, explain, parse_client
+from geolb.geo.locate import GeoIPLocator
 from geolb.health.probe import url_of
 from geolb.http.control import Control
 
@@ -143,6 +144,24 @@ def status_report(server: Control) -> dict[str, Any]:
         "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
         "health_checks_scheduled": server.checks_scheduled,
         "cluster": _cluster(server),
+        "geoip": geoip_report(server),
+    }
+
+
+def geoip_report(server: Control) -> dict[str, Any]:
+    """The database answering (file, type, build date, digest, when loaded) and the last file refused, if any."""
+    locator = server.locator
+    report = server.geoip
+    if not isinstance(locator, GeoIPLocator):
+        return {"file": None, "description": locator.description, "error": report.error}
+    return {
+        "file": locator.source,
+        "type": locator.database_type,
+        "built": _time(locator.build_epoch),
+        "digest": locator.digest,
+        "loaded": _time(report.loaded),
+        "error": report.error,
+        "error_since": _time(report.error_since),
     }
 
 
@@ -204,12 +223,20 @@ async def explain_query(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     result = await server.reload()
+    await server.reload_geoip()  # if its file changed
     await server.settled()  # every worker answers from the new zones before we say so
     serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
+    geoip = geoip_report(server)
+    if result.ok and geoip["error"] is None:
+        return web.json_response({"status": "ok", "serials": serials, "geoip": geoip})
     if result.ok:
-        return web.json_response({"status": "ok", "serials": serials})
+        return json_error(422, "the GeoIP database file was refused; the database in use keeps answering", serials=serials, geoip=geoip)
     return json_error(
-        422, "some zone files have errors; their last good versions keep serving", errors=[str(e) for e in result.errors], serials=serials
+        422,
+        "some zone files have errors; their last good versions keep serving",
+        errors=[str(e) for e in result.errors],
+        serials=serials,
+        geoip=geoip,
     )
 
 

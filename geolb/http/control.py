@@ -13,6 +13,7 @@ from geolb.cluster.member import ClusterMember
 from geolb.config.zoneset import ZoneSetResult
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import Locator
+from geolb.geo.store import GeoIPReport
 from geolb.handler import QueryStats
 from geolb.health.state import HealthState
 from geolb.http.metrics import Metrics
@@ -25,6 +26,7 @@ class Control(Protocol):
     cluster: ClusterMember | None
     health: HealthState
     locator: Locator
+    geoip: GeoIPReport
     last_reload: ZoneSetResult
     metrics: Metrics
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
@@ -45,6 +47,8 @@ class Control(Protocol):
     def push_load(self, pool: str, region: str, address: IPAddress, load: float) -> None: ...
 
     async def reload(self) -> ZoneSetResult: ...
+
+    async def reload_geoip(self) -> bool: ...
 
     async def settled(self) -> bool: ...
 

@@ -15,6 +15,8 @@ from geolb.health.state import Transition
 
 if TYPE_CHECKING:
     from geolb.cluster.member import ClusterMember
+    from geolb.geo.locate import Locator
+    from geolb.geo.store import GeoIPReport
     from geolb.handler import QueryStats
     from geolb.health.state import HealthState
     from geolb.runtime import Runtime
@@ -27,6 +29,8 @@ class Scraped(Protocol):
     cluster: ClusterMember | None
     health: HealthState
     scraped_stats: QueryStats
+    locator: Locator
+    geoip: GeoIPReport
 
     @property
     def checks_scheduled(self) -> int: ...
@@ -49,6 +53,12 @@ class Metrics:
             "geolb_health_transitions_total", "Health state changes of a check target.", ["target", "state"], registry=self.registry
         )
         self.reloads = Counter("geolb_reloads_total", "Zone reloads, by result.", ["result"], registry=self.registry)
+        self.geoip_reloads = Counter(
+            "geolb_geoip_reloads_total",
+            "GeoIP database files taken after a change (ok) or refused, the one in use kept (error).",
+            ["result"],
+            registry=self.registry,
+        )
 
     def observe_probe(self, key: model.HealthKey, outcome: Outcome) -> None:
         labels = (key.check.type, "ok" if outcome.ok else "fail")
@@ -132,6 +142,14 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
         serial.add_metric([zone.name], zone.serial)
     yield serial
     yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.checks_scheduled)
+    built = getattr(server.locator, "build_epoch", None)
+    if built is not None:
+        yield GaugeMetricFamily("geolb_geoip_build_timestamp_seconds", "Build time of the GeoIP database answering.", value=built)
+    yield GaugeMetricFamily(
+        "geolb_geoip_load_error",
+        "1 while the GeoIP database file on disk was refused (the one in use answers).",
+        value=0.0 if server.geoip.error is None else 1.0,
+    )
     member = server.cluster
     if member is not None:
         yield GaugeMetricFamily("geolb_cluster_connected", "1 while etcd is reachable.", value=1.0 if member.status.connected else 0.0)
