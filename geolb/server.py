@@ -27,10 +27,11 @@ from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.locate import Locator, NoLocator, database_file
 from geolb.geo.store import GeoIPReport, MapStore, default_cache_dir
-from geolb.handler import QueryStats
+from geolb.handler import AnswerKey, QueryStats
 from geolb.health.prober import Prober
-from geolb.health.state import HealthState, health_keys, load_rules
+from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
+from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
 from geolb.net.listeners import HostPort, bind_pair
@@ -145,6 +146,9 @@ class Server:
         self.geoip = GeoIPReport(loaded=time.time())
         self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
+        self.feed = StatusFeed()
+        self.runtime.on_swap(self.feed.on_swap)
+        self.answer_window = AnswerWindow()
         self.metrics = Metrics()
         self.health = HealthState()
         self.health.set_targets(health_keys(result.zoneset))
@@ -152,13 +156,14 @@ class Server:
         self._load_publish: asyncio.TimerHandle | None = None
         self._checks_publish: asyncio.Handle | None = None
         self._load_expiry: asyncio.Task[None] | None = None
+        self._answer_sampler: asyncio.Task[None] | None = None
         self.prober = Prober(
             self.health,
             self.checks_changed,
             sources=probe_sources(options.probe_sources),
             concurrency=options.probe_concurrency,
             observe=self.metrics.observe_probe,
-            on_transition=self.metrics.count_transition,
+            on_transition=self._on_transition,
         )
         self.prober.describe(result.zoneset)
         self.cluster: ClusterMember | None = None
@@ -178,6 +183,22 @@ class Server:
         self._http_runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
+
+    def _on_transition(self, transition: Transition) -> None:
+        self.metrics.count_transition(transition)
+        self.feed.note_transition(transition)
+
+    async def _sample_answers(self) -> None:
+        """Answer counters every ANSWER_SAMPLE seconds, for the status page's share of answers per region."""
+        while True:
+            stats = await self.query_stats()
+            self.answer_window.sample(stats.geo_answers, time.time())
+            await asyncio.sleep(ANSWER_SAMPLE)
+
+    async def recent_answers(self) -> tuple[dict[AnswerKey, int], float]:
+        """GEO answers per (pool, region) over about the last minute, and the seconds they span."""
+        stats = await self.query_stats()
+        return self.answer_window.recent(stats.geo_answers, time.time())
 
     def force(self, pool: str, region: str, address: IPAddress, up: bool | None) -> None:
         """An operator's forced state (None: back to the checks); it survives reloads, and in a cluster
@@ -295,6 +316,7 @@ class Server:
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
         await self._start_workers(reserved)
+        self._answer_sampler = asyncio.get_running_loop().create_task(self._sample_answers(), name="sample answers")
         if PROBER_NICENESS:
             # The workers (started before this) keep their priority: when the CPUs are
             # short, answers go first and checks wait, never the other way round.
@@ -392,6 +414,8 @@ class Server:
             self.metrics.reloads.labels("ok" if result.ok else "error").inc()
             serials = ", ".join(f"{z.name} {z.serial}" for z in result.zoneset.zones.values())
             log.info("reload %s: %s", "ok" if result.ok else "with errors", serials)
+            problems = f"; {len(result.errors)} error(s), first: {result.errors[0]}" if result.errors else ""
+            self.feed.add("reload", f"zones reloaded ({serials}){problems}", state="ok" if result.ok else "error")
             return result
 
     async def reload_geoip(self) -> bool:
@@ -431,6 +455,7 @@ class Server:
             self.geoip = GeoIPReport(loaded=time.time())
             self.metrics.geoip_reloads.labels("ok").inc()
             log.info("GeoIP database loaded: %s", locator.description)
+            self.feed.add("geoip", f"GeoIP database loaded: {locator.description}", state="ok")
             self.maps.prune_databases()
             return True
 
@@ -440,6 +465,7 @@ class Server:
             self.geoip.error_since = time.time()
         self.geoip.error = error
         self.metrics.geoip_reloads.labels("error").inc()
+        self.feed.add("geoip", f"{error}; the database in use keeps answering", state="error")
 
     async def watch_files(self) -> None:
         """Reload when a zone file or the GeoIP database changes, once a burst of writes has settled."""
@@ -496,8 +522,10 @@ class Server:
             await asyncio.gather(self._cluster_task, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.stop()
-        if self._load_expiry is not None:
-            self._load_expiry.cancel()
+        self.feed.close()  # the status pages' event streams end, so the API can stop at once
+        for task in (self._load_expiry, self._answer_sampler):
+            if task is not None:
+                task.cancel()
         if self._load_publish is not None:
             self._load_publish.cancel()
         if self._checks_publish is not None:

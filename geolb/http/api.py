@@ -6,7 +6,8 @@ import datetime
 import hmac
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,8 +16,10 @@ from geolb import model
 from geolb.config.values import parse_fraction
 from geolb.explain import ExplainError, explain, parse_client
 from geolb.geo.locate import GeoIPLocator
+from geolb.handler import AnswerKey
 from geolb.health.probe import url_of
 from geolb.http.control import Control
+from geolb.http.page import add_page_routes
 
 SERVER_KEY: web.AppKey[Control] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,6 +36,7 @@ def build_app(server: Control) -> web.Application:
     app.router.add_post("/v1/reload", _mutating(reload))
     app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/force", _mutating(force))
     app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/load", _mutating(push_load))
+    add_page_routes(app, SERVER_KEY, full_status)
     return app
 
 
@@ -93,9 +97,11 @@ def _forced_text(forced: bool | None) -> str | None:
     return None if forced is None else ("up" if forced else "down")
 
 
-def status_report(server: Control) -> dict[str, Any]:
-    """Zones, and for every pool, region and endpoint: state, forced state, counters, last check."""
+def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float] = ({}, 0.0)) -> dict[str, Any]:
+    """Zones, and for every pool, region and endpoint: state, forced state, counters, last check;
+    with `recent` (GEO answers per pool and region, and the seconds they span) each region's answers."""
     snapshot = server.runtime.snapshot
+    answers, window = recent
     health = server.health
     pools: dict[str, Any] = {}
     for pool in snapshot.zones.pools.values():
@@ -128,16 +134,23 @@ def status_report(server: Control) -> dict[str, Any]:
                         **_instance_views(server, endpoint),
                     }
                 )
-            regions[region.name] = {"location": region.location, "selection": _selection(region.selection), "endpoints": endpoints}
+            regions[region.name] = {
+                "location": region.location,
+                "selection": _selection(region.selection),
+                "answers_last_minute": answers.get(AnswerKey(pool.name, region.name), 0),
+                "endpoints": endpoints,
+            }
         shed = pool.shed_load
         pools[pool.name] = {
             "zone": pool.zone,
             "selection": _selection(pool.selection),
             "shed_load": None if shed is None else {"high": shed.high, "low": shed.low},
+            "answers_last_minute": sum(r["answers_last_minute"] for r in regions.values()),
             "regions": regions,
         }
     last = server.last_reload
     return {
+        "time": _time(time.time()),
         "generation": snapshot.generation,
         "zones": [{"name": z.name, "file": z.file, "serial": z.serial} for z in snapshot.zones.zones.values()],
         "pools": pools,
@@ -145,6 +158,8 @@ def status_report(server: Control) -> dict[str, Any]:
         "health_checks_scheduled": server.checks_scheduled,
         "cluster": _cluster(server),
         "geoip": geoip_report(server),
+        "answers_window_seconds": round(window, 1),
+        "api_token_required": bool(server.api_token),
     }
 
 
@@ -197,8 +212,14 @@ def _load_report(server: Control, ref: tuple[str, str, model.IPAddress]) -> dict
     return {"load": load, "load_source": source, "load_reported": _time(at), "busy": server.health.is_busy(ref)}
 
 
+async def full_status(server: Control) -> dict[str, Any]:
+    """/v1/status's body, with each region's GEO answers over the last minute (asked of every DNS worker)."""
+    return status_report(server, await server.recent_answers())
+
+
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(status_report(request.app[SERVER_KEY]))
+    """GET /v1/status; each region's `answers_last_minute` counts its GEO answers over `answers_window_seconds`."""
+    return web.json_response(await full_status(request.app[SERVER_KEY]))
 
 
 async def explain_query(request: web.Request) -> web.Response:

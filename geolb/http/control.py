@@ -14,8 +14,9 @@ from geolb.config.zoneset import ZoneSetResult
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import Locator
 from geolb.geo.store import GeoIPReport
-from geolb.handler import QueryStats
+from geolb.handler import AnswerKey, QueryStats
 from geolb.health.state import HealthState
+from geolb.http.feed import StatusFeed
 from geolb.http.metrics import Metrics
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
@@ -29,6 +30,7 @@ class Control(Protocol):
     geoip: GeoIPReport
     last_reload: ZoneSetResult
     metrics: Metrics
+    feed: StatusFeed
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
 
     @property
@@ -53,3 +55,5 @@ class Control(Protocol):
     async def settled(self) -> bool: ...
 
     async def query_stats(self) -> QueryStats: ...
+
+    async def recent_answers(self) -> tuple[dict[AnswerKey, int], float]: ...
