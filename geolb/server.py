@@ -147,7 +147,7 @@ class Server:
         self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
         self.feed = StatusFeed()
-        self.runtime.on_swap(self.feed.on_swap)
+        self.feed.follow(self.runtime)
         self.answer_window = AnswerWindow()
         self.metrics = Metrics()
         self.health = HealthState()

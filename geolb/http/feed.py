@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from geolb import model
 from geolb.handler import AnswerKey
 from geolb.health.state import HealthView, Transition
-from geolb.runtime import Snapshot
+from geolb.runtime import Runtime, Snapshot
 
 FEED_LENGTH = 200  # events kept for a page opened later
 SUBSCRIBER_BACKLOG = 256  # events a slow page may fall behind by before it is dropped (its browser reconnects)
@@ -66,6 +66,12 @@ class StatusFeed:
         self._send(event)
         return event
 
+    def follow(self, runtime: Runtime) -> None:
+        """Watch `runtime` from its current snapshot on."""
+        self._last = runtime.snapshot
+        self.generation = runtime.snapshot.generation
+        runtime.on_swap(self.on_swap)
+
     def on_swap(self, snapshot: Snapshot) -> None:
         """A new generation: the endpoints whose answered state changed become events; pages are told to refresh."""
         previous, self._last = self._last, snapshot
@@ -97,8 +103,7 @@ class StatusFeed:
             was, now = before.is_up(pool, region, endpoint), after.is_up(pool, region, endpoint)
             forced_now = after.forced.get(ref)
             if ref in forced:
-                how = "back to its checks" if forced_now is None else f"forced {'up' if forced_now else 'down'}"
-                reason = how if was == now else f"{how}: {'up' if now else 'down'}"
+                reason = "forced state cleared: back to its checks" if forced_now is None else "forced by an operator"
             elif was == now:
                 continue
             else:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -135,7 +138,7 @@ def test_a_failing_backend_shows_on_the_map_and_in_the_table(server: RunningServ
     # The page shows it within 2 s of the backend failing (two checks 0.2 s apart make it down).
     assert time.monotonic() - failed < PAGE_DEADLINE, f"{time.monotonic() - failed:.2f} s"
     feed = page.find_element(By.ID, "feed").text
-    assert f"web/singapore {address}: down" in feed
+    assert f"web/singapore {address}: down — 2 checks failed, last: " in feed
     # One of two endpoints down: dublin is partly down.
     backends.set("fail", REGIONS["dublin"][1])
     poll(page, lambda d: marker(d, "dublin")["state"] == "partial", PAGE_DEADLINE + 1.0, "dublin partly down")
@@ -169,7 +172,9 @@ def test_force_buttons_ask_for_the_token_and_show_the_refusal(server: RunningSer
     assert [e["forced"] for e in endpoints(server) if e["address"] == address] == ["down"]
     click(page, address, "clear")
     poll(page, lambda d: marker(d, "ashburn")["state"] == "up", PAGE_DEADLINE, "ashburn back to its checks")
-    assert "forced down" in page.find_element(By.ID, "feed").text
+    feed = page.find_element(By.ID, "feed").text
+    assert f"web/ashburn {address}: down — forced by an operator" in feed
+    assert f"web/ashburn {address}: up — forced state cleared: back to its checks" in feed
 
 
 def test_the_explain_form_shows_the_region_dig_gets(server: RunningServer, page: WebDriver) -> None:
@@ -247,3 +252,48 @@ def test_a_large_zone_renders_in_the_browser(tmp_path: Path, browser: WebDriver)
         print(f"50 regions x 10 endpoints: first render {render_ms:.1f} ms in the page, page ready {loaded:.2f} s")
     finally:
         assert big.stop() == 0
+
+
+def read_events(stream: IO[bytes], until: str = "feed") -> list[tuple[str, str, str]]:
+    """(id, event, data) of the events on an open /v1/events stream, up to the first of kind `until`."""
+    events: list[tuple[str, str, str]] = []
+    fields: dict[str, str] = {}
+    while not events or events[-1][1] != until:
+        line = stream.readline().decode().rstrip("\n")  # the stream's socket timeout bounds the wait
+        if line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        elif "event" in fields:
+            events.append((fields.get("id", ""), fields["event"], fields["data"]))
+            fields = {}
+    return events
+
+
+def test_the_event_stream_sends_changes_and_resumes_after_the_last_event_id(server: RunningServer) -> None:
+    address = REGIONS["dublin"][0]
+    path = f"/v1/endpoints/web/dublin/{address}/force"
+    with urllib.request.urlopen(f"{server.http_url}/v1/events", timeout=10) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        read_events(stream, until="generation")  # the backlog of earlier tests' changes comes first
+        assert api(server, "POST", path, {"state": "down"}, token=TOKEN)[0] == 200
+        *_, (last_id, _, data) = read_events(stream)
+        assert json.loads(data) | {"at": 0, "id": 0} == {
+            "id": 0, "at": 0, "kind": "state", "text": "forced by an operator", "pool": "web", "region": "dublin",
+            "address": address, "state": "down", "forced": "down",
+        }  # fmt: skip
+    assert api(server, "POST", path, {"state": None}, token=TOKEN)[0] == 200
+    request = urllib.request.Request(f"{server.http_url}/v1/events", headers={"Last-Event-ID": last_id})
+    with urllib.request.urlopen(request, timeout=10) as stream:
+        (next_id, _, data), *_ = read_events(stream)
+    assert int(next_id) == int(last_id) + 1  # what happened while away, and nothing from before
+    assert json.loads(data)["text"] == "forced state cleared: back to its checks"
+
+
+def test_sigterm_ends_the_pages_event_streams(tmp_path: Path) -> None:
+    server = start_server(DATA / "zones", "--workers", "1", tmp=tmp_path)
+    with urllib.request.urlopen(f"{server.http_url}/v1/events", timeout=10) as stream:
+        assert stream.readline() == b"retry: 1000\n"
+        started = time.monotonic()
+        assert server.stop(timeout=10) == 0
+        assert time.monotonic() - started < 3.0  # not aiohttp's 60 s wait for handlers
+        assert stream.read() is not None

@@ -382,7 +382,7 @@ class StatusPage {
     byId("feed-empty").hidden = true;
     const when = new Date(event.at * 1000);
     const where = event.pool ? `${event.pool}/${event.region} ${event.address}: ` : "";
-    const what = event.kind === "state" ? `${event.state}${event.forced ? " (forced)" : ""} — ` : "";
+    const what = event.kind === "state" ? `${event.state} — ` : "";
     const item = el("li", { class: `state-${event.state || "none"}`, "data-kind": event.kind }, el("time", { datetime: when.toISOString() }, when.toLocaleTimeString()), `${where}${what}${event.text}`);
     list.prepend(item);
     while (list.children.length > FEED_SHOWN) list.lastElementChild?.remove();
