@@ -169,7 +169,8 @@ class StatusPage {
     this.update();
     this.renderMs = performance.now() - started;
     document.body.dataset.generation = String(status.generation);
-    document.body.dataset.renderMs = this.renderMs.toFixed(1);
+    document.body.dataset.renderMs = this.renderMs.toFixed(1); // read by the tests and bench/page_bench.py
+    if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = document.body.dataset.renderMs;
   }
 
   /** The structure: one table per pool, a row per region and endpoint, a marker per placed region. */
@@ -207,14 +208,20 @@ class StatusPage {
           share: el("span", { class: "num" }),
           bar: el("span"),
         };
-        const where = region.location ? `${region.location[0]}, ${region.location[1]}` : "no location";
+        const where = region.location ? `at ${region.location[0]}, ${region.location[1]}` : "no location";
         const row = /** @type {HTMLTableRowElement} */ (
           el(
             "tr",
             { class: "region-row", "data-pool": poolName, "data-region": regionName, id: `region-${poolName}-${regionName}` },
-            el("td", {}, regionName, " ", el("span", { class: "muted" }, `(${where})`)),
+            el("td", { class: "region-name" }, regionName),
             el("td", {}, cells.state),
-            el("td", { colspan: "7" }, el("span", { class: "share", title: "share of the pool's answers over the last minute" }, cells.bar), cells.share),
+            el(
+              "td",
+              { colspan: "7" },
+              el("span", { class: "share", title: "share of the pool's answers over the last minute" }, cells.bar),
+              cells.share,
+              el("span", { class: "muted where" }, where),
+            ),
           )
         );
         body.append(row);
@@ -301,7 +308,7 @@ class StatusPage {
           entry.row.dataset.state = state;
           entry.row.dataset.health = health;
           const share = pool.answers_last_minute ? (100 * region.answers_last_minute) / pool.answers_last_minute : 0;
-          set(entry.cells.share, `${share.toFixed(share && share < 10 ? 1 : 0)} % (${region.answers_last_minute} answers${span ? `, ${span} s` : ""})`);
+          set(entry.cells.share, `${share.toFixed(share && share < 10 ? 1 : 0)} % (${region.answers_last_minute} answers${span && span < 55 ? ` in ${span} s` : " in the last minute"})`);
           entry.cells.bar.style.width = `${share}%`;
         }
         const marker = this.markers.get(key(poolName, regionName));
@@ -496,24 +503,23 @@ function explanation(report) {
       el("strong", {}, geo.pool),
       ` (${geo.family}); client located at ${place || "unknown"} [${where.source}, ${where.network}]; answered from `,
       el("strong", { id: "explain-region" }, geo.region || "no region"),
-      geo.tier && geo.tier !== "up" ? ` (${geo.tier})` : "",
+      geo.tier === "fail open" ? " (fail open: nothing healthy anywhere)" : geo.tier === "busy" ? " (every healthy endpoint is busy)" : "",
     ),
   );
   /** @type {Map<string, string>} */
   const skipped = new Map(geo.skipped.map((/** @type {{region: string, reason: string}} */ s) => [s.region, s.reason]));
-  const rows = geo.ranking.map((/** @type {{region: string, reason: string, distance_km: number|null}} */ r, /** @type {number} */ i) =>
+  const rows = geo.ranking.map((/** @type {{region: string, reason: string}} */ r, /** @type {number} */ i) =>
     el(
       "tr",
       { "data-region": r.region, class: r.region === geo.region ? "chosen" : "" },
       el("td", { class: "num" }, String(i + 1)),
       el("td", {}, r.region === geo.region ? `▶ ${r.region}` : r.region),
       el("td", {}, r.reason),
-      el("td", { class: "num" }, r.distance_km === null ? "—" : `${Math.round(r.distance_km).toLocaleString()} km`),
       el("td", {}, skipped.get(r.region) || (r.region === geo.region ? "answered" : "")),
     ),
   );
   parts.push(
-    el("table", { id: "explain-ranking" }, el("thead", {}, el("tr", {}, ...["#", "region", `why (${geo.rule})`, "distance", "outcome"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)),
+    el("table", { id: "explain-ranking" }, el("thead", {}, el("tr", {}, ...["#", "region", `ranked by ${geo.rule}`, "outcome"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)),
   );
   return parts;
 }
