@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="look for changed zone files this often; 0 turns it off (default: 1)",
+        help="look for changed zone files and a changed GeoIP database this often; 0 turns it off (default: 1)",
     )
     serve.add_argument(
         "--workers",
