@@ -44,6 +44,16 @@ def key_of(zones: model.ZoneSet, address: str) -> model.HealthKey:
     return next(k for k in health_keys(zones) if k.address == ipaddress.ip_address(address))
 
 
+def watched(zones: model.ZoneSet) -> tuple[HealthState, Runtime, StatusFeed]:
+    """Health for the zones' checks, a runtime, and a feed following it."""
+    state = HealthState()
+    state.set_targets(health_keys(zones))
+    runtime = Runtime(zones, state.view)
+    feed = StatusFeed()
+    feed.follow(runtime)
+    return state, runtime, feed
+
+
 def published(feed: StatusFeed, queue: asyncio.Queue[FeedEvent | int | None]) -> list[FeedEvent | int | None]:
     items = []
     while not queue.empty():
@@ -52,11 +62,7 @@ def published(feed: StatusFeed, queue: asyncio.Queue[FeedEvent | int | None]) ->
 
 
 async def test_a_failing_check_is_one_event_per_endpoint_that_uses_it(zones: model.ZoneSet) -> None:
-    state = HealthState()
-    state.set_targets(health_keys(zones))
-    runtime = Runtime(zones, state.view)
-    feed = StatusFeed()
-    feed.follow(runtime)
+    state, runtime, feed = watched(zones)
     queue = feed.subscribe()
     key = key_of(zones, "127.0.0.11")
     state.record(key, True, None, 0.001, now=1.0)
@@ -80,11 +86,7 @@ async def test_a_failing_check_is_one_event_per_endpoint_that_uses_it(zones: mod
 
 
 async def test_forcing_names_the_operator_and_only_the_endpoint_forced(zones: model.ZoneSet) -> None:
-    state = HealthState()
-    state.set_targets(health_keys(zones))
-    runtime = Runtime(zones, state.view)
-    feed = StatusFeed()
-    feed.follow(runtime)
+    state, runtime, feed = watched(zones)
     address = ipaddress.ip_address("127.0.0.11")
     state.force(("web", "east", address), False)
     runtime.publish(health=state.view)
