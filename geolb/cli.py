@@ -11,8 +11,12 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import yaml
+
 from geolb import __version__
-from geolb.config.zoneset import load_zoneset
+from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
+from geolb.config.zoneset import load_zoneset, zone_files
+from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, load_keys
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
 from geolb.geo.choose import GeoAnswers
@@ -147,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--zones", default="zones", metavar="DIR")
     resolve.add_argument("--geoip", metavar="FILE")
     resolve.add_argument("--cache-dir", metavar="DIR", help="region map cache, as for serve")
+
+    dnssec = commands.add_parser("dnssec", help="zone keys: make one, print the DS for the parent")
+    actions = dnssec.add_subparsers(dest="action", required=True)
+    keygen = actions.add_parser("keygen", help="write a new key pair for ZONE and print its DS record")
+    ds = actions.add_parser("ds", help="print the DS record of every key of ZONE")
+    for action in (keygen, ds):
+        action.add_argument("zone", metavar="ZONE")
+        action.add_argument("--zones", default="zones", metavar="DIR")
+        action.add_argument("--keys", metavar="DIR", help="keys directory (default: the zone's dnssec.keys, else DIR/keys)")
+    keygen.add_argument("--algorithm", choices=list(ALGORITHMS), help="default: the zone's dnssec.algorithm, else ECDSAP256SHA256")
     return parser
 
 
@@ -178,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_server(options)
     if args.command == "check":
         return check(args.zones)
+    if args.command == "dnssec":
+        return dnssec_command(args.action, args.zone, args.zones, args.keys, getattr(args, "algorithm", None))
     return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir)
 
 
@@ -216,6 +232,48 @@ def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str 
     print(f";; geoip: {locator.description}")
     print(render_text(report))
     return 0
+
+
+def dnssec_command(action: str, zone_text: str, zones_dir: str, keys_dir: str | None, algorithm: str | None) -> int:
+    """`geolb dnssec keygen|ds ZONE`: the DS goes to stdout (for the parent), what was done to stderr."""
+    zone = zone_text.strip().lower().rstrip(".") + "."
+    settings = zone_dnssec_settings(zones_dir, zone)
+    where = keys_dir or (os.path.join(zones_dir, str(settings["keys"])) if settings.get("keys") else os.path.join(zones_dir, KEYS_DIR))
+    try:
+        if action == "keygen":
+            chosen = algorithm or str(settings.get("algorithm") or DEFAULT_ALGORITHM)
+            key = generate(where, zone, chosen)
+            print(f"geolb: wrote {key.path} (mode 600) and its .key file: {chosen} key {key.key_tag} of {zone}", file=sys.stderr)
+            print(ds_text(key))
+            return 0
+        keys, _warnings = load_keys(where, zone)
+    except DnssecKeyError as exc:
+        print(f"geolb: {exc}", file=sys.stderr)
+        return 1
+    for key in keys:
+        print(ds_text(key))
+    return 0
+
+
+def zone_dnssec_settings(zones_dir: str, zone: str) -> dict[str, object]:
+    """The `dnssec:` mapping of the file that serves `zone`, if one does (a rough read: `check` validates)."""
+    try:
+        paths = zone_files(zones_dir)
+    except OSError:
+        return {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        name = str(data.get("zone") or os.path.basename(path)[: -len(".yaml")]).lower().rstrip(".") + "."
+        if name == zone:
+            settings = data.get("dnssec")
+            return dict(settings) if isinstance(settings, dict) else {}
+    return {}
 
 
 def entry() -> None:

@@ -73,6 +73,8 @@ def rdata_text(rdata: model.Rdata) -> str:
             return f'{flags} {tag} "{value}"'
         case model.HINFO(cpu, os):
             return f'"{cpu}" "{os}"'
+        case model.Opaque(data):
+            return f"\\# {len(data)} {data.hex()}"  # RFC 3597's generic form
     return " ".join(str(getattr(rdata, name)) for name in rdata.__dataclass_fields__)
 
 

@@ -6,8 +6,10 @@ import collections
 import dataclasses
 import ipaddress
 import logging
+import math
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,6 +32,7 @@ from geolb.dns.cache import (
 from geolb.dns.lookup import lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
+from geolb.dnssec.sign import Signer, rrsig_records
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.entry import GeoEntry, RegionRecords
 from geolb.geo.rank import BUSY, FAIL_OPEN
@@ -37,6 +40,7 @@ from geolb.model import NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
+SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
 Fill = tuple[PacketCache, Key, int, int]  # the cache, the key, end of question, ECS offset
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
 
@@ -111,6 +115,8 @@ class QueryHandler:
         self._answer_maps = AnswerMemo()
         self._peer_address = peer_address_cache()
         self.stats = QueryStats()
+        self.signer = Signer()
+        self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
         self.cache = PacketCache() if fast_path else None
         if self.cache is not None:
             cache = self.cache
@@ -118,6 +124,12 @@ class QueryHandler:
             cache.reset(runtime.snapshot.generation)
             # Every swap (reload, health change) drops the cache before the next query runs.
             runtime.on_swap(lambda snapshot: cache.reset(snapshot.generation))
+
+    def expire_signatures(self, now: float) -> None:
+        """Drop the ready packets once the signatures in them are due for a refresh (called every minute)."""
+        if self.cache is not None and now >= self.signed_cached_until:
+            self.cache.reset(self.cache.generation)
+            self.signed_cached_until = math.inf
 
     def geo(self, snapshot: Snapshot) -> GeoAnswers:
         """The GEO choices of a snapshot (its AnswerMaps come from a memo kept across snapshots)."""
@@ -196,9 +208,12 @@ class QueryHandler:
         negative entry. The lookup is the pure one the full path runs, on the scanned bytes."""
         question = key[0]
         labels, qtype, qclass = question_name(question)
-        found = lookup(self.runtime.snapshot.zones, labels_to_key(labels), qtype, qclass)
+        zones = self.runtime.snapshot.zones
+        found = lookup(zones, labels_to_key(labels), qtype, qclass)
         if found.rcode not in (NOERROR, NXDOMAIN) or found.geo is not None or found.answer or found.additional or found.referral:
             return None
+        if key[4] and zones.zones[found.zone].dnssec is not None:
+            return None  # signed denial names the name asked: no sharing between names
         if len(found.authority) != 1 or found.authority[0].rtype != "SOA":
             return None
         return found.zone, found.rcode, qtype, len(question), key[1:]
@@ -221,6 +236,9 @@ class QueryHandler:
             client = client_address(query, peer)
             geo = self.geo(snapshot)
             answer = build_answer(found, client, snapshot.zones, geo, self.rng)
+            signed = query.edns is not None and query.edns.do and snapshot.zones.signed
+            if signed:
+                answer = self.signer.sign_reply(answer, query.name, snapshot.zones)
             stats_key = QueryKey(found.zone, query.qtype, answer.rcode)
             choice = answer.choice
             counted = None
@@ -237,6 +255,9 @@ class QueryHandler:
                     else:
                         cache.put(key, entry)
                     cache.remember(data, tcp, entry, qend, ecs_at)
+                    if signed:
+                        refresh = min((z.dnssec.refresh for z in snapshot.zones.zones.values() if z.dnssec), default=0)
+                        self.signed_cached_until = min(self.signed_cached_until, time.time() + refresh)
             return response
         except Exception:
             # A bug must cost one answer, not the server.
@@ -253,10 +274,15 @@ class QueryHandler:
         choice = answer.choice
         if choice is None or choice.region is None:  # static, or NODATA: the same for everyone
             return static_entry(response, qend, opt_rdlen, stats_key)
-        geo_rrset = answer.answer[-1] if answer.answer else None
-        if len(answer.answer) != 1 or geo_rrset is None or geo_rrset.name != query.name or answer.authority or answer.additional:
+        zones = self.runtime.snapshot.zones
+        records_in_answer = answer.answer
+        sign: Callable[[Sequence[int]], tuple[int, bytes]] | None = None
+        if len(records_in_answer) == 2 and records_in_answer[1].rtype == "RRSIG":
+            records_in_answer = records_in_answer[:1]  # signed: each region's RRSIG is made for its records below
+        geo_rrset = records_in_answer[-1] if records_in_answer else None
+        if len(records_in_answer) != 1 or geo_rrset is None or geo_rrset.name != query.name or answer.authority or answer.additional:
             return None  # a GEO answer behind a CNAME: the full path answers it every time
-        pool = self.runtime.snapshot.zones.pools[choice.pool]
+        pool = zones.pools[choice.pool]
         choices = geo.pool_family(pool, choice.family)
         # One encoding with every endpoint of the family, cut into one record per address; each
         # region's answer is then those records (no region's packet is encoded on its own).
@@ -281,15 +307,44 @@ class QueryHandler:
         limit = query.response_limit(tcp)
         fixed = qend + (len(packet) - end) + ECS_LONGEST  # header, question, OPT with the longest ECS echo
         regions: list[RegionRecords | None] = []
+        signature_size = 0
+        zone = zones.find_zone(geo_rrset.name)
+        signing = zone is not None and zone.dnssec is not None and len(answer.answer) == 2
+        if signing:
+            signature_size = len(rrsig_records(answer.answer[1]))
         for candidates, order in zip(choices.candidates, choices.orders, strict=True):
             if not candidates or order is None:
                 regions.append(None)
                 continue
             mine = [record_of[e.address] for e in candidates]
-            if fixed + sum(len(r) for r in mine) > limit:
+            if fixed + sum(len(r) for r in mine) + signature_size > limit:
                 return None  # near the client's size limit: the full path truncates as it must
-            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, order, answer.max_answers))
+            if signing:
+                assert zone is not None
+                sign = self._region_signatures(zone, geo_rrset, candidates)
+            regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, order, answer.max_answers, sign))
         return GeoEntry(choices, regions, opt_head, stats_key, self._peer_address)
+
+    def _region_signatures(
+        self, zone: model.Zone, rrset: model.RRset, candidates: Sequence[model.Endpoint]
+    ) -> Callable[[Sequence[int]], tuple[int, bytes]]:
+        """For a region of a signed GEO entry: (count, RRSIG records) over the endpoints at these indices,
+        the same whatever their order (made by the Signer, which keeps them until their refresh)."""
+        memo: dict[frozenset[int], tuple[int, bytes]] = {}
+        signer = self.signer
+
+        def signatures(indices: Sequence[int]) -> tuple[int, bytes]:
+            chosen = frozenset(indices)
+            known = memo.get(chosen)
+            if known is None:
+                if len(memo) >= SIGNED_SETS:
+                    memo.clear()
+                rdatas = tuple(model.address_rdata(candidates[i].address) for i in sorted(chosen))
+                rrsig = signer.rrsig(dataclasses.replace(rrset, rdatas=rdatas), zone)
+                known = memo[chosen] = (len(rrsig.rdatas), rrsig_records(rrsig))
+            return known
+
+        return signatures
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:

@@ -29,6 +29,9 @@ RTYPE_CODES: Mapping[str, int] = {
     "AAAA": 28,
     "SRV": 33,
     "DS": 43,
+    "RRSIG": 46,
+    "NSEC": 47,
+    "DNSKEY": 48,
     "CAA": 257,
 }
 RTYPE_NAMES: Mapping[int, str] = {code: name for name, code in RTYPE_CODES.items()}
@@ -112,7 +115,14 @@ class HINFO:
     os: str
 
 
-Rdata = A | AAAA | CNAME | NS | PTR | MX | TXT | SRV | CAA | SOA | HINFO
+@dataclass(frozen=True)
+class Opaque:
+    """Record data geolb makes itself (DNSKEY, RRSIG, NSEC), already in wire format."""
+
+    data: bytes
+
+
+Rdata = A | AAAA | CNAME | NS | PTR | MX | TXT | SRV | CAA | SOA | HINFO | Opaque
 
 
 def address_rdata(address: IPAddress) -> A | AAAA:
@@ -279,6 +289,32 @@ class Node:
 
 
 @dataclass(frozen=True)
+class ZoneKey:
+    """One DNSSEC key of a zone, as geolb/dnssec/keys.py read it; plain data, so it travels to the DNS workers."""
+
+    zone: str
+    algorithm: int  # 13 ECDSAP256SHA256, 15 ED25519
+    key_tag: int
+    dnskey: bytes  # the DNSKEY rdata, wire format
+    path: str
+    private_pem: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Signing:
+    """A zone's `dnssec:` settings and keys: every key publishes a DNSKEY and signs (two during a rollover)."""
+
+    keys: tuple[ZoneKey, ...]
+    validity: int  # seconds a signature is valid from its making (and an hour before it)
+    refresh: int  # seconds a signature is reused before a new one is made
+    where: Where = field(compare=False)
+
+    @property
+    def key_tags(self) -> tuple[int, ...]:
+        return tuple(key.key_tag for key in self.keys)
+
+
+@dataclass(frozen=True)
 class Zone:
     name: str
     file: str
@@ -288,7 +324,8 @@ class Zone:
     empty_nonterminals: frozenset[str]
     delegations: frozenset[str]  # zone cuts below the apex
     pools: Mapping[str, Pool]
-    digest: str  # of the file's bytes: a reload knows whether it changed
+    digest: str  # of the file's bytes (and its keys'): a reload knows whether it changed
+    dnssec: Signing | None = None
 
     @property
     def serial(self) -> int:
@@ -310,6 +347,15 @@ class ZoneSet:
 
     zones: Mapping[str, Zone]
     pools: Mapping[str, Pool]
+
+    @property
+    def signed(self) -> bool:
+        """True when any zone is signed (DNSSEC): only then does a DO bit change an answer."""
+        known: bool | None = self.__dict__.get("_signed")
+        if known is None:
+            known = any(zone.dnssec is not None for zone in self.zones.values())
+            object.__setattr__(self, "_signed", known)
+        return known
 
     def find_zone(self, name: str) -> Zone | None:
         """The zone with the longest apex that `name` is at or below."""

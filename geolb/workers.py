@@ -21,6 +21,7 @@ import multiprocessing.process
 import pickle
 import signal
 import socket
+import time
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ log = logging.getLogger("geolb.workers")
 START_TIMEOUT = 60.0
 STATS_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 5.0
+SIGNATURE_SWEEP = 60.0  # how often a worker drops ready packets whose signatures are due for a refresh
 
 
 def _mappingproxy(items: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
@@ -134,12 +136,19 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
                 break
         stop.set()
 
+    async def expire_signatures() -> None:
+        while True:
+            await asyncio.sleep(SIGNATURE_SWEEP)
+            handler.expire_signatures(time.time())
+
     follower = loop.create_task(follow(), name="follow the main process")
+    sweeper = loop.create_task(expire_signatures(), name="expire signatures")
     settle_memory()
     await channel.send(("ready", first.number))
     await stop.wait()
     follower.cancel()
-    await asyncio.gather(follower, return_exceptions=True)
+    sweeper.cancel()
+    await asyncio.gather(follower, sweeper, return_exceptions=True)
     await listeners.stop(DRAIN_TIMEOUT)
     channel.close()
 

@@ -16,6 +16,7 @@ import yaml
 from geolb import model
 from geolb.config.apex import read_nameservers, read_soa
 from geolb.config.context import ZoneContext
+from geolb.config.dnssec import read_dnssec, with_keys
 from geolb.config.health import DEFAULT_HEALTH, read_health
 from geolb.config.integrity import build_zone
 from geolb.config.marks import compose_file, is_null
@@ -25,7 +26,7 @@ from geolb.config.values import parse_ttl
 from geolb.dns.names import absolute, check_name
 from geolb.errors import ConfigError, Where
 
-ZONE_KEYS = ("zone", "ttl", "soa", "nameservers", "health", "networks", "pools", "records")
+ZONE_KEYS = ("zone", "ttl", "soa", "nameservers", "health", "networks", "pools", "records", "dnssec")
 DEFAULT_TTL = 3600
 
 
@@ -95,7 +96,9 @@ def read_zone(ctx: ZoneContext, root: yaml.Node | None) -> model.Zone | None:
     pools = read_pools(ctx, sections["pools"][1], zone_health) if "pools" in sections else {}
     check_networks(ctx, networks, pools)
     records, geos = read_records(ctx, sections["records"][1], pools) if "records" in sections else ({}, {})
+    signing = read_dnssec(ctx, *sections["dnssec"]) if "dnssec" in sections else None
 
     if soa is None or nameservers is None:
         return None
-    return build_zone(ctx, default_ttl, soa, nameservers, networks, pools, records, geos)
+    zone = build_zone(ctx, default_ttl, soa, nameservers, networks, pools, records, geos)
+    return zone if zone is None or signing is None else with_keys(zone, signing)

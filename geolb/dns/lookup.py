@@ -96,7 +96,7 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
     if node is None:
         if name in zone.empty_nonterminals:
             return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),), zone=zone.name))
-        node = _wildcard(zone, name)
+        node = wildcard_node(zone, name)
         if node is None:
             return _Step(Lookup(NXDOMAIN, True, authority=(negative_soa(zone),), zone=zone.name))
     return _answer_from_node(zone, node, name, qtype)
@@ -153,7 +153,7 @@ def _glue(zone: model.Zone, ns: model.RRset) -> tuple[model.RRset, ...]:
     return tuple(glue)
 
 
-def _wildcard(zone: model.Zone, name: str) -> model.Node | None:
+def wildcard_node(zone: model.Zone, name: str) -> model.Node | None:
     """RFC 4592: the `*` child of the closest encloser, if there is one."""
     encloser = name
     while encloser != zone.name:

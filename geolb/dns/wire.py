@@ -279,4 +279,6 @@ def _rdata(rdata: model.Rdata) -> dnslib.RD:
         case model.HINFO(cpu, os):
             cpu_b, os_b = cpu.encode(), os.encode()
             return dnslib.RD(bytes([len(cpu_b)]) + cpu_b + bytes([len(os_b)]) + os_b)
+        case model.Opaque(data):
+            return dnslib.RD(data)
     raise TypeError(f"no wire encoding for {rdata!r}")

@@ -145,10 +145,19 @@ class RegionRecords:
     cycle (picked by the region's position). Consistent orders are memoized as met.
     """
 
-    __slots__ = ("_memo", "_tail", "flags", "max_answers", "order", "records", "scope_floor", "variants")
+    __slots__ = ("_memo", "_tail", "flags", "max_answers", "order", "records", "scope_floor", "signatures", "variants")
 
-    def __init__(self, flags: bytes, arcount: int, records: Sequence[bytes], order: Order, max_answers: int | None) -> None:
+    def __init__(
+        self,
+        flags: bytes,
+        arcount: int,
+        records: Sequence[bytes],
+        order: Order,
+        max_answers: int | None,
+        signatures: Callable[[Sequence[int]], tuple[int, bytes]] | None = None,
+    ) -> None:
         self.flags = flags
+        self.signatures = signatures  # signed zones: (count, RRSIG records) for the records at these indices
         self.records = tuple(records)
         self.order = order
         self.max_answers = max_answers
@@ -165,9 +174,10 @@ class RegionRecords:
             self.variants = tuple(self._packet(cycle_order(order.cycle, p, size)) for p in range(len(order.cycle)))
 
     def _packet(self, indices: Sequence[int]) -> tuple[bytes, bytes]:
-        """(header from the flags on, the answer records) for one order."""
-        head = self.flags + b"\x00\x01" + len(indices).to_bytes(2, "big") + self._tail
-        return head, b"".join(self.records[i] for i in indices)
+        """(header from the flags on, the answer records) for one order; signed, the RRSIG of their set follows."""
+        count, signatures = (0, b"") if self.signatures is None else self.signatures(indices)
+        head = self.flags + b"\x00\x01" + (len(indices) + count).to_bytes(2, "big") + self._tail
+        return head, b"".join(self.records[i] for i in indices) + signatures
 
     def pick(self, address: int, version: int, rng: random.Random) -> tuple[bytes, bytes]:
         variants = self.variants
