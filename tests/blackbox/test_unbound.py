@@ -6,9 +6,6 @@ nameserver address is 127.0.0.1, and the stub zone points at geolb's port.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +15,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.backends import free_port
 from tests.serverproc import DATA, RunningServer, start_server
+from tests.unboundproc import UNBOUND, base_config, running_unbound
 
-UNBOUND = shutil.which("unbound") or ("/usr/sbin/unbound" if Path("/usr/sbin/unbound").exists() else None)
 pytestmark = pytest.mark.skipif(UNBOUND is None, reason="Debian's unbound is not installed (.ci/run installs it)")
 
 ZONE = """
@@ -40,32 +36,16 @@ records:
 """
 
 
-def unbound_config(directory: Path, port: int, upstream: int) -> str:
-    (directory / "root.hints").write_text(".  3600000 NS fake-root.\nfake-root. 3600000 A 127.0.0.1\n")
-    return f"""
-server:
-  interface: 127.0.0.1@{port}
-  port: {port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{directory}"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 1
-  do-ip6: no
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  root-hints: "{directory / "root.hints"}"
-  module-config: "subnetcache iterator"
-  send-client-subnet: 127.0.0.1
+def unbound_config(directory: Path, upstream: int) -> str:
+    return (
+        base_config(directory, "subnetcache iterator")
+        + f"""  send-client-subnet: 127.0.0.1
   max-client-subnet-ipv4: 24
-  qname-minimisation: no
 stub-zone:
   name: "example.com"
   stub-addr: 127.0.0.1@{upstream}
 """
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,25 +55,10 @@ def resolver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Ru
     zones.mkdir()
     (zones / "example.com.yaml").write_text(ZONE)
     geolb = start_server(zones, geoip=DATA / "GeoIP2-City-Test.mmdb", tmp=directory)
-    port = free_port(["127.0.0.1"])
-    config = directory / "unbound.conf"
-    assert UNBOUND is not None
-    config.write_text(unbound_config(directory, port, geolb.port))
-    with open(directory / "unbound.log", "w") as log:
-        proc = subprocess.Popen([UNBOUND, "-d", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                dns.query.udp(dns.message.make_query("static.example.com", "A"), "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (dns.exception.Timeout, ConnectionRefusedError):
-                assert proc.poll() is None, (directory / "unbound.log").read_text()
-                assert time.monotonic() < deadline, "unbound did not answer"
-        yield port, geolb
+        with running_unbound(directory, unbound_config(directory, geolb.port), "static.example.com") as port:
+            yield port, geolb
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         geolb.stop()
 
 
