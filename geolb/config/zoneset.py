@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from geolb import model
+from geolb.config.dnssec import KEYS_DIR
 from geolb.config.zonefile import read_zone_file
 from geolb.errors import ConfigError, Where
 
@@ -114,10 +115,12 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
 
 
 def fingerprint(directory: str) -> tuple[tuple[str, int, int], ...] | None:
-    """What a change to the zones directory changes: names, sizes, modification times."""
+    """What a change to the zones directory changes: names, sizes, modification times (of its DNSSEC keys too)."""
     try:
         out = []
-        for path in zone_files(directory):
+        keys = os.path.join(directory, KEYS_DIR)
+        key_paths = sorted(os.path.join(keys, n) for n in os.listdir(keys) if n.endswith(".private")) if os.path.isdir(keys) else []
+        for path in [*zone_files(directory), *key_paths]:
             stat = os.stat(path)
             out.append((path, stat.st_mtime_ns, stat.st_size))
         return tuple(out)

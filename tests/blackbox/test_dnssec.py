@@ -252,3 +252,31 @@ def test_check_names_a_missing_or_unreadable_key(tmp_path: Path) -> None:
         geolb_command("serve", "--zones", str(zones), "--http", "127.0.0.1:0"), capture_output=True, text=True, timeout=60
     )
     assert start.returncode == 1 and str(broken) in start.stderr
+
+
+def test_a_second_key_is_picked_up_by_the_watcher_and_both_sign(signed: tuple[RunningServer, int, Path, str]) -> None:
+    """Rollover step 1: a new key published and signing beside the old one; answers stay valid throughout."""
+    server, port, zones, ds = signed
+    before = set((zones / "keys").iterdir())
+    made = geolb("dnssec", "keygen", "signed.example", "--zones", str(zones))
+    assert made.returncode == 0
+    try:
+
+        def dnskeys() -> int:
+            response = server.query("signed.example", "DNSKEY")
+            return sum(len(rrset) for rrset in response.answer if rrset.rdtype == dns.rdatatype.DNSKEY)
+
+        deadline = time.monotonic() + 10
+        while dnskeys() != 2:  # no reload asked for: the zones watcher sees the keys directory too
+            assert time.monotonic() < deadline, "the second key was not published"
+            time.sleep(0.1)
+        query = dns.message.make_query("static.signed.example", "A", want_dnssec=True)
+        response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+        assert len([r for rrset in response.answer if rrset.rdtype == dns.rdatatype.RRSIG for r in rrset]) == 2
+        assert secure(resolve(port, "second-key.wild.signed.example", "TXT"))  # the old DS still vouches for it
+        listed = geolb("dnssec", "ds", "signed.example", "--zones", str(zones)).stdout.splitlines()
+        assert ds in listed and made.stdout.strip() in listed
+    finally:
+        for path in set((zones / "keys").iterdir()) - before:
+            path.unlink()
+        api(server, "POST", "/v1/reload")

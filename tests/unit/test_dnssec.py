@@ -201,3 +201,14 @@ def test_large_signed_answers_truncate_over_udp_and_come_whole_over_tcp(tmp_path
     whole = dns.message.from_wire(response)
     assert not whole.flags & dns.flags.TC
     assert validate_all(whole, keys) == ["big.example.com. TXT"]
+
+
+def test_ready_packets_are_dropped_when_their_signatures_are_due(tmp_path: Path) -> None:
+    handler = handler_for(signed_zones(tmp_path))
+    assert handler.cache is not None
+    ask(handler, "mail.example.com", "A")
+    assert handler.cache.entries and handler.signed_cached_until < float("inf")
+    handler.expire_signatures(handler.signed_cached_until - 1)
+    assert handler.cache.entries  # not yet
+    handler.expire_signatures(handler.signed_cached_until)
+    assert not handler.cache.entries and handler.signed_cached_until == float("inf")
