@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from geolb.config.zonefile import read_zone_file
+from geolb.dnssec.keys import generate
 
 README = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
 YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)
@@ -25,6 +26,8 @@ def test_yaml_blocks_are_valid_zones(tmp_path: Path, block: str) -> None:
     name = match.group(1) if match else re.search(r"ns1\.([a-z.]+?)\.:", block).group(1)  # type: ignore[union-attr]
     path = tmp_path / f"{name}.yaml"
     path.write_text(block)
+    if re.search(r"^dnssec:", block, re.M):
+        generate(str(tmp_path / "keys"), name.rstrip(".") + ".", "ECDSAP256SHA256")  # as `geolb dnssec keygen` would
     result = read_zone_file(str(path))
     assert result.errors == [], [str(e) for e in result.errors]
 
