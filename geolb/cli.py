@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="etcd://HOST:PORT[,HOST:PORT...]",
         help="share health, forced states and loads with other instances through etcd v3",
     )
+    serve.add_argument(
+        "--nsid",
+        metavar="TEXT",
+        help="what a query with the NSID option learns of this server (RFC 5001; default: the --instance name; '' sends none)",
+    )
     serve.add_argument("--cluster-prefix", default="/geolb", metavar="PREFIX", help="etcd key prefix (default: /geolb)")
     serve.add_argument(
         "--instance",
@@ -188,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster=args.cluster,
             cluster_prefix=args.cluster_prefix,
             instance=args.instance,
+            nsid=args.nsid,
         )
         return run_server(options)
     if args.command == "check":

@@ -108,8 +108,9 @@ class QueryStats:
 class QueryHandler:
     """Answers DNS messages from the runtime's current snapshot."""
 
-    def __init__(self, runtime: Runtime, rng: random.Random | None = None, *, fast_path: bool = True) -> None:
+    def __init__(self, runtime: Runtime, rng: random.Random | None = None, *, fast_path: bool = True, nsid: bytes | None = None) -> None:
         self.runtime = runtime
+        self.nsid = nsid or None  # this server's name for NSID (RFC 5001); None: not sent
         self.rng = rng or random.Random()
         self._geo_for: tuple[int, GeoAnswers] | None = None
         self._answer_maps = AnswerMemo()
@@ -348,7 +349,7 @@ class QueryHandler:
 
     def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
         try:
-            return wire.to_wire(query, answer, query.response_limit(tcp))
+            return wire.to_wire(query, answer, query.response_limit(tcp), self.nsid)
         except Exception:
             log.exception("cannot encode the answer to %s", query.name)
             return None

@@ -65,6 +65,7 @@ class ServeOptions:
     cluster: tuple[str, ...] = ()  # etcd endpoints ("http://HOST:PORT"); empty: this instance decides alone
     cluster_prefix: str = "/geolb"
     instance: str = field(default_factory=socket.gethostname)
+    nsid: str | None = None  # NSID (RFC 5001) answered to queries that ask; None: the instance name; "": none
 
 
 async def _settled(read: Callable[[], object]) -> None:
@@ -338,7 +339,10 @@ class Server:
         """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
         reserved = [bind_pair(address) for address in self.options.listen]
         listen = tuple(bound for _, _, bound in reserved)
-        config = WorkerConfig(listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level)
+        nsid = self.options.instance if self.options.nsid is None else self.options.nsid
+        config = WorkerConfig(
+            listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level, nsid.encode() or None
+        )
         self.pool = WorkerPool(self.options.workers, config)
         self.pool.spawn()
         return reserved

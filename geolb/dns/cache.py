@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from geolb.dns.message import QueryKey
-from geolb.dns.wire import ECS_OPTION, OPT, response_limit
+from geolb.dns.wire import ECS_OPTION, NSID_OPTION, OPT, response_limit
 
 CACHE_LIMIT = 50_000  # exact query bytes remembered per generation; past it that table starts over
 ECS_LONGEST = 4 + 4 + 16  # option code, length, family/source/scope and a whole IPv6 address
@@ -76,6 +76,8 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
             if ecs_at >= 0 or not _plain_ecs(data, offset + 4, length):
                 return None  # two ECS options, or a malformed one: FORMERR, the full path says so
             ecs_at = offset + 4
+        elif code == NSID_OPTION:
+            return None  # "which server are you?": rare, answered by the full path with this server's NSID
         offset = end
     return (question, flags, response_limit(udp, tcp), True, do, ecs_at >= 0), qend, ecs_at
 

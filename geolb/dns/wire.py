@@ -13,7 +13,7 @@ from geolb.dns.message import Reply
 from geolb.dns.names import labels_to_key
 from geolb.model import BADVERS, FORMERR, NOTIMP
 
-OPT, ECS_OPTION = 41, 8
+OPT, ECS_OPTION, NSID_OPTION = 41, 8, 3
 EDNS_UDP_SIZE = 1232  # what we advertise, and the most we send over UDP (DNS flag day 2020)
 CLASSIC_UDP_SIZE = 512
 TCP_SIZE = 65535
@@ -50,6 +50,7 @@ class Edns:
     version: int
     do: bool
     ecs: ClientSubnet | None
+    nsid: bool = False  # the query asks which server answers (RFC 5001)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def parse_query(data: bytes) -> Query | Rejection:
     if len(opts) > 1:
         problem = FORMERR
     elif opts:
-        edns, problem = _parse_opt(opts[0])
+        edns, problem = _parse_opt(opts[0], opt_options(data))
 
     questions = record.questions
     if len(questions) == 1:
@@ -129,26 +130,73 @@ def parse_query(data: bytes) -> Query | Rejection:
     return query
 
 
-def _parse_opt(rr: dnslib.RR) -> tuple[Edns, int | None]:
-    """EDNS from an OPT record, and the rcode to reject with when it is bad."""
+def _parse_opt(rr: dnslib.RR, options: list[tuple[int, bytes]]) -> tuple[Edns, int | None]:
+    """EDNS from an OPT record (its options as `opt_options` read them), and the rcode to reject with when it is bad."""
     version = (rr.ttl >> 16) & 0xFF
     do = bool(rr.ttl & 0x8000)
     ecs: ClientSubnet | None = None
     problem: int | None = None
-    for option in rr.rdata or []:
-        if option.code != ECS_OPTION:
+    nsid = False
+    for code, data in options:
+        if code == NSID_OPTION:
+            nsid = True  # its data, if any, means nothing in a query (RFC 5001 §2.3)
+            continue
+        if code != ECS_OPTION:
             continue  # unknown options are ignored (RFC 6891 §6.1.2)
         if ecs is not None:
             problem = FORMERR
             continue
         try:
-            ecs = parse_client_subnet(bytes(option.data))
+            ecs = parse_client_subnet(data)
         except ValueError:
             problem = FORMERR
-    edns = Edns(udp_size=rr.rclass, version=version, do=do, ecs=ecs)
+    edns = Edns(udp_size=rr.rclass, version=version, do=do, ecs=ecs, nsid=nsid)
     if version > 0:
         return Edns(udp_size=rr.rclass, version=version, do=do, ecs=None), BADVERS
     return edns, problem
+
+
+def opt_options(data: bytes) -> list[tuple[int, bytes]]:
+    """The (code, data) options of the first OPT record of a message dnslib has parsed, read from its bytes.
+
+    dnslib drops an option with no data when it comes last (its loop wants more than 4 bytes
+    left), and NSID queries send exactly that; so the options are taken from the packet.
+    """
+    try:
+        counts = struct.unpack_from("!HHHH", data, 4)
+        offset = 12
+        for _ in range(counts[0]):
+            offset = _skip_name(data, offset) + 4
+        for _ in range(counts[1] + counts[2] + counts[3]):
+            offset = _skip_name(data, offset)
+            rtype, _rclass, _ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+            offset += 10
+            if rtype == OPT:
+                return _options(data[offset : offset + rdlength])
+            offset += rdlength
+    except (struct.error, IndexError):
+        pass
+    return []
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    while True:
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length >= 0xC0:
+            return offset + 2
+        offset += length + 1
+
+
+def _options(rdata: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    offset = 0
+    while offset + 4 <= len(rdata):
+        code, length = struct.unpack_from("!HH", rdata, offset)
+        out.append((code, rdata[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+    return out
 
 
 def parse_client_subnet(data: bytes) -> ClientSubnet:
@@ -178,19 +226,22 @@ def parse_client_subnet(data: bytes) -> ClientSubnet:
 # --- responses -------------------------------------------------------------------------
 
 
-def to_wire(query: Query, response: Reply, limit: int) -> bytes:
-    """Encode; over `limit` bytes, drop optional additional data, then truncate with TC."""
-    data = _encode(query, response, response.additional)
+def to_wire(query: Query, response: Reply, limit: int, nsid: bytes | None = None) -> bytes:
+    """Encode; over `limit` bytes, drop optional additional data, then truncate with TC.
+    `nsid`: this server's identifier, sent when the query asked for it."""
+    data = _encode(query, response, response.additional, nsid=nsid)
     if len(data) <= limit:
         return data
     if response.additional and not response.glue_required:
-        data = _encode(query, response, ())
+        data = _encode(query, response, (), nsid=nsid)
         if len(data) <= limit:
             return data
-    return _encode(query, response, (), truncated=True)
+    return _encode(query, response, (), truncated=True, nsid=nsid)
 
 
-def _encode(query: Query, response: Reply, additional: tuple[model.RRset, ...], truncated: bool = False) -> bytes:
+def _encode(
+    query: Query, response: Reply, additional: tuple[model.RRset, ...], truncated: bool = False, nsid: bytes | None = None
+) -> bytes:
     header = dnslib.DNSHeader(
         id=query.id,
         qr=1,
@@ -216,6 +267,8 @@ def _encode(query: Query, response: Reply, additional: tuple[model.RRset, ...], 
         ecs = query.edns.ecs
         if ecs is not None:
             opts.append(dnslib.EDNSOption(ECS_OPTION, ecs.to_option(min(response.ecs_scope, ecs.source))))
+        if query.edns.nsid and nsid:
+            opts.append(dnslib.EDNSOption(NSID_OPTION, nsid))
         record.add_ar(
             dnslib.EDNS0(
                 udp_len=EDNS_UDP_SIZE,
