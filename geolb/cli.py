@@ -16,6 +16,7 @@ import yaml
 from geolb import __version__
 from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
 from geolb.config.zoneset import load_zoneset, zone_files
+from geolb.dns.cookies import read_secrets
 from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, load_keys
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share health, forced states and loads with other instances through etcd v3",
     )
     serve.add_argument(
+        "--cookie-secret-file",
+        metavar="FILE",
+        help="DNS Cookies: secrets, one a line (32 hex digits); the first makes server cookies, every one checks them. "
+        "Share the file between instances; default: a random secret per run",
+    )
+    serve.add_argument(
         "--nsid",
         metavar="TEXT",
         help="what a query with the NSID option learns of this server (RFC 5001; default: the --instance name; '' sends none)",
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        try:
+            secrets = read_secrets(args.cookie_secret_file) if args.cookie_secret_file else ()
+        except (OSError, ValueError) as exc:
+            print(f"geolb: --cookie-secret-file: {exc}", file=sys.stderr)
+            return 1
         logging.basicConfig(
             level=getattr(logging, args.log_level.upper()),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -194,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster_prefix=args.cluster_prefix,
             instance=args.instance,
             nsid=args.nsid,
+            cookie_secrets=secrets,
         )
         return run_server(options)
     if args.command == "check":

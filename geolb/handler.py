@@ -29,6 +29,7 @@ from geolb.dns.cache import (
     scan,
     static_entry,
 )
+from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret, well_formed
 from geolb.dns.lookup import lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
@@ -36,12 +37,12 @@ from geolb.dnssec.sign import Signer, rrsig_records
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.entry import GeoEntry, RegionRecords
 from geolb.geo.rank import BUSY, FAIL_OPEN
-from geolb.model import NOERROR, NXDOMAIN, SERVFAIL, IPAddress
+from geolb.model import BADCOOKIE, NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
 SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
-Fill = tuple[PacketCache, Key, int, int]  # the cache, the key, end of question, ECS offset
+Fill = tuple[PacketCache, Key, int, int, int]  # the cache, the key, end of question, ECS offset, COOKIE offset
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
 
 
@@ -108,9 +109,18 @@ class QueryStats:
 class QueryHandler:
     """Answers DNS messages from the runtime's current snapshot."""
 
-    def __init__(self, runtime: Runtime, rng: random.Random | None = None, *, fast_path: bool = True, nsid: bytes | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        rng: random.Random | None = None,
+        *,
+        fast_path: bool = True,
+        nsid: bytes | None = None,
+        cookie_secrets: Sequence[bytes] = (),
+    ) -> None:
         self.runtime = runtime
         self.nsid = nsid or None  # this server's name for NSID (RFC 5001); None: not sent
+        self.cookies = CookieJar(cookie_secrets or (new_secret(),))
         self.rng = rng or random.Random()
         self._geo_for: tuple[int, GeoAnswers] | None = None
         self._answer_maps = AnswerMemo()
@@ -152,38 +162,50 @@ class QueryHandler:
             exact = (data[2:], tcp)
             known = cache.exact.get(exact)
             if known is not None:
-                entry, qend, ecs_at = known
+                entry, qend, ecs_at, cookie_at = known
                 if type(entry) is GeoEntry and ecs_at >= 0 and data[ecs_at + 2]:
                     # The same query (ECS address and all) a second time: keep its answer ready.
                     pinned = entry.pinned(data, qend, ecs_at, self.rng)
                     if pinned is not None:
-                        cache.exact[exact] = (pinned, qend, ecs_at)
+                        cache.exact[exact] = (pinned, qend, ecs_at, cookie_at)
                         entry = pinned
-                return entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
+                response = entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
+                return response if cookie_at < 0 else self._with_cookie(response, data, ecs_at, cookie_at, host)
             shape = cache.shapes.get((len(data), tcp))
             if shape is not None and data[2 : shape.cut] == shape.prefix and not data[-1] & shape.mask:
                 # Byte for byte the question last scanned at this length, but for ID and ECS address.
-                cache.remember(data, tcp, shape.entry, shape.qend, shape.ecs_at)
-                return shape.entry.respond(data, shape.qend, shape.ecs_at, host, self.rng)
+                cache.remember(data, tcp, shape.entry, shape.qend, shape.ecs_at, shape.cookie_at)
+                response = shape.entry.respond(data, shape.qend, shape.ecs_at, host, self.rng)
+                return response if shape.cookie_at < 0 else self._with_cookie(response, data, shape.ecs_at, shape.cookie_at, host)
             scanned = scan(data, tcp)
             if scanned is None:
                 return self._full(data, host, tcp, None)
-            key, qend, ecs_at = scanned
+            key, qend, ecs_at, cookie_at = scanned
             found = cache.entries.get(key)
             if found is None:
                 negative = self._negative_key(key)
                 found = None if negative is None else cache.negatives.get(negative)
                 if found is None:
-                    return self._full(data, host, tcp, (cache, key, qend, ecs_at), negative)
-            cache.remember(data, tcp, found, qend, ecs_at)
+                    return self._full(data, host, tcp, (cache, key, qend, ecs_at, cookie_at), negative)
+            cache.remember(data, tcp, found, qend, ecs_at, cookie_at)
             if ecs_at >= 0:
-                cache.learn_shape(data, tcp, found, qend, ecs_at)
-            return found.respond(data, qend, ecs_at, host, self.rng)
+                cache.learn_shape(data, tcp, found, qend, ecs_at, cookie_at)
+            response = found.respond(data, qend, ecs_at, host, self.rng)
+            return response if cookie_at < 0 else self._with_cookie(response, data, ecs_at, cookie_at, host)
         except Exception:
             # A bug must cost one answer, not the server (the full path answers SERVFAIL itself).
             log.exception("internal error on the fast path")
             self.stats.dropped += 1
             return None
+
+    def _with_cookie(self, response: bytes, query: bytes, ecs_at: int, cookie_at: int, host: str) -> bytes:
+        """A ready answer with the COOKIE option added to its OPT, which the entries always put last, holding
+        at most the ECS echo. The entry was made with room for the option (see scan)."""
+        length = (query[cookie_at + 2] << 8) | query[cookie_at + 3]
+        option, _valid = self.cookies.answer(query[cookie_at + 4 : cookie_at + 4 + length], host)
+        echo = 0 if ecs_at < 0 else 8 + ((query[ecs_at + 2] + 7) >> 3)
+        at = len(response) - echo - 2  # the OPT's RDLENGTH
+        return b"".join((response[:at], (echo + len(option)).to_bytes(2, "big"), response[at + 2 :], option))
 
     def _fold_hits(self, entries: Sequence[CachedAnswer]) -> None:
         """Move the answers counted on cached entries into the stats (at scrape time and on reset)."""
@@ -228,9 +250,15 @@ class QueryHandler:
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
-            self.stats.count(QueryKey("", parsed.query.qtype, parsed.rcode), None)
-            return self._encode(parsed.query, Answer(parsed.rcode, False), tcp)
+            rejected = parsed.query
+            cookie, valid = self._cookie(rejected, host)
+            rcode = parsed.rcode
+            if rcode == NOERROR and not rejected.labels:  # a query for a server cookie alone (RFC 7873 §5.4)
+                rcode = NOERROR if valid else BADCOOKIE
+            self.stats.count(QueryKey("", rejected.qtype, rcode), None)
+            return self._encode(rejected, Answer(rcode, False), tcp, cookie)
         query = parsed
+        cookie, _valid = self._cookie(query, host)
         try:
             snapshot = self.runtime.snapshot
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
@@ -246,16 +274,24 @@ class QueryHandler:
             if choice is not None and choice.region is not None:
                 counted = (choice.pool, choice.region.name, choice.tier)
             self.stats.count(stats_key, counted)
-            response = self._encode(query, answer, tcp)
+            response = self._encode(query, answer, tcp, cookie)
             if fill is not None and response is not None and snapshot is self.runtime.snapshot:
-                entry = self._entry(query, answer, response, fill, geo, stats_key, tcp)
+                limit = query.response_limit(tcp)
+                common, packet = query, response
+                if cookie is not None:
+                    # Entries serve everyone; handle() adds each client's own cookie to what they give.
+                    assert query.edns is not None
+                    common = dataclasses.replace(query, edns=dataclasses.replace(query.edns, cookie=None))
+                    limit -= RESPONSE_OPTION_SIZE
+                    packet = wire.to_wire(common, answer, limit)
+                entry = self._entry(common, answer, packet, fill, geo, stats_key, limit)
                 if entry is not None:
-                    cache, key, qend, ecs_at = fill
+                    cache, key, qend, ecs_at, cookie_at = fill
                     if negative is not None and isinstance(entry, StaticEntry):
                         cache.negatives[negative] = entry
                     else:
                         cache.put(key, entry)
-                    cache.remember(data, tcp, entry, qend, ecs_at)
+                    cache.remember(data, tcp, entry, qend, ecs_at, cookie_at)
                     if signed:
                         refresh = min((z.dnssec.refresh for z in snapshot.zones.zones.values() if z.dnssec), default=0)
                         self.signed_cached_until = min(self.signed_cached_until, time.time() + refresh)
@@ -264,10 +300,17 @@ class QueryHandler:
             # A bug must cost one answer, not the server.
             log.exception("internal error answering %s type %d", query.name, query.qtype)
             self.stats.count(QueryKey("", query.qtype, SERVFAIL), None)
-            return self._encode(query, Answer(SERVFAIL, False), tcp)
+            return self._encode(query, Answer(SERVFAIL, False), tcp, cookie)
+
+    def _cookie(self, query: wire.Query, host: str) -> tuple[bytes | None, bool]:
+        """The COOKIE option data for the response (None when the query had none), and whether its server cookie was valid."""
+        if query.edns is None or query.edns.cookie is None or not well_formed(len(query.edns.cookie)):
+            return None, False
+        option, valid = self.cookies.answer(query.edns.cookie, host)
+        return option[4:], valid
 
     def _entry(
-        self, query: wire.Query, answer: Answer, response: bytes, fill: Fill, geo: GeoAnswers, stats_key: QueryKey, tcp: bool
+        self, query: wire.Query, answer: Answer, response: bytes, fill: Fill, geo: GeoAnswers, stats_key: QueryKey, limit: int
     ) -> StaticEntry | GeoEntry | None:
         """A cache entry made from this answer, for every client that asks the same question."""
         qend = fill[2]
@@ -305,7 +348,6 @@ class QueryHandler:
         elif end != len(packet):
             return None
         record_of = dict(zip(addresses, records, strict=True))
-        limit = query.response_limit(tcp)
         fixed = qend + (len(packet) - end) + ECS_LONGEST  # header, question, OPT with the longest ECS echo
         regions: list[RegionRecords | None] = []
         signature_size = 0
@@ -347,9 +389,9 @@ class QueryHandler:
 
         return signatures
 
-    def _encode(self, query: wire.Query, answer: Answer, tcp: bool) -> bytes | None:
+    def _encode(self, query: wire.Query, answer: Answer, tcp: bool, cookie: bytes | None = None) -> bytes | None:
         try:
-            return wire.to_wire(query, answer, query.response_limit(tcp), self.nsid)
+            return wire.to_wire(query, answer, query.response_limit(tcp), self.nsid, cookie)
         except Exception:
             log.exception("cannot encode the answer to %s", query.name)
             return None

@@ -22,6 +22,7 @@ from aiohttp import web
 from geolb.cluster.etcd import EtcdClient, EtcdError
 from geolb.cluster.member import ClusterMember, lease_ttl
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
+from geolb.dns.cookies import new_secret
 from geolb.errors import GeoIPError, GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
@@ -66,6 +67,7 @@ class ServeOptions:
     cluster_prefix: str = "/geolb"
     instance: str = field(default_factory=socket.gethostname)
     nsid: str | None = None  # NSID (RFC 5001) answered to queries that ask; None: the instance name; "": none
+    cookie_secrets: tuple[bytes, ...] = ()  # DNS Cookies (RFC 9018); empty: a random secret for this run
 
 
 async def _settled(read: Callable[[], object]) -> None:
@@ -339,10 +341,10 @@ class Server:
         """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
         reserved = [bind_pair(address) for address in self.options.listen]
         listen = tuple(bound for _, _, bound in reserved)
-        nsid = self.options.instance if self.options.nsid is None else self.options.nsid
-        config = WorkerConfig(
-            listen, self.cache_dir, self.options.tcp, self.options.fast_path, self.options.log_level, nsid.encode() or None
-        )
+        options = self.options
+        nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
+        secrets = options.cookie_secrets or (new_secret(),)  # one for every worker: a cookie from one is good at all
+        config = WorkerConfig(listen, self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets)
         self.pool = WorkerPool(self.options.workers, config)
         self.pool.spawn()
         return reserved

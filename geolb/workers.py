@@ -65,6 +65,7 @@ class WorkerConfig:
     fast_path: bool
     log_level: int
     nsid: bytes | None = None  # the NSID option's data (RFC 5001); None: not sent
+    cookie_secrets: tuple[bytes, ...] = ()  # the first makes server cookies, all check them; the same in every worker
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     assert first.zones is not None and first.map_keys is not None
     runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))
     runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
-    handler = QueryHandler(runtime, fast_path=config.fast_path, nsid=config.nsid)
+    handler = QueryHandler(runtime, fast_path=config.fast_path, nsid=config.nsid, cookie_secrets=config.cookie_secrets)
     listeners = DnsListeners(handler, config.tcp)
     try:
         await listeners.start(config.listen)

@@ -20,18 +20,21 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from geolb.dns.cookies import RESPONSE_OPTION_SIZE, well_formed
 from geolb.dns.message import QueryKey
-from geolb.dns.wire import ECS_OPTION, NSID_OPTION, OPT, response_limit
+from geolb.dns.wire import COOKIE_OPTION, ECS_OPTION, NSID_OPTION, OPT, response_limit
 
 CACHE_LIMIT = 50_000  # exact query bytes remembered per generation; past it that table starts over
 ECS_LONGEST = 4 + 4 + 16  # option code, length, family/source/scope and a whole IPv6 address
 
-# (question in lower case, RD and CD bits, response size limit, EDNS present, DO bit, ECS present)
-Key = tuple[bytes, int, int, bool, bool, bool]
+# (question in lower case, RD and CD bits, response size limit, EDNS present, DO bit, ECS present, COOKIE present)
+Key = tuple[bytes, int, int, bool, bool, bool, bool]
 
 
-def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
-    """(cache key, end of question, offset of the ECS option data or -1) for a plain query, else None."""
+def scan(data: bytes, tcp: bool) -> tuple[Key, int, int, int] | None:
+    """(cache key, end of question, offset of the ECS option data or -1, offset of the COOKIE option or -1)
+    for a plain query, else None. With a cookie, the key's size limit leaves room for the server cookie
+    the answer gets (see QueryHandler.handle)."""
     size = len(data)
     if size < 17 or data[2] & 0xF8 or data[4:12] not in (b"\x00\x01\x00\x00\x00\x00\x00\x00", b"\x00\x01\x00\x00\x00\x00\x00\x01"):
         return None  # a response, another opcode, QDCOUNT != 1, answer/authority records
@@ -53,7 +56,7 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
     if data[11] == 0:
         if qend != size:
             return None
-        return (question, flags, response_limit(None, tcp), False, False, False), qend, -1
+        return (question, flags, response_limit(None, tcp), False, False, False, False), qend, -1, -1
     # One additional record: it must be a well-formed EDNS(0) OPT at the root.
     if size < qend + 11 or data[qend] != 0 or data[qend + 1] != 0 or data[qend + 2] != OPT or data[qend + 6] != 0:
         return None
@@ -63,7 +66,7 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
     offset = qend + 11
     if offset + rdlen != size:
         return None
-    ecs_at = -1
+    ecs_at = cookie_at = -1
     while offset < size:
         if offset + 4 > size:
             return None
@@ -78,8 +81,15 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, int] | None:
             ecs_at = offset + 4
         elif code == NSID_OPTION:
             return None  # "which server are you?": rare, answered by the full path with this server's NSID
+        elif code == COOKIE_OPTION:
+            if cookie_at >= 0 or not well_formed(length):
+                return None  # FORMERR: the full path says so
+            cookie_at = offset
         offset = end
-    return (question, flags, response_limit(udp, tcp), True, do, ecs_at >= 0), qend, ecs_at
+    limit = response_limit(udp, tcp)
+    if cookie_at >= 0:
+        limit -= RESPONSE_OPTION_SIZE
+    return (question, flags, limit, True, do, ecs_at >= 0, cookie_at >= 0), qend, ecs_at, cookie_at
 
 
 def _plain_ecs(data: bytes, at: int, length: int) -> bool:
@@ -140,9 +150,9 @@ class Shape:
     """A scanned query with ECS as its last option: a query of the same length whose bytes up to the ECS
     address are the same (`prefix`, after the ID) scans the same, if its address has no bits past the source."""
 
-    __slots__ = ("cut", "ecs_at", "entry", "mask", "prefix", "qend")
+    __slots__ = ("cookie_at", "cut", "ecs_at", "entry", "mask", "prefix", "qend")
 
-    def __init__(self, query: bytes, entry: CachedAnswer, qend: int, ecs_at: int) -> None:
+    def __init__(self, query: bytes, entry: CachedAnswer, qend: int, ecs_at: int, cookie_at: int) -> None:
         source = query[ecs_at + 2]
         size = (source + 7) >> 3
         self.cut = ecs_at + 4
@@ -151,6 +161,7 @@ class Shape:
         self.entry = entry
         self.qend = qend
         self.ecs_at = ecs_at
+        self.cookie_at = cookie_at  # before the ECS option, so the same in every query of this shape
 
 
 class PacketCache:
@@ -163,7 +174,8 @@ class PacketCache:
 
     def __init__(self) -> None:
         self.generation = -1
-        self.exact: dict[tuple[bytes, bool], tuple[Entry, int, int]] = {}  # -> (entry, end of question, ECS offset)
+        # -> (entry, end of question, ECS offset, COOKIE offset)
+        self.exact: dict[tuple[bytes, bool], tuple[Entry, int, int, int]] = {}
         self.entries: dict[Key, CachedAnswer] = {}
         # Negative answers (NXDOMAIN, NODATA) by zone, rcode, question length and the rest of the key:
         # their bytes after the question do not depend on the name, so random names share one entry.
@@ -190,15 +202,15 @@ class PacketCache:
             self.reset(self.generation)  # only a flood of distinct questions gets here
         self.entries[key] = entry
 
-    def learn_shape(self, query: bytes, tcp: bool, entry: CachedAnswer, qend: int, ecs_at: int) -> None:
+    def learn_shape(self, query: bytes, tcp: bool, entry: CachedAnswer, qend: int, ecs_at: int, cookie_at: int) -> None:
         if ecs_at + 4 + ((query[ecs_at + 2] + 7) >> 3) == len(query):  # ECS is the last thing in the query
-            self.shapes[(len(query), tcp)] = Shape(query, entry, qend, ecs_at)
+            self.shapes[(len(query), tcp)] = Shape(query, entry, qend, ecs_at, cookie_at)
 
-    def remember(self, query: bytes, tcp: bool, entry: Entry, qend: int, ecs_at: int) -> None:
+    def remember(self, query: bytes, tcp: bool, entry: Entry, qend: int, ecs_at: int, cookie_at: int) -> None:
         """Answer these exact bytes with `entry` from now on."""
         if len(self.exact) >= CACHE_LIMIT:
             self.exact = {}
-        self.exact[(query[2:], tcp)] = (entry, qend, ecs_at)
+        self.exact[(query[2:], tcp)] = (entry, qend, ecs_at, cookie_at)
 
 
 def question_name(question: bytes) -> tuple[list[bytes], int, int]:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import dnslib
 
 from geolb import model
+from geolb.dns.cookies import well_formed
 from geolb.dns.message import Reply
 from geolb.dns.names import labels_to_key
-from geolb.model import BADVERS, FORMERR, NOTIMP
+from geolb.model import BADVERS, FORMERR, NOERROR, NOTIMP
 
-OPT, ECS_OPTION, NSID_OPTION = 41, 8, 3
+OPT, ECS_OPTION, NSID_OPTION, COOKIE_OPTION = 41, 8, 3, 10
 EDNS_UDP_SIZE = 1232  # what we advertise, and the most we send over UDP (DNS flag day 2020)
 CLASSIC_UDP_SIZE = 512
 TCP_SIZE = 65535
@@ -51,6 +52,7 @@ class Edns:
     do: bool
     ecs: ClientSubnet | None
     nsid: bool = False  # the query asks which server answers (RFC 5001)
+    cookie: bytes | None = None  # the COOKIE option's data (RFC 7873): a client cookie, maybe a server cookie
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ def parse_query(data: bytes) -> Query | Rejection:
         return Rejection(NOTIMP, query)
     if problem is not None:
         return Rejection(problem, query)
+    if not questions and edns is not None and edns.cookie is not None:
+        return Rejection(NOERROR, query)  # RFC 7873 §5.4: a query for a server cookie alone
     if len(questions) != 1:
         return Rejection(FORMERR, query)
     return query
@@ -137,9 +141,15 @@ def _parse_opt(rr: dnslib.RR, options: list[tuple[int, bytes]]) -> tuple[Edns, i
     ecs: ClientSubnet | None = None
     problem: int | None = None
     nsid = False
+    cookie: bytes | None = None
     for code, data in options:
         if code == NSID_OPTION:
             nsid = True  # its data, if any, means nothing in a query (RFC 5001 §2.3)
+            continue
+        if code == COOKIE_OPTION:
+            if cookie is not None or not well_formed(len(data)):
+                problem = FORMERR  # RFC 7873 §5.2.2
+            cookie = data
             continue
         if code != ECS_OPTION:
             continue  # unknown options are ignored (RFC 6891 §6.1.2)
@@ -150,7 +160,7 @@ def _parse_opt(rr: dnslib.RR, options: list[tuple[int, bytes]]) -> tuple[Edns, i
             ecs = parse_client_subnet(data)
         except ValueError:
             problem = FORMERR
-    edns = Edns(udp_size=rr.rclass, version=version, do=do, ecs=ecs, nsid=nsid)
+    edns = Edns(udp_size=rr.rclass, version=version, do=do, ecs=ecs, nsid=nsid, cookie=cookie)
     if version > 0:
         return Edns(udp_size=rr.rclass, version=version, do=do, ecs=None), BADVERS
     return edns, problem
@@ -226,21 +236,26 @@ def parse_client_subnet(data: bytes) -> ClientSubnet:
 # --- responses -------------------------------------------------------------------------
 
 
-def to_wire(query: Query, response: Reply, limit: int, nsid: bytes | None = None) -> bytes:
+def to_wire(query: Query, response: Reply, limit: int, nsid: bytes | None = None, cookie: bytes | None = None) -> bytes:
     """Encode; over `limit` bytes, drop optional additional data, then truncate with TC.
-    `nsid`: this server's identifier, sent when the query asked for it."""
-    data = _encode(query, response, response.additional, nsid=nsid)
+    `nsid`: this server's identifier, sent when the query asked for it; `cookie`: the COOKIE option's data."""
+    data = _encode(query, response, response.additional, nsid=nsid, cookie=cookie)
     if len(data) <= limit:
         return data
     if response.additional and not response.glue_required:
-        data = _encode(query, response, (), nsid=nsid)
+        data = _encode(query, response, (), nsid=nsid, cookie=cookie)
         if len(data) <= limit:
             return data
-    return _encode(query, response, (), truncated=True, nsid=nsid)
+    return _encode(query, response, (), truncated=True, nsid=nsid, cookie=cookie)
 
 
 def _encode(
-    query: Query, response: Reply, additional: tuple[model.RRset, ...], truncated: bool = False, nsid: bytes | None = None
+    query: Query,
+    response: Reply,
+    additional: tuple[model.RRset, ...],
+    truncated: bool = False,
+    nsid: bytes | None = None,
+    cookie: bytes | None = None,
 ) -> bytes:
     header = dnslib.DNSHeader(
         id=query.id,
@@ -269,6 +284,8 @@ def _encode(
             opts.append(dnslib.EDNSOption(ECS_OPTION, ecs.to_option(min(response.ecs_scope, ecs.source))))
         if query.edns.nsid and nsid:
             opts.append(dnslib.EDNSOption(NSID_OPTION, nsid))
+        if cookie is not None:
+            opts.append(dnslib.EDNSOption(COOKIE_OPTION, cookie))
         record.add_ar(
             dnslib.EDNS0(
                 udp_len=EDNS_UDP_SIZE,

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geolb.config.zoneset import load_zoneset
+from geolb.dns import wire
 from geolb.dns.cache import scan
+from geolb.dns.cookies import RESPONSE_OPTION_SIZE
 from geolb.dns.wire import parse_client_subnet
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import QueryHandler
@@ -30,7 +32,7 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     scanned = scan(data, tcp)
     if scanned is None:
         return
-    (question, flags, limit, has_edns, do, has_ecs), qend, ecs_at = scanned
+    (question, flags, limit, has_edns, do, has_ecs, has_cookie), qend, ecs_at, cookie_at = scanned
     record = dnslib.DNSRecord.parse(data)  # must not raise
     assert record.header.qr == 0 and record.header.opcode == 0
     assert len(record.questions) == 1 and not record.rr and not record.auth
@@ -44,13 +46,19 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     if opts:
         assert do == bool(opts[0].ttl & 0x8000)
         assert (opts[0].ttl >> 16) & 0xFF == 0
-        ecs_options = [bytes(o.data) for o in opts[0].rdata if o.code == 8]
+        options = wire.opt_options(data)  # dnslib drops a last option without data
+        ecs_options = [option for code, option in options if code == 8]
+        cookies = [option for code, option in options if code == 10]
+        assert has_cookie == bool(cookies) == (cookie_at >= 0)
+        if cookies:
+            assert data[cookie_at + 4 : cookie_at + 4 + len(cookies[0])] == cookies[0]
         assert has_ecs == bool(ecs_options) == (ecs_at >= 0)
         if ecs_options:
             assert data[ecs_at : ecs_at + len(ecs_options[0])] == ecs_options[0]
             assert ecs_at + len(ecs_options[0]) <= len(data)
             parse_client_subnet(ecs_options[0])  # the scanner takes only ECS options the full path accepts
-        assert limit == (65535 if tcp else max(512, min(opts[0].rclass, 1232)))
+        room = RESPONSE_OPTION_SIZE if has_cookie else 0  # the server cookie the answer gets
+        assert limit == (65535 if tcp else max(512, min(opts[0].rclass, 1232))) - room
     else:
         assert limit == (65535 if tcp else 512)
     assert qend == 12 + len(question)
