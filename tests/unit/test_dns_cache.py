@@ -64,8 +64,8 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     assert qend == 12 + len(question)
 
 
-def query_bytes(name: str, rdtype: str, edns: bool, ecs: str | None, payload: int, do: bool) -> bytes:
-    options = []
+def query_bytes(name: str, rdtype: str, edns: bool, ecs: str | None, payload: int, do: bool, cookie: bytes | None = None) -> bytes:
+    options = [] if cookie is None else [dns.edns.GenericOption(dns.edns.COOKIE, cookie)]
     if ecs is not None:
         address, _, prefix = ecs.partition("/")
         options.append(dns.edns.ECSOption(address, int(prefix)))
@@ -81,6 +81,8 @@ SEEDS = [
     query_bytes("WwW.ExAmPlE.cOm", "AAAA", True, "81.2.69.0/24", 4096, True),
     query_bytes("a.b.c.d.example.com", "TXT", True, None, 1232, False),
     query_bytes("x", "MX", True, "2001:db8::/32", 600, False),
+    query_bytes("www.example.com", "A", True, "81.2.69.0/24", 1232, True, cookie=bytes(range(24))),
+    query_bytes("www.example.com", "A", True, None, 1232, False, cookie=bytes(range(8))),
 ]
 
 
