@@ -17,6 +17,7 @@ from geolb import __version__
 from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
 from geolb.config.zoneset import load_zoneset, zone_files
 from geolb.dns.cookies import read_secrets
+from geolb.dns.ratelimit import RateLimits
 from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, load_keys
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
@@ -139,6 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Share the file between instances; default: a random secret per run",
     )
     serve.add_argument(
+        "--rrl-rate",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="response rate limiting over UDP: answers per second per client /24 (IPv6 /56); 0 (default) turns it off",
+    )
+    serve.add_argument("--rrl-nxdomain-rate", type=float, metavar="N", help="NXDOMAIN answers per second per network (default: --rrl-rate)")
+    serve.add_argument("--rrl-error-rate", type=float, metavar="N", help="error answers per second per network (default: --rrl-rate)")
+    serve.add_argument("--rrl-window", type=float, default=5.0, metavar="S", help="seconds of burst a quiet network may send (default: 5)")
+    serve.add_argument(
+        "--rrl-slip",
+        type=int,
+        default=2,
+        metavar="N",
+        help="every Nth limited answer goes out truncated, so clients retry over TCP; 0: drop all",
+    )
+    serve.add_argument(
         "--nsid",
         metavar="TEXT",
         help="what a query with the NSID option learns of this server (RFC 5001; default: the --instance name; '' sends none)",
@@ -207,6 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             instance=args.instance,
             nsid=args.nsid,
             cookie_secrets=secrets,
+            rate_limits=RateLimits(
+                answers=args.rrl_rate,
+                nxdomains=args.rrl_rate if args.rrl_nxdomain_rate is None else args.rrl_nxdomain_rate,
+                errors=args.rrl_rate if args.rrl_error_rate is None else args.rrl_error_rate,
+                window=args.rrl_window,
+                slip=max(0, args.rrl_slip),
+            ),
         )
         return run_server(options)
     if args.command == "check":

@@ -33,6 +33,7 @@ from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret, well_
 from geolb.dns.lookup import lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
+from geolb.dns.ratelimit import KIND_NAMES, OK, SLIP, RateLimiter, RateLimits, kind_of, truncated
 from geolb.dnssec.sign import Signer, rrsig_records
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.entry import GeoEntry, RegionRecords
@@ -85,6 +86,7 @@ class QueryStats:
     geo_answers: collections.Counter[AnswerKey] = field(default_factory=collections.Counter)
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     busy: collections.Counter[str] = field(default_factory=collections.Counter)  # pool: answered busy endpoints
+    rate_limited: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (kind, dropped|slipped)
     dropped: int = 0
 
     def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1) -> None:
@@ -103,6 +105,7 @@ class QueryStats:
         self.geo_answers.update(other.geo_answers)
         self.fail_open.update(other.fail_open)
         self.busy.update(other.busy)
+        self.rate_limited.update(other.rate_limited)
         self.dropped += other.dropped
 
 
@@ -117,10 +120,13 @@ class QueryHandler:
         fast_path: bool = True,
         nsid: bytes | None = None,
         cookie_secrets: Sequence[bytes] = (),
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.runtime = runtime
         self.nsid = nsid or None  # this server's name for NSID (RFC 5001); None: not sent
         self.cookies = CookieJar(cookie_secrets or (new_secret(),))
+        self._cookie_ok = False  # the query being answered came with a valid server cookie
+        self.limiter = RateLimiter(rate_limits) if rate_limits is not None and rate_limits.enabled else None
         self.rng = rng or random.Random()
         self._geo_for: tuple[int, GeoAnswers] | None = None
         self._answer_maps = AnswerMemo()
@@ -154,7 +160,22 @@ class QueryHandler:
         return known[1]
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
-        """The response to `data` from the peer `host`, or None to drop the packet. Never raises."""
+        """The response to `data` from the peer `host`, or None to drop the packet. Never raises.
+
+        Over UDP, with rate limits set, a network past its rate gets nothing or (every slip-th
+        time) a truncated answer; TCP and a valid server cookie are never limited.
+        """
+        self._cookie_ok = False
+        response = self._respond(data, host, tcp)
+        limiter = self.limiter
+        if limiter is None or response is None or tcp or self._cookie_ok:
+            return response
+        verdict = limiter.check(host, kind_of(response))
+        if verdict == OK:
+            return response
+        return truncated(response) if verdict == SLIP else None
+
+    def _respond(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         cache = self.cache
         try:
             if cache is None:
@@ -202,7 +223,7 @@ class QueryHandler:
         """A ready answer with the COOKIE option added to its OPT, which the entries always put last, holding
         at most the ECS echo. The entry was made with room for the option (see scan)."""
         length = (query[cookie_at + 2] << 8) | query[cookie_at + 3]
-        option, _valid = self.cookies.answer(query[cookie_at + 4 : cookie_at + 4 + length], host)
+        option, self._cookie_ok = self.cookies.answer(query[cookie_at + 4 : cookie_at + 4 + length], host)
         echo = 0 if ecs_at < 0 else 8 + ((query[ecs_at + 2] + 7) >> 3)
         at = len(response) - echo - 2  # the OPT's RDLENGTH
         return b"".join((response[:at], (echo + len(option)).to_bytes(2, "big"), response[at + 2 :], option))
@@ -224,6 +245,10 @@ class QueryHandler:
         """The counters, with every answer given so far included."""
         if self.cache is not None:
             self._fold_hits(self.cache.live)
+        if self.limiter is not None:
+            for kind, name in enumerate(KIND_NAMES):
+                self.stats.rate_limited[(name, "dropped")] = self.limiter.dropped[kind]
+                self.stats.rate_limited[(name, "slipped")] = self.limiter.slipped[kind]
         return self.stats
 
     def _negative_key(self, key: Key) -> NegativeKey | None:
@@ -307,6 +332,7 @@ class QueryHandler:
         if query.edns is None or query.edns.cookie is None or not well_formed(len(query.edns.cookie)):
             return None, False
         option, valid = self.cookies.answer(query.edns.cookie, host)
+        self._cookie_ok = valid
         return option[4:], valid
 
     def _entry(

@@ -23,6 +23,7 @@ from geolb.cluster.etcd import EtcdClient, EtcdError
 from geolb.cluster.member import ClusterMember, lease_ttl
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.dns.cookies import new_secret
+from geolb.dns.ratelimit import RateLimits
 from geolb.errors import GeoIPError, GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
@@ -68,6 +69,7 @@ class ServeOptions:
     instance: str = field(default_factory=socket.gethostname)
     nsid: str | None = None  # NSID (RFC 5001) answered to queries that ask; None: the instance name; "": none
     cookie_secrets: tuple[bytes, ...] = ()  # DNS Cookies (RFC 9018); empty: a random secret for this run
+    rate_limits: RateLimits = field(default_factory=RateLimits)  # UDP response rate limiting (off unless a rate is set)
 
 
 async def _settled(read: Callable[[], object]) -> None:
@@ -344,7 +346,7 @@ class Server:
         options = self.options
         nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
         secrets = options.cookie_secrets or (new_secret(),)  # one for every worker: a cookie from one is good at all
-        config = WorkerConfig(listen, self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets)
+        config = WorkerConfig(listen, self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits)
         self.pool = WorkerPool(self.options.workers, config)
         self.pool.spawn()
         return reserved

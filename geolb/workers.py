@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geolb import model
+from geolb.dns.ratelimit import RateLimits
 from geolb.errors import GeolbError
 from geolb.eventloop import loop_factory
 from geolb.geo.store import MapStore
@@ -66,6 +67,7 @@ class WorkerConfig:
     log_level: int
     nsid: bytes | None = None  # the NSID option's data (RFC 5001); None: not sent
     cookie_secrets: tuple[bytes, ...] = ()  # the first makes server cookies, all check them; the same in every worker
+    rate_limits: RateLimits | None = None  # UDP response rate limiting; None: off
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     assert first.zones is not None and first.map_keys is not None
     runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))
     runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
-    handler = QueryHandler(runtime, fast_path=config.fast_path, nsid=config.nsid, cookie_secrets=config.cookie_secrets)
+    handler = QueryHandler(
+        runtime, fast_path=config.fast_path, nsid=config.nsid, cookie_secrets=config.cookie_secrets, rate_limits=config.rate_limits
+    )
     listeners = DnsListeners(handler, config.tcp)
     try:
         await listeners.start(config.listen)

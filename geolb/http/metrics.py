@@ -107,6 +107,12 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
     for pool_name, count in list(stats.busy.items()):
         busy.add_metric([pool_name], count)
     yield busy
+    limited = CounterMetricFamily(
+        "geolb_rrl_limited", "UDP responses held back by rate limiting, by kind and what became of them.", labels=["kind", "action"]
+    )
+    for (kind, action), count in list(stats.rate_limited.items()):
+        limited.add_metric([kind, action], count)
+    yield limited
 
     snapshot = server.runtime.snapshot
     up = GaugeMetricFamily(
