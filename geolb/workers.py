@@ -35,6 +35,7 @@ from geolb.geo.store import MapStore
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
 from geolb.ipc import Channel, ChannelClosed
+from geolb.limits import raise_descriptor_limit
 from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, Snapshot, settle_memory
@@ -112,6 +113,9 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     assert first.zones is not None and first.map_keys is not None
     runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))
     runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
+    limit = raise_descriptor_limit()
+    if limit < config.tcp.max_connections + 64:
+        log.warning("open-file limit %d is below --tcp-max-connections %d: raise it (ulimit -n)", limit, config.tcp.max_connections)
     handler = QueryHandler(
         runtime, fast_path=config.fast_path, nsid=config.nsid, cookie_secrets=config.cookie_secrets, rate_limits=config.rate_limits
     )

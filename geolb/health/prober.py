@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
-import resource
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -15,6 +13,7 @@ from geolb import model
 from geolb.health.httpcheck import CheckTarget, HttpChecker
 from geolb.health.probe import Outcome, parse_load, probe, url_of
 from geolb.health.state import HealthState, Transition
+from geolb.limits import raise_descriptor_limit
 
 log = logging.getLogger("geolb.health")
 JITTER = 0.1  # each interval is stretched or shrunk by up to 10 %, so checks drift apart
@@ -25,14 +24,7 @@ SPARE_DESCRIPTORS = 1024  # kept for DNS over TCP, the API, etcd and zone files
 def idle_budget() -> int:
     """How many check connections may stay open between checks: the descriptor limit raised to its
     hard maximum, less a reserve. Targets past the budget get a new connection per check."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(0, soft - SPARE_DESCRIPTORS)
+    return max(0, raise_descriptor_limit() - SPARE_DESCRIPTORS)
 
 
 class Scheduled:

@@ -20,12 +20,30 @@ class TcpLimits:
 
 
 class TcpConnections:
-    """The open connections of one server, for the cap and for a graceful stop."""
+    """The open connections of one server, least recently active first: for the cap and for a graceful stop.
+
+    At the cap a new connection is taken and the one that has gone longest without a
+    complete question is closed: clients that connect and send nothing, or a byte at a
+    time, can hold the slots only until someone with a real question arrives.
+    """
 
     def __init__(self, limits: TcpLimits) -> None:
         self.limits = limits
-        self.open: set[DnsStreamProtocol] = set()
+        self.open: dict[DnsStreamProtocol, None] = {}  # insertion order = activity order
         self.closing = False
+        self.evicted = 0
+
+    def touch(self, connection: DnsStreamProtocol) -> None:
+        """`connection` just completed a question: it moves to the back of the eviction line."""
+        if self.open.pop(connection, False) is None:  # still open (an evicted one is not put back)
+            self.open[connection] = None
+
+    def make_room(self) -> None:
+        while len(self.open) >= self.limits.max_connections:
+            oldest = next(iter(self.open))
+            del self.open[oldest]
+            oldest.abort()
+            self.evicted += 1
 
     async def drain(self, timeout: float) -> None:
         """Stop reading, let answers already written reach their clients, then close."""
@@ -51,8 +69,7 @@ class DnsStreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        limits = self.connections.limits
-        if self.connections.closing or len(self.connections.open) >= limits.max_connections:
+        if self.connections.closing:
             transport.abort()
             return
         try:
@@ -60,7 +77,8 @@ class DnsStreamProtocol(asyncio.Protocol):
         except (TypeError, IndexError):
             transport.abort()
             return
-        self.connections.open.add(self)
+        self.connections.make_room()
+        self.connections.open[self] = None
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -73,8 +91,9 @@ class DnsStreamProtocol(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        # The idle timer is not moved by bytes, only by complete questions (RFC 7766 §6.2.3):
+        # a client dribbling a byte a second is closed like one that sends nothing.
         self.buffer += data
-        self._arm_idle()
         self._answer_complete_messages()
 
     def _answer_complete_messages(self) -> None:
@@ -91,6 +110,9 @@ class DnsStreamProtocol(asyncio.Protocol):
             response = self.handler.handle(message, self.peer, tcp=True)
             if response is not None:
                 transport.write(len(response).to_bytes(2, "big") + response)
+        if offset:
+            self._arm_idle()
+            self.connections.touch(self)
         del buffer[:offset]
         if len(buffer) > self.connections.limits.max_buffered:
             transport.abort()  # a client that only sends and never reads
@@ -124,4 +146,4 @@ class DnsStreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
             self.idle.cancel()
-        self.connections.open.discard(self)
+        self.connections.open.pop(self, None)

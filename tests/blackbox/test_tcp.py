@@ -73,35 +73,40 @@ def test_idle_connection_is_closed(tcp_server: RunningServer) -> None:
         assert time.monotonic() - started < 4
 
 
-def test_connection_cap_turns_extra_connections_away(tcp_server: RunningServer) -> None:
+def test_at_the_cap_a_new_connection_closes_the_least_recently_active(tcp_server: RunningServer) -> None:
     held = [connect(tcp_server) for _ in range(4)]
     try:
-        for sock in held:  # make sure the server has accepted each
+        for sock in held:  # accepted, and active in this order: held[0] has waited longest
             sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
             read_message(sock)
-        extra = connect(tcp_server)
-        extra.settimeout(3)
-        try:
+        with connect(tcp_server) as extra:
             extra.sendall(framed(dns.message.make_query("mail.example.com", "A")))
-            with pytest.raises((ConnectionError, OSError)):
-                read_message(extra)
-        finally:
-            extra.close()
+            assert read_message(extra).rcode() == dns.rcode.NOERROR  # the newcomer is served...
+        held[0].settimeout(3)
+        with pytest.raises((ConnectionError, OSError, AssertionError)):  # ...and the longest idle one is gone
+            held[0].sendall(framed(dns.message.make_query("mail.example.com", "A")))
+            read_message(held[0])
+        for sock in held[1:]:  # the others still work
+            sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
+            assert read_message(sock).rcode() == dns.rcode.NOERROR
     finally:
         for sock in held:
             sock.close()
-    # Once they are gone, new connections are served again.
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            with connect(tcp_server) as sock:
-                sock.sendall(framed(dns.message.make_query("mail.example.com", "A")))
-                assert read_message(sock).rcode() == dns.rcode.NOERROR
-                break
-        except (ConnectionError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+
+
+def test_a_client_dribbling_bytes_is_closed_at_the_idle_timeout(tcp_server: RunningServer) -> None:
+    """The idle timer counts from the last complete question, not the last byte (RFC 7766 §6.2.3)."""
+    data = framed(dns.message.make_query("mail.example.com", "A"))
+    with connect(tcp_server) as sock:
+        started = time.monotonic()
+        with pytest.raises((ConnectionError, OSError)):
+            for i in range(len(data)):
+                sock.sendall(data[i : i + 1])  # a byte every 0.2 s: the whole question would take seconds
+                time.sleep(0.2)
+            sock.settimeout(3)
+            assert sock.recv(1) != b""  # not reached: the server closes first
+            raise AssertionError("answered a dribbling client")
+        assert time.monotonic() - started < 3  # idle timeout 0.5 s
 
 
 def test_garbage_on_tcp_does_not_hurt_the_next_connection(tcp_server: RunningServer) -> None:
