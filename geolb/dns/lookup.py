@@ -14,7 +14,7 @@ CLASS_IN, CLASS_ANY = 1, 255
 MAX_CHAIN = 12  # CNAMEs followed before a chain counts as a loop
 
 # RFC 8482: the one RRset an ANY query gets, in this order of preference.
-_ANY_PREFERENCE = ("SOA", "A", "AAAA", "MX", "TXT", "SRV", "CAA", "PTR", "NS")
+_ANY_PREFERENCE = ("CNAME", "SOA", "A", "AAAA", "MX", "TXT", "SRV", "CAA", "PTR", "NS")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
 def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int) -> _Step:
     rrsets = node.rrsets
     cname = rrsets.get("CNAME")
-    if cname is not None and qtype != QTYPE_CNAME:
+    if cname is not None and qtype not in (QTYPE_CNAME, QTYPE_ANY):  # ANY matches the CNAME itself (RFC 1034 §4.3.2)
         return _Step(Lookup(NOERROR, True, zone=zone.name), cname=_owned(cname, owner))
     if qtype == QTYPE_ANY:
         for rtype in _ANY_PREFERENCE:
@@ -120,8 +120,7 @@ def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int
     rrset = rrsets.get(model.RTYPE_NAMES.get(qtype, ""))
     if rrset is None:
         return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),), zone=zone.name))
-    additional = _glue(zone, rrset) if rrset.rtype == "NS" else ()
-    return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=additional, zone=zone.name))
+    return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=_glue(zone, rrset), zone=zone.name))
 
 
 def _owned(rrset: model.RRset, owner: str) -> model.RRset:
@@ -142,14 +141,16 @@ def _referral(zone: model.Zone, cut: str) -> Lookup:
     return Lookup(NOERROR, False, authority=(ns,), additional=_glue(zone, ns), referral=True, zone=zone.name)
 
 
-def _glue(zone: model.Zone, ns: model.RRset) -> tuple[model.RRset, ...]:
-    """A/AAAA of the nameservers that live in this zone."""
+def _glue(zone: model.Zone, rrset: model.RRset) -> tuple[model.RRset, ...]:
+    """Additional section processing (RFC 1035 §3.3.9): the A/AAAA of the names an NS, MX or SRV
+    RRset points to, when they live in this zone (for NS at a delegation: the glue)."""
     glue: list[model.RRset] = []
-    for rdata in ns.rdatas:
-        assert isinstance(rdata, model.NS)
-        node = zone.nodes.get(rdata.target)
-        if node is not None:
-            glue.extend(node.rrsets[t] for t in ("A", "AAAA") if t in node.rrsets)
+    for rdata in rrset.rdatas:
+        match rdata:
+            case model.NS(target) | model.MX(_, target) | model.SRV(_, _, _, target):
+                node = zone.nodes.get(target)
+                if node is not None:
+                    glue.extend(r for t in ("A", "AAAA") if (r := node.rrsets.get(t)) is not None and r not in glue)
     return tuple(glue)
 
 
