@@ -126,7 +126,7 @@ def garble_run(packets: int) -> None:
                         sock.sendto(packet, (server.host, server.port))
                         sent += 1
                     if number % 64 == 63:
-                        time.sleep(0.0005)  # about the pace one worker takes them in
+                        time.sleep(0.003)  # about the pace one worker takes garbage in: nearly every packet is read
                     with contextlib.suppress(BlockingIOError):
                         while sock.recv(65535):
                             pass
