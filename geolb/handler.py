@@ -170,10 +170,14 @@ class QueryHandler:
         limiter = self.limiter
         if limiter is None or response is None or tcp or self._cookie_ok:
             return response
-        verdict = limiter.check(host, kind_of(response))
-        if verdict == OK:
+        try:
+            verdict = limiter.check(host, kind_of(response))
+            if verdict == OK:
+                return response
+            return truncated(response) if verdict == SLIP else None
+        except Exception:
+            log.exception("internal error in rate limiting")  # a bug must not cost the answer
             return response
-        return truncated(response) if verdict == SLIP else None
 
     def _respond(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         cache = self.cache
