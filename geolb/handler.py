@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import ipaddress
 import logging
 import math
 import random
@@ -24,15 +23,15 @@ from geolb.dns.cache import (
     StaticEntry,
     cut_records,
     opt_offset,
-    peer_address_cache,
     question_name,
     scan,
     static_entry,
 )
-from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret, well_formed
+from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret
 from geolb.dns.lookup import lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
+from geolb.dns.peers import peer_address, remembered
 from geolb.dns.ratelimit import KIND_NAMES, OK, SLIP, RateLimiter, RateLimits, kind_of, truncated
 from geolb.dnssec.sign import Signer, rrsig_records
 from geolb.geo.choose import AnswerMemo, GeoAnswers
@@ -61,14 +60,6 @@ def client_address(query: wire.Query, peer: IPAddress) -> IPAddress:
     if edns is not None and edns.ecs is not None and edns.ecs.source > 0:
         return edns.ecs.network.network_address
     return peer
-
-
-def peer_address(host: str) -> IPAddress:
-    """The sender of a packet; an IPv4-mapped IPv6 peer (dual-stack socket) counts as IPv4."""
-    address = ipaddress.ip_address(host.partition("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 class AnswerKey(NamedTuple):
@@ -127,10 +118,12 @@ class QueryHandler:
         self.cookies = CookieJar(cookie_secrets or (new_secret(),))
         self._cookie_ok = False  # the query being answered came with a valid server cookie
         self.limiter = RateLimiter(rate_limits) if rate_limits is not None and rate_limits.enabled else None
+        if self.limiter is None:
+            self.handle = self._respond  # type: ignore[method-assign]  # see handle(): no limits, nothing in between
         self.rng = rng or random.Random()
         self._geo_for: tuple[int, GeoAnswers] | None = None
         self._answer_maps = AnswerMemo()
-        self._peer_address = peer_address_cache()
+        self._peer_address = remembered(lambda address: (address.version, int(address)))
         self.stats = QueryStats()
         self.signer = Signer()
         self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
@@ -163,7 +156,8 @@ class QueryHandler:
         """The response to `data` from the peer `host`, or None to drop the packet. Never raises.
 
         Over UDP, with rate limits set, a network past its rate gets nothing or (every slip-th
-        time) a truncated answer; TCP and a valid server cookie are never limited.
+        time) a truncated answer; TCP and a valid server cookie are never limited. Without
+        limits (the default) `handle` is `_respond` itself: nothing is added per query.
         """
         self._cookie_ok = False
         response = self._respond(data, host, tcp)
@@ -180,6 +174,7 @@ class QueryHandler:
             return response
 
     def _respond(self, data: bytes, host: str, tcp: bool) -> bytes | None:
+        """The answer: from the packet cache when this question was answered before, else the full path."""
         cache = self.cache
         try:
             if cache is None:
@@ -194,28 +189,28 @@ class QueryHandler:
                     if pinned is not None:
                         cache.exact[exact] = (pinned, qend, ecs_at, cookie_at)
                         entry = pinned
-                response = entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
-                return response if cookie_at < 0 else self._with_cookie(response, data, ecs_at, cookie_at, host)
-            shape = cache.shapes.get((len(data), tcp))
-            if shape is not None and data[2 : shape.cut] == shape.prefix and not data[-1] & shape.mask:
-                # Byte for byte the question last scanned at this length, but for ID and ECS address.
-                cache.remember(data, tcp, shape.entry, shape.qend, shape.ecs_at, shape.cookie_at)
-                response = shape.entry.respond(data, shape.qend, shape.ecs_at, host, self.rng)
-                return response if shape.cookie_at < 0 else self._with_cookie(response, data, shape.ecs_at, shape.cookie_at, host)
-            scanned = scan(data, tcp)
-            if scanned is None:
-                return self._full(data, host, tcp, None)
-            key, qend, ecs_at, cookie_at = scanned
-            found = cache.entries.get(key)
-            if found is None:
-                negative = self._negative_key(key)
-                found = None if negative is None else cache.negatives.get(negative)
-                if found is None:
-                    return self._full(data, host, tcp, (cache, key, qend, ecs_at, cookie_at), negative)
-            cache.remember(data, tcp, found, qend, ecs_at, cookie_at)
-            if ecs_at >= 0:
-                cache.learn_shape(data, tcp, found, qend, ecs_at, cookie_at)
-            response = found.respond(data, qend, ecs_at, host, self.rng)
+            else:
+                shape = cache.shapes.get((len(data), tcp))
+                if shape is not None and data[2 : shape.cut] == shape.prefix and not data[-1] & shape.mask:
+                    # Byte for byte the question last scanned at this length, but for ID and ECS address.
+                    entry, qend, ecs_at, cookie_at = shape.entry, shape.qend, shape.ecs_at, shape.cookie_at
+                    cache.remember(data, tcp, entry, qend, ecs_at, cookie_at)
+                else:
+                    scanned = scan(data, tcp)
+                    if scanned is None:
+                        return self._full(data, host, tcp, None)
+                    key, qend, ecs_at, cookie_at = scanned
+                    found = cache.entries.get(key)
+                    if found is None:
+                        negative = self._negative_key(key)
+                        found = None if negative is None else cache.negatives.get(negative)
+                        if found is None:
+                            return self._full(data, host, tcp, (cache, key, qend, ecs_at, cookie_at), negative)
+                    entry = found
+                    cache.remember(data, tcp, entry, qend, ecs_at, cookie_at)
+                    if ecs_at >= 0:
+                        cache.learn_shape(data, tcp, entry, qend, ecs_at, cookie_at)
+            response = entry.respond(data, qend, ecs_at, host, self.rng)  # counts itself; see fold_hits
             return response if cookie_at < 0 else self._with_cookie(response, data, ecs_at, cookie_at, host)
         except Exception:
             # A bug must cost one answer, not the server (the full path answers SERVFAIL itself).
@@ -333,7 +328,7 @@ class QueryHandler:
 
     def _cookie(self, query: wire.Query, host: str) -> tuple[bytes | None, bool]:
         """The COOKIE option data for the response (None when the query had none), and whether its server cookie was valid."""
-        if query.edns is None or query.edns.cookie is None or not well_formed(len(query.edns.cookie)):
+        if query.edns is None or query.edns.cookie is None:
             return None, False
         option, valid = self.cookies.answer(query.edns.cookie, host)
         self._cookie_ok = valid
@@ -350,8 +345,8 @@ class QueryHandler:
             return static_entry(response, qend, opt_rdlen, stats_key)
         zones = self.runtime.snapshot.zones
         records_in_answer = answer.answer
-        sign: Callable[[Sequence[int]], tuple[int, bytes]] | None = None
-        if len(records_in_answer) == 2 and records_in_answer[1].rtype == "RRSIG":
+        signature = records_in_answer[-1] if len(records_in_answer) == 2 and records_in_answer[1].rtype == "RRSIG" else None
+        if signature is not None:
             records_in_answer = records_in_answer[:1]  # signed: each region's RRSIG is made for its records below
         geo_rrset = records_in_answer[-1] if records_in_answer else None
         if len(records_in_answer) != 1 or geo_rrset is None or geo_rrset.name != query.name or answer.authority or answer.additional:
@@ -380,11 +375,8 @@ class QueryHandler:
         record_of = dict(zip(addresses, records, strict=True))
         fixed = qend + (len(packet) - end) + ECS_LONGEST  # header, question, OPT with the longest ECS echo
         regions: list[RegionRecords | None] = []
-        signature_size = 0
-        zone = zones.find_zone(geo_rrset.name)
-        signing = zone is not None and zone.dnssec is not None and len(answer.answer) == 2
-        if signing:
-            signature_size = len(rrsig_records(answer.answer[1]))
+        zone = zones.find_zone(geo_rrset.name) if signature is not None else None  # an RRSIG: the zone is signed
+        signature_size = 0 if signature is None else len(rrsig_records(signature))
         for candidates, order in zip(choices.candidates, choices.orders, strict=True):
             if not candidates or order is None:
                 regions.append(None)
@@ -392,9 +384,7 @@ class QueryHandler:
             mine = [record_of[e.address] for e in candidates]
             if fixed + sum(len(r) for r in mine) + signature_size > limit:
                 return None  # near the client's size limit: the full path truncates as it must
-            if signing:
-                assert zone is not None
-                sign = self._region_signatures(zone, geo_rrset, candidates)
+            sign = None if zone is None else self._region_signatures(zone, geo_rrset, candidates)
             regions.append(RegionRecords(packet[2:4], 0 if opt_rdlen is None else 1, mine, order, answer.max_answers, sign))
         return GeoEntry(choices, regions, opt_head, stats_key, self._peer_address)
 

@@ -490,7 +490,7 @@ class Server:
                 await self.reload_geoip()
 
     async def reload_all(self) -> ZoneSetResult:
-        """SIGHUP: the zones, and the GeoIP database if its file changed."""
+        """SIGHUP and POST /v1/reload: the zones, and the GeoIP database if its file changed."""
         result = await self.reload()
         await self.reload_geoip()
         return result

@@ -15,7 +15,6 @@ the query's ECS option with the scope that holds for the answer.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -255,21 +254,3 @@ def cut_records(packet: bytes, qend: int, rdlen: int, count: int) -> tuple[list[
         records.append(packet[offset:end])
         offset = end
     return records, offset
-
-
-def peer_address_cache() -> Callable[[str], tuple[int, int]]:
-    """host text -> (IP version, address as int), remembered: the peer of a query without ECS is the client."""
-    known: dict[str, tuple[int, int]] = {}
-
-    def lookup(host: str) -> tuple[int, int]:
-        found = known.get(host)
-        if found is None:
-            address = ipaddress.ip_address(host.partition("%")[0])
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            if len(known) >= CACHE_LIMIT:
-                known.clear()
-            found = known[host] = (address.version, int(address))
-        return found
-
-    return lookup

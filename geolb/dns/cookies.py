@@ -3,12 +3,13 @@ a timestamp and the client's address, keyed by a secret every instance may share
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from collections.abc import Callable, Sequence
 
 from siphashc import siphash
+
+from geolb.dns.peers import remembered
 
 COOKIE_OPTION = 10
 CLIENT_SIZE = 8
@@ -58,18 +59,7 @@ class CookieJar:
         self.secrets = tuple(secrets)
         self.clock = clock
         self._made: dict[tuple[str, bytes], bytes] = {}
-        self._packed: dict[str, bytes] = {}
-
-    def _address(self, host: str) -> bytes:
-        packed = self._packed.get(host)
-        if packed is None:
-            address = ipaddress.ip_address(host.partition("%")[0])
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            if len(self._packed) >= MADE_LIMIT:
-                self._packed.clear()
-            packed = self._packed[host] = address.packed
-        return packed
+        self._address = remembered(lambda address: address.packed)
 
     def make(self, client: bytes, address: bytes, now: int) -> bytes:
         head = VERSION_HEAD + (now & 0xFFFFFFFF).to_bytes(4, "big")
@@ -79,7 +69,7 @@ class CookieJar:
         """A server cookie we made (with any of the secrets) for this client and address, and not too old or new."""
         if len(server) != SERVER_SIZE or server[:4] != VERSION_HEAD:
             return False
-        age = (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF  # serial number arithmetic (RFC 1982)
+        age = _age(server, now)
         if age > VALID_PAST and (-age) & 0xFFFFFFFF > VALID_FUTURE:
             return False
         hashed = server[:8]
@@ -92,13 +82,19 @@ class CookieJar:
         address = self._address(host)
         now = int(self.clock())
         valid = bool(server) and self.valid(client, server, address, now)
-        if valid and (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF < REUSE:
+        if valid and _age(server, now) < REUSE:
             cookie = server
         else:
             key = (host, client)
             cookie = self._made.get(key, b"")
-            if not cookie or (now - int.from_bytes(cookie[4:8], "big")) & 0xFFFFFFFF >= REUSE:
+            if not cookie or _age(cookie, now) >= REUSE:
                 if len(self._made) >= MADE_LIMIT:
                     self._made.clear()
                 cookie = self._made[key] = self.make(client, address, now)
         return b"\x00\x0a\x00\x18" + client + cookie, valid
+
+
+def _age(server: bytes, now: int) -> int:
+    """Seconds since a server cookie's timestamp, in serial number arithmetic (RFC 1982): a cookie from
+    the future is very old."""
+    return (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF

@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from geolb.dns.peers import remembered
+from geolb.model import IPAddress
+
 ANSWER, NXDOMAIN_KIND, ERROR = 0, 1, 2
 KIND_NAMES = ("answer", "nxdomain", "error")
 OK, DROP, SLIP = 0, 1, 2
@@ -55,22 +58,14 @@ class RateLimiter:
         self.limits = limits
         self.clock = clock
         self._buckets: dict[tuple[bytes, int], list[float]] = {}  # -> [tokens, last refill, limited so far]
-        self._networks: dict[str, bytes] = {}
+        self._network = remembered(self._network_of)
         self.dropped = [0, 0, 0]  # by kind
         self.slipped = [0, 0, 0]
 
-    def _network(self, host: str) -> bytes:
-        known = self._networks.get(host)
-        if known is None:
-            address = ipaddress.ip_address(host.partition("%")[0])
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            prefix = self.limits.ipv4_prefix if address.version == 4 else self.limits.ipv6_prefix
-            known = ipaddress.ip_network((address, prefix), strict=False).network_address.packed + bytes((prefix,))
-            if len(self._networks) >= BUCKETS:
-                self._networks.clear()
-            self._networks[host] = known
-        return known
+    def _network_of(self, address: IPAddress) -> bytes:
+        """The client network an address is limited with (/24, /56 by default), as bytes."""
+        prefix = self.limits.ipv4_prefix if address.version == 4 else self.limits.ipv6_prefix
+        return ipaddress.ip_network((address, prefix), strict=False).network_address.packed + bytes((prefix,))
 
     def check(self, host: str, kind: int) -> int:
         """OK to send, DROP it, or SLIP it (send it truncated)."""
@@ -107,7 +102,5 @@ def truncated(response: bytes) -> bytes:
         while response[offset]:
             offset += response[offset] + 1
         offset += 5
-    else:
-        offset = 12
     head = response[:2] + bytes((response[2] | 0x02, response[3])) + response[4:6] + b"\x00\x00\x00\x00\x00\x00"
     return head + response[12:offset]

@@ -148,7 +148,8 @@ def _parse_opt(rr: dnslib.RR, options: list[tuple[int, bytes]]) -> tuple[Edns, i
             continue
         if code == COOKIE_OPTION:
             if cookie is not None or not well_formed(len(data)):
-                problem = FORMERR  # RFC 7873 §5.2.2
+                problem = FORMERR  # RFC 7873 §5.2.2; a malformed cookie gets none back
+                continue
             cookie = data
             continue
         if code != ECS_OPTION:

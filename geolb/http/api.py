@@ -243,8 +243,7 @@ async def explain_query(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    result = await server.reload()
-    await server.reload_geoip()  # if its file changed
+    result = await server.reload_all()  # the zones, and the GeoIP database if its file changed
     await server.settled()  # every worker answers from the new zones before we say so
     serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
     geoip = geoip_report(server)

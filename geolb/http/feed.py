@@ -60,10 +60,15 @@ class StatusFeed:
         self._reasons[transition.key] = transition.reason
 
     def add(self, kind: str, text: str, **where: str | None) -> FeedEvent:
+        """A reload or database event: kept, and sent to every follower."""
+        event = self._record(kind, text, **where)
+        self._send(event)
+        return event
+
+    def _record(self, kind: str, text: str, **where: str | None) -> FeedEvent:
         event = FeedEvent(self._next_id, time.time(), kind, text, **where)
         self._next_id += 1
         self.events.append(event)
-        self._send(event)
         return event
 
     def follow(self, runtime: Runtime) -> None:
@@ -108,20 +113,15 @@ class StatusFeed:
                 continue
             else:
                 reason = self._reasons.get(endpoint.key, "decided with the other instances")
-            event = FeedEvent(
-                self._next_id,
-                time.time(),
+            yield self._record(
                 "state",
                 reason,
-                pool,
-                region,
-                str(endpoint.address),
-                "up" if now else "down",
-                None if forced_now is None else ("up" if forced_now else "down"),
+                pool=pool,
+                region=region,
+                address=str(endpoint.address),
+                state="up" if now else "down",
+                forced=None if forced_now is None else ("up" if forced_now else "down"),
             )
-            self._next_id += 1
-            self.events.append(event)
-            yield event
 
     def _endpoints_by_key(self, zones: model.ZoneSet) -> Endpoints:
         if self._by_key is None or self._by_key[0] is not zones:
