@@ -18,6 +18,7 @@ from geolb.explain import ExplainError, explain, parse_client
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import AnswerKey
 from geolb.health.probe import url_of
+from geolb.health.state import HealthView
 from geolb.http.control import Control
 from geolb.http.page import add_page_routes
 
@@ -106,6 +107,7 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
     pools: dict[str, Any] = {}
     for pool in snapshot.zones.pools.values():
         regions: dict[str, Any] = {}
+        failing = failing_open(pool, snapshot.health)
         for region in pool.regions:
             endpoints = []
             for endpoint in region.endpoints:
@@ -136,6 +138,8 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
                 )
             regions[region.name] = {
                 "location": region.location,
+                # Down, yet answered: every endpoint of a family it serves is down in the whole pool (SPEC §3 rule 4).
+                "failing_open": any(model.address_rtype(e.address) in failing for e in region.endpoints),
                 "selection": _selection(region.selection),
                 "answers_last_minute": answers.get(AnswerKey(pool.name, region.name), 0),
                 "endpoints": endpoints,
@@ -145,6 +149,7 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
             "zone": pool.zone,
             "selection": _selection(pool.selection),
             "shed_load": None if shed is None else {"high": shed.high, "low": shed.low},
+            "failing_open": sorted(failing),
             "answers_last_minute": sum(r["answers_last_minute"] for r in regions.values()),
             "regions": regions,
         }
@@ -161,6 +166,16 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
         "answers_window_seconds": round(window, 1),
         "api_token_required": bool(server.api_token),
     }
+
+
+def failing_open(pool: model.Pool, health: HealthView) -> set[str]:
+    """The record types ("A", "AAAA") the pool has endpoints for but none of them up: answered as if all were."""
+    families: dict[str, bool] = {}
+    for region in pool.regions:
+        for endpoint in region.endpoints:
+            rtype = model.address_rtype(endpoint.address)
+            families[rtype] = families.get(rtype, False) or health.is_up(pool.name, region.name, endpoint)
+    return {rtype for rtype, any_up in families.items() if not any_up}
 
 
 def geoip_report(server: Control) -> dict[str, Any]:

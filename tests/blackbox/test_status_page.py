@@ -147,6 +147,30 @@ def test_a_failing_backend_shows_on_the_map_and_in_the_table(server: RunningServ
     print(f"the page showed the failure {took:.2f} s after the backend began failing")
 
 
+def test_a_pool_failing_open_says_so_on_the_pool_and_its_regions(server: RunningServer, backends: Backends, page: WebDriver) -> None:
+    """Every endpoint down: the pool answers as if all were up (SPEC §3 rule 4); the page must not show a dead pool."""
+    badge = 'span.failing-open[data-pool="web"]'
+    assert not page.find_element(By.CSS_SELECTOR, badge).is_displayed()
+    assert api(server, "GET", "/v1/status")[1]["pools"]["web"]["failing_open"] == []
+    backends.set("fail")
+    poll(page, lambda d: d.find_element(By.CSS_SELECTOR, badge).is_displayed(), PAGE_DEADLINE + 1.0, "the pool's failing-open badge")
+    assert page.find_element(By.CSS_SELECTOR, badge).text == "failing open (A)"
+    report = api(server, "GET", "/v1/status")[1]["pools"]["web"]
+    assert report["failing_open"] == ["A"]
+    assert all(region["failing_open"] for region in report["regions"].values())
+    region_row = 'tr.region-row[data-pool="web"][data-region="singapore"]'
+    poll(page, lambda d: "down, failing open" in d.find_element(By.CSS_SELECTOR, region_row).text, PAGE_DEADLINE, "the region's state")
+    # Still answered: DNS fails open to the first region in order.
+    assert server.query("www.page.example", "A", ecs="214.0.0.0/24").answer[0][0].address == REGIONS["singapore"][0]
+    # One answer is "1 answer", not "1 answers" (nothing else asks for docs).
+    server.query("docs.page.example", "A")
+    docs_row = 'tr.region-row[data-pool="docs"][data-region="nowhere"]'
+    poll(page, lambda d: "(1 answer in " in d.find_element(By.CSS_SELECTOR, docs_row).text, 5, "one answer, singular")
+    backends.set("ok")
+    poll(page, lambda d: not d.find_element(By.CSS_SELECTOR, badge).is_displayed(), PAGE_DEADLINE + 1.0, "the badge gone")
+    assert "failing open" not in page.find_element(By.CSS_SELECTOR, region_row).text
+
+
 def test_force_buttons_ask_for_the_token_and_show_the_refusal(server: RunningServer, page: WebDriver) -> None:
     address = REGIONS["ashburn"][0]
     click(page, address, "down")

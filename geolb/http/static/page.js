@@ -8,8 +8,9 @@
  *   checked_state: "up"|"down"|null, successes: number, failures: number, last_check: string|null,
  *   last_error: string|null, last_latency_ms: number|null, load: number|null, busy: boolean,
  *   check: {type: string, target: string|null}}} Endpoint
- * @typedef {{location: [number, number]|null, answers_last_minute: number, endpoints: Endpoint[]}} Region
- * @typedef {{zone: string, answers_last_minute: number, selection: {policy: string}, regions: Object<string, Region>}} Pool
+ * @typedef {{location: [number, number]|null, answers_last_minute: number, failing_open: boolean, endpoints: Endpoint[]}} Region
+ * @typedef {{zone: string, answers_last_minute: number, failing_open: string[], selection: {policy: string},
+ *   regions: Object<string, Region>}} Pool
  * @typedef {{time: string, generation: number, pools: Object<string, Pool>, api_token_required: boolean,
  *   answers_window_seconds: number, zones: {name: string, serial: number}[],
  *   reload: {ok: boolean, errors: string[]}, geoip: {file: string|null, type?: string, built?: string|null,
@@ -70,6 +71,11 @@ function ago(iso, now) {
   return new Date(iso).toLocaleString();
 }
 
+/** "1 answer", "2 answers". @param {number} count */
+function answers(count) {
+  return `${count} answer${count === 1 ? "" : "s"}`;
+}
+
 /** @param {string} pool @param {string} region @param {string} [address] */
 function key(pool, region, address) {
   return JSON.stringify(address === undefined ? [pool, region] : [pool, region, address]);
@@ -84,6 +90,8 @@ class StatusPage {
     this.rows = new Map();
     /** @type {Map<string, {circle: SVGElement, title: SVGElement, label: SVGElement}>} */
     this.markers = new Map();
+    /** @type {Map<string, HTMLElement>} pool -> its "failing open" badge */
+    this.failing = new Map();
     this.token = sessionStorage.getItem("geolb-token") || "";
     this.fetching = false;
     this.again = false;
@@ -178,6 +186,7 @@ class StatusPage {
     const status = this.status;
     this.rows.clear();
     this.markers.clear();
+    this.failing.clear();
     const pools = byId("pools");
     const markers = byId("markers");
     pools.replaceChildren();
@@ -201,7 +210,16 @@ class StatusPage {
         ),
         body,
       );
-      pools.append(el("div", { class: "pool", "data-pool": poolName }, el("h3", {}, `${poolName} `, el("span", { class: "muted" }, `(zone ${pool.zone}, ${pool.selection.policy})`)), table));
+      const failing = el("span", { class: "badge down failing-open", "data-pool": poolName, hidden: "" });
+      this.failing.set(poolName, failing);
+      pools.append(
+        el(
+          "div",
+          { class: "pool", "data-pool": poolName },
+          el("h3", {}, `${poolName} `, el("span", { class: "muted" }, `(zone ${pool.zone}, ${pool.selection.policy})`), " ", failing),
+          table,
+        ),
+      );
       for (const [regionName, region] of Object.entries(pool.regions)) {
         const cells = {
           state: el("span", { class: "badge" }),
@@ -295,11 +313,19 @@ class StatusPage {
     const status = this.status;
     const span = Math.round(status.answers_window_seconds);
     for (const [poolName, pool] of Object.entries(status.pools)) {
+      const failing = this.failing.get(poolName);
+      if (failing) {
+        const families = pool.failing_open.join(", ");
+        set(failing, families ? `failing open (${families})` : "");
+        failing.title = families ? `no ${families} endpoint is up anywhere in this pool: it answers as if every one were` : "";
+        failing.hidden = !families;
+      }
       for (const [regionName, region] of Object.entries(pool.regions)) {
         const state = regionState(region);
         const health = healthClass(region);
         const up = region.endpoints.filter((e) => e.state === "up").length;
-        const label = state === "forced" ? `forced, ${up}/${region.endpoints.length} up` : state === "partial" ? `${up}/${region.endpoints.length} up` : state;
+        let label = state === "forced" ? `forced, ${up}/${region.endpoints.length} up` : state === "partial" ? `${up}/${region.endpoints.length} up` : state;
+        if (region.failing_open && up === 0) label += ", failing open"; // down, yet answered: nothing in the pool is up
         const entry = this.rows.get(key(poolName, regionName));
         if (entry) {
           const badge = entry.cells.state;
@@ -308,7 +334,7 @@ class StatusPage {
           entry.row.dataset.state = state;
           entry.row.dataset.health = health;
           const share = pool.answers_last_minute ? (100 * region.answers_last_minute) / pool.answers_last_minute : 0;
-          set(entry.cells.share, `${share.toFixed(share && share < 10 ? 1 : 0)} % (${region.answers_last_minute} answers${span && span < 55 ? ` in ${span} s` : " in the last minute"})`);
+          set(entry.cells.share, `${share.toFixed(share && share < 10 ? 1 : 0)} % (${answers(region.answers_last_minute)}${span && span < 55 ? ` in ${span} s` : " in the last minute"})`);
           entry.cells.bar.style.width = `${share}%`;
         }
         const marker = this.markers.get(key(poolName, regionName));
@@ -316,7 +342,7 @@ class StatusPage {
           setClass(marker.circle, `marker ${health}${state === "forced" ? " forced" : ""}`);
           marker.circle.dataset.state = state;
           marker.circle.dataset.health = health;
-          set(marker.title, `${poolName} / ${regionName}: ${label}, ${region.answers_last_minute} answers in the last minute`);
+          set(marker.title, `${poolName} / ${regionName}: ${label}, ${answers(region.answers_last_minute)} in the last minute`);
         }
         for (const endpoint of region.endpoints) {
           const row = this.rows.get(key(poolName, regionName, endpoint.address));
