@@ -6,6 +6,9 @@ nameserver address is 127.0.0.1, and the stub zone points at geolb's port.
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import dns.rcode
 import pytest
 
 from tests.serverproc import DATA, RunningServer, start_server
-from tests.unboundproc import UNBOUND, base_config, running_unbound
+from tests.unboundproc import PORT, UNBOUND, base_config, running_unbound
 
 pytestmark = pytest.mark.skipif(UNBOUND is None, reason="Debian's unbound is not installed (.ci/run installs it)")
 
@@ -101,3 +104,32 @@ def test_chinese_subnet_gets_tokyo_through_the_resolver(resolver: tuple[int, Run
     port, _ = resolver
     # 175.16.199.0/24 is Changchun, China, in the test database: nearest Tokyo.
     assert addresses(ask(port, "www.example.com", ecs="175.16.199.0/24")) == {"203.0.113.30"}
+
+
+README = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
+RECIPE = README.split("### The resolver side", 1)[1]
+
+
+def test_the_readmes_unbound_recipe_steers_two_client_subnets(tmp_path: Path) -> None:
+    """README's resolver-side recipe, run as written (ports moved to free ones): its dig lines get two regions."""
+    config = re.search(r"```conf\n(.*?)```", RECIPE, re.S).group(1)  # type: ignore[union-attr]
+    digs = re.findall(r"^(dig @127\.0\.0\.1 -p 5300 .*?)\s+#", RECIPE, re.M)
+    assert len(digs) == 2
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "gslb.example.com.yaml").write_text(ZONE.replace("ns1.example.com.", "ns1.gslb.example.com."))
+    geolb = start_server(zones, geoip=DATA / "GeoIP2-City-Test.mmdb", tmp=tmp_path)
+    try:
+        # Only what keeps the test on loopback is added: root hints naming 127.0.0.1, no IPv6.
+        hints = tmp_path / "root.hints"
+        hints.write_text(".  3600000 NS fake-root.\nfake-root. 3600000 A 127.0.0.1\n")
+        ours = config.replace("127.0.0.1@5353", f"127.0.0.1@{geolb.port}").replace("5300", PORT)
+        ours = ours.replace("server:\n", f'server:\n  root-hints: "{hints}"\n  do-ip6: no\n  directory: "{tmp_path}"\n', 1)
+        with running_unbound(tmp_path, ours, "www.gslb.example.com") as port:
+            answers = []
+            for line in digs:
+                command = shlex.split(line.replace("5300", str(port))) + ["+short", "+tries=1", "+time=3"]
+                answers.append(subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.split())
+    finally:
+        geolb.stop()
+    assert answers == [["198.51.100.10"], ["192.0.2.10"]]  # London: eu-west; San Diego: us-east
