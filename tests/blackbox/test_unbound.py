@@ -128,7 +128,7 @@ def test_the_readmes_unbound_recipe_steers_two_client_subnets(tmp_path: Path) ->
         with running_unbound(tmp_path, ours, "www.gslb.example.com") as port:
             answers = []
             for line in digs:
-                command = shlex.split(line.replace("5300", str(port))) + ["+short", "+tries=1", "+time=3"]
+                command = [*shlex.split(line.replace("5300", str(port))), "+short", "+tries=1", "+time=3"]
                 answers.append(subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.split())
     finally:
         geolb.stop()
