@@ -78,6 +78,7 @@ class QueryStats:
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     busy: collections.Counter[str] = field(default_factory=collections.Counter)  # pool: answered busy endpoints
     rate_limited: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (kind, dropped|slipped)
+    client_errors: collections.Counter[str] = field(default_factory=collections.Counter)  # malformed packets by wire.CLIENT_ERRORS kind
     dropped: int = 0
 
     def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1) -> None:
@@ -97,7 +98,30 @@ class QueryStats:
         self.fail_open.update(other.fail_open)
         self.busy.update(other.busy)
         self.rate_limited.update(other.rate_limited)
+        self.client_errors.update(other.client_errors)
         self.dropped += other.dropped
+
+
+class ClientErrorLog:
+    """One log line per kind of malformed packet at most every `interval` seconds, never a traceback:
+    anyone can send garbage, so the log must not grow with it (the counter in /metrics does)."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[str, float] = {}
+
+    def note(self, kind: str, host: str, detail: str) -> None:
+        now = self.clock()
+        if now < self._next.get(kind, -math.inf):
+            return
+        self._next[kind] = now + self.interval
+        log.warning(
+            "malformed packet (%s) from %s: %s; counted in geolb_dns_client_errors_total, logged at most once a minute",
+            kind,
+            host,
+            detail,
+        )
 
 
 class QueryHandler:
@@ -125,6 +149,7 @@ class QueryHandler:
         self._answer_maps = AnswerMemo()
         self._peer_address = remembered(lambda address: (address.version, int(address)))
         self.stats = QueryStats()
+        self.client_errors = ClientErrorLog()
         self.signer = Signer()
         self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
         self.cache = PacketCache() if fast_path else None
@@ -270,14 +295,20 @@ class QueryHandler:
         try:
             parsed = wire.parse_query(data)
             peer = peer_address(host)
-        except (wire.WireError, ValueError):
+        except wire.WireError as exc:
+            self.stats.dropped += 1
+            self._client_error(exc.kind, host, str(exc))
+            return None
+        except ValueError:
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
             rejected = parsed.query
+            if parsed.kind:
+                self._client_error(parsed.kind, host, f"answered {model.RCODE_NAMES.get(parsed.rcode, parsed.rcode)}")
             cookie, valid = self._cookie(rejected, host)
             rcode = parsed.rcode
-            if rcode == NOERROR and not rejected.labels:  # a query for a server cookie alone (RFC 7873 §5.4)
+            if rcode == NOERROR and not rejected.question:  # a query for a server cookie alone (RFC 7873 §5.4)
                 rcode = NOERROR if valid else BADCOOKIE
             self.stats.count(QueryKey("", rejected.qtype, rcode), None)
             return self._encode(rejected, Answer(rcode, False), tcp, cookie)
@@ -325,6 +356,10 @@ class QueryHandler:
             log.exception("internal error answering %s type %d", query.name, query.qtype)
             self.stats.count(QueryKey("", query.qtype, SERVFAIL), None)
             return self._encode(query, Answer(SERVFAIL, False), tcp, cookie)
+
+    def _client_error(self, kind: str, host: str, detail: str) -> None:
+        self.stats.client_errors[kind] += 1
+        self.client_errors.note(kind, host, detail)
 
     def _cookie(self, query: wire.Query, host: str) -> tuple[bytes | None, bool]:
         """The COOKIE option data for the response (None when the query had none), and whether its server cookie was valid."""

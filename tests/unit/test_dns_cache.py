@@ -33,11 +33,15 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     if scanned is None:
         return
     (question, flags, limit, has_edns, do, has_ecs, has_cookie), qend, ecs_at, cookie_at = scanned
-    record = dnslib.DNSRecord.parse(data)  # must not raise
+    parsed = wire.parse_query(data)  # the full path's parser: must not raise, nor reject
+    assert isinstance(parsed, wire.Query)
+    assert question[:-4] == b"".join(bytes([len(label)]) + label for label in parsed.labels).lower() + b"\x00"
+    # dnslib wants UTF-8 labels (RFC 2181 §11 allows any byte): the rest is checked with ASCII in their place.
+    name_end = 12 + len(question) - 4
+    record = dnslib.DNSRecord.parse(data[:12] + bytes(b if b < 0x80 else 0x78 for b in data[12:name_end]) + data[name_end:])
     assert record.header.qr == 0 and record.header.opcode == 0
     assert len(record.questions) == 1 and not record.rr and not record.auth
     q = record.questions[0]
-    assert question[:-4] == b"".join(bytes([len(label)]) + label for label in q.qname.label).lower() + b"\x00"
     assert int.from_bytes(question[-4:-2], "big") == q.qtype
     assert int.from_bytes(question[-2:], "big") == q.qclass
     assert flags == (record.header.rd | (0x10 if record.header.cd else 0))
@@ -136,6 +140,7 @@ NAMES = [
     "example.com", "www.example.com", "WWW.Example.COM", "mail.example.com", "docs.example.com", "nothing.example.com",
     "x.static.example.com", "sub.example.com", "big.example.com", "_sip._udp.example.com", "example.org", "v4.example.com",
     "www.geo.example", "prefs.geo.example", "many.geo.example", "weighted-one.geo.example", "static.geo.example",
+    "\\196X.Example.com", "\\255\\128.static.example.com", ".",  # bytes above 0x7f (RFC 2181 §11), the root
 ]  # fmt: skip
 TYPES = ["A", "AAAA", "MX", "TXT", "SOA", "NS", "ANY", "SRV", "CNAME"]
 CLIENTS = [None, "81.2.69.160/27", "89.160.20.112/28", "2001:218::/32", "0.0.0.0/0", "10.1.0.0/16", "216.160.83.56/29"]
