@@ -28,7 +28,7 @@ from geolb.dns.cache import (
     static_entry,
 )
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret
-from geolb.dns.lookup import lookup
+from geolb.dns.lookup import QTYPE_NSEC, QTYPE_RRSIG, lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.dns.peers import peer_address, remembered
@@ -41,6 +41,7 @@ from geolb.model import BADCOOKIE, NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
+OWN_RECORD_TYPES = (QTYPE_NSEC, QTYPE_RRSIG)  # answered from the name's own records in a signed zone (see Signer.own_records)
 SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
 Fill = tuple[PacketCache, Key, int, int, int]  # the cache, the key, end of question, ECS offset, COOKIE offset
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
@@ -284,8 +285,8 @@ class QueryHandler:
         found = lookup(zones, labels_to_key(labels), qtype, qclass)
         if found.rcode not in (NOERROR, NXDOMAIN) or found.geo is not None or found.answer or found.additional or found.referral:
             return None
-        if key[4] and zones.zones[found.zone].dnssec is not None:
-            return None  # signed denial names the name asked: no sharing between names
+        if zones.zones[found.zone].dnssec is not None and (key[4] or qtype in OWN_RECORD_TYPES):
+            return None  # signed denial, and NSEC and RRSIG answers, name the name asked: no sharing between names
         if len(found.authority) != 1 or found.authority[0].rtype != "SOA":
             return None
         return found.zone, found.rcode, qtype, len(question), key[1:]
@@ -320,9 +321,13 @@ class QueryHandler:
             client = client_address(query, peer)
             geo = self.geo(snapshot)
             answer = build_answer(found, client, snapshot.zones, geo, self.rng)
-            signed = query.edns is not None and query.edns.do and snapshot.zones.signed
-            if signed:
+            dnssec_ok = query.edns is not None and query.edns.do and snapshot.zones.signed
+            own_records = snapshot.zones.signed and query.qtype in OWN_RECORD_TYPES
+            if own_records:
+                answer = self.signer.own_records(answer, query.name, query.qtype, snapshot.zones)
+            if dnssec_ok:
                 answer = self.signer.sign_reply(answer, query.name, snapshot.zones)
+            signed = dnssec_ok or own_records  # holds signatures (an RRSIG query's answer, DO or not)
             stats_key = QueryKey(found.zone, query.qtype, answer.rcode)
             choice = answer.choice
             counted = None

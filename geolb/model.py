@@ -32,6 +32,8 @@ RTYPE_CODES: Mapping[str, int] = {
     "RRSIG": 46,
     "NSEC": 47,
     "DNSKEY": 48,
+    "CDS": 59,
+    "CDNSKEY": 60,
     "CAA": 257,
 }
 RTYPE_NAMES: Mapping[int, str] = {code: name for name, code in RTYPE_CODES.items()}

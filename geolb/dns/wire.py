@@ -353,6 +353,11 @@ def to_wire(query: Query, response: Reply, limit: int, nsid: bytes | None = None
     if len(data) <= limit:
         return data
     if response.additional and not response.glue_required:
+        unsigned = tuple(rrset for rrset in response.additional if rrset.rtype != "RRSIG")
+        if len(unsigned) < len(response.additional) and unsigned:  # the addresses without their signatures
+            data = _encode(query, response, unsigned, nsid=nsid, cookie=cookie)
+            if len(data) <= limit:
+                return data
         data = _encode(query, response, (), nsid=nsid, cookie=cookie)
         if len(data) <= limit:
             return data
