@@ -105,8 +105,8 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
 def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int) -> _Step:
     rrsets = node.rrsets
     cname = rrsets.get("CNAME")
-    own = qtype in (QTYPE_CNAME, QTYPE_ANY) or (zone.dnssec is not None and qtype in (QTYPE_RRSIG, QTYPE_NSEC))
-    if cname is not None and not own:  # ANY (RFC 1034 §4.3.2), and an alias's own RRSIG and NSEC, match the alias itself
+    # ANY (RFC 1034 §4.3.2) matches the alias itself, and RRSIG and NSEC are the alias's own (RFC 4035 §2.5).
+    if cname is not None and qtype not in (QTYPE_CNAME, QTYPE_ANY, QTYPE_RRSIG, QTYPE_NSEC):
         return _Step(Lookup(NOERROR, True, zone=zone.name), cname=_owned(cname, owner))
     if qtype == QTYPE_ANY:
         for rtype in _ANY_PREFERENCE:

@@ -160,12 +160,14 @@ def parse_query(data: bytes) -> Query | Rejection:
         parsed = _parse(bytes(clean))
     else:
         parsed = _parse(data)
-    if named is None or not isinstance(parsed, Query):
+    if named is None:
         return parsed
     labels = named[0]
-    if not isinstance(parsed, Query) or parsed.labels == labels:
+    query = parsed if isinstance(parsed, Query) else parsed.query
+    if not query.question or query.labels == labels:
         return parsed
-    return dataclasses.replace(parsed, labels=labels, name=labels_to_key(labels))
+    query = dataclasses.replace(query, labels=labels, name=labels_to_key(labels))
+    return query if isinstance(parsed, Query) else dataclasses.replace(parsed, query=query)
 
 
 def _malformed_name(data: bytes, kind: str) -> Rejection:

@@ -122,9 +122,10 @@ class Signer:
     def own_records(self, reply: R, qname: str, qtype: int, zoneset: model.ZoneSet) -> R:
         """A query for NSEC or RRSIG at a name of a signed zone, which the lookup answered NODATA or NXDOMAIN:
         NSEC gets the name's NSEC RRset as compact denial builds it (a NODATA naming NSEC in its own bitmap
-        would be bogus); RRSIG gets the signatures over every RRset the name holds, its NSEC included
-        (RFC 4035 §3.1.5 leaves RRSIG queries to the server; as Knot DNS and BIND do; unsigned, as RRSIGs are).
-        Anything else comes back as it was."""
+        would be bogus). RRSIG gets one RRSIG RRset, as Knot DNS answers (a minimal answer, as RFC 8482 gives
+        ANY): the one over the name's RRset of the lowest type code, or over its NSEC when it holds nothing
+        else (a missing name or an empty non-terminal, which compact denial gives an NSEC); unsigned, as RRSIGs
+        always are, so validators take it as it is. Anything else comes back as it was."""
         if reply.rcode not in (NOERROR, NXDOMAIN) or reply.answer or reply.glue_required or len(reply.authority) != 1:
             return reply
         soa = reply.authority[0]
@@ -134,8 +135,9 @@ class Signer:
         nsec = self.nsec(zone, qname, reply.rcode == NXDOMAIN)
         if qtype == QTYPE_NSEC:
             return dataclasses.replace(reply, rcode=NOERROR, answer=(nsec,), authority=())
-        owned = (model.RRset(qname, r.rtype, r.ttl, r.rdatas) for r in _static_rrsets(zone, qname))
-        return dataclasses.replace(reply, rcode=NOERROR, answer=tuple(self.rrsig(r, zone) for r in (*owned, nsec)), authority=())
+        held = sorted(_static_rrsets(zone, qname), key=lambda r: model.RTYPE_CODES[r.rtype])
+        covered = model.RRset(qname, held[0].rtype, held[0].ttl, held[0].rdatas) if held else nsec
+        return dataclasses.replace(reply, rcode=NOERROR, answer=(self.rrsig(covered, zone),), authority=())
 
     def nsec(self, zone: model.Zone, name: str, absent: bool) -> model.RRset:
         """The NSEC at `name` by compact denial: NXNAME when it does not exist, else its types."""
@@ -161,7 +163,10 @@ class Signer:
         if zone is None or zone.dnssec is None:
             return dataclasses.replace(reply, answer=answer, additional=additional)
         nsec = self.nsec(zone, _final_name(reply.answer, qname), reply.rcode == NXDOMAIN)
-        authority = (soa, self.rrsig(soa, zone), nsec, self.rrsig(nsec, zone))
+        # The SOA is signed as the zone holds it (its TTL the RRSIG's original TTL, RFC 4034 §3.1.4), and both
+        # go with the negative TTL (RFC 2308 §3, RFC 4035 §3.1.3), as Knot DNS sends them.
+        soa_signature = dataclasses.replace(self.rrsig(zone.soa, zone), ttl=soa.ttl)
+        authority = (soa, soa_signature, nsec, self.rrsig(nsec, zone))
         return dataclasses.replace(reply, rcode=NOERROR, answer=answer, authority=authority, additional=additional)
 
     def _with_signatures(self, rrsets: Iterable[model.RRset], zoneset: model.ZoneSet) -> Iterable[model.RRset]:
