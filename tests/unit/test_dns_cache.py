@@ -19,6 +19,7 @@ from geolb.dns import wire
 from geolb.dns.cache import scan
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE
 from geolb.dns.wire import parse_client_subnet
+from geolb.dnssec.keys import generate
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import QueryHandler
 from geolb.runtime import Runtime
@@ -263,3 +264,28 @@ def test_exact_hits_echo_their_own_question() -> None:
     lower = query_bytes("mail.example.com", "A", True, None, 1232, False)
     for data in (upper, lower, lower, upper, lower):
         assert fast.handle(data, "127.0.0.1", False) == full.handle(data, "127.0.0.1", False)
+
+
+def test_fast_answers_equal_full_answers_in_a_signed_zone(tmp_path: Path) -> None:
+    """NSEC, RRSIG, DNSKEY, CDS and CDNSKEY queries, signed denial and signed ADDITIONAL, names with bytes above
+    0x7f: byte for byte the same from the packet cache as from the full path (one Signer for both, Ed25519,
+    so that the signatures are the same too)."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    text = (DATA / "zones" / "example.com.yaml").read_text()
+    (zones / "example.com.yaml").write_text(text + "dnssec: {algorithm: ED25519}\n")
+    generate(str(zones / "keys"), "example.com.", "ED25519")
+    zoneset = load_zoneset(str(zones)).zoneset
+    maps = region_maps(zoneset, GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb")))
+    fast = QueryHandler(Runtime(zoneset, maps=maps), random.Random(1), fast_path=True)
+    full = QueryHandler(Runtime(zoneset, maps=maps), random.Random(1), fast_path=False)
+    full.signer = fast.signer
+    names = ["example.com", "mail.example.com", "nothing.example.com", "x.static.example.com"]
+    names += ["\\196X.example.com", "\\255.static.example.com", "x.alias.example.com", "sub.example.com"]
+    checked = 0
+    for name, rdtype, do in itertools.product(names, ["NSEC", "RRSIG", "DNSKEY", "CDS", "CDNSKEY", "MX", "A", "TXT"], (False, True)):
+        data = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=do).to_wire()
+        for _ in range(2):  # the second one is answered from the packet cache
+            assert fast.handle(data, "127.0.0.1", False) == full.handle(data, "127.0.0.1", False), (name, rdtype, do)
+            checked += 1
+    assert fast.cache is not None and len(fast.cache.entries) > 80 and checked > 250
