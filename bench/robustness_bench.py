@@ -1,9 +1,11 @@
 """Robustness under hostile input (run by hand, not a test).
 
 1. garble: 10^5 structure-aware garbled packets (valid queries mutated: truncated, bad compression
-   pointers, huge section counts, bad OPT and ECS options, random bytes flipped) sent over UDP as fast
-   as one client goes; then the server must still answer, its resident memory be where it was after
-   warming up (±10 %), and its stderr hold no traceback.
+   pointers, huge section counts, bad OPT and ECS options, random bytes flipped, labels over 63 bytes,
+   names over 255, bytes above 0x7f, TSIG with an unknown key) sent over UDP as fast as one client goes;
+   then the server must still answer, its resident memory be where it was after warming up (±10 %), its
+   log grow by fewer than 100 lines (client errors are logged once a minute per kind) and hold no
+   traceback; the malformed packets counted by kind in /metrics are printed.
 2. slow: 2,000 TCP clients that send nothing or a byte a second while dnsperf asks over UDP at a
    fixed rate: DNS latency percentiles with and without them.
 
@@ -51,7 +53,7 @@ def seeds() -> list[bytes]:
 def garble(packet: bytes, rng: random.Random) -> bytes:
     """One mutation that knows the layout of a query."""
     data = bytearray(packet)
-    kind = rng.randrange(8)
+    kind = rng.randrange(11)
     if kind == 0:
         return bytes(data[: rng.randrange(len(data))])  # truncated anywhere
     if kind == 1:  # a compression pointer somewhere in the question name: loops, forward, past the end
@@ -72,10 +74,31 @@ def garble(packet: bytes, rng: random.Random) -> bytes:
             data[rng.randrange(len(data))] = rng.randrange(256)
     elif kind == 6:  # garbage appended, or labels longer than they say
         data += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
-    else:  # flags: QR, opcode, TC, Z bits
+    elif kind == 7:  # flags: QR, opcode, TC, Z bits
         data[2] = rng.randrange(256)
         data[3] = rng.randrange(256)
+    elif kind == 8:  # the first label longer than 63 bytes (or of a reserved type), or the name past 255
+        size = rng.choice([rng.randrange(64, 192), 63])
+        count = 1 if size != 63 else 5
+        name = b"".join(bytes([size]) + b"a" * size for _ in range(count)) + b"\x00"
+        return bytes(data[:12]) + name + bytes(data[_name_end(data) :])
+    elif kind == 9:  # bytes above 0x7f in the name (RFC 2181 §11: answered like any other)
+        for at in range(13, _name_end(data) - 1):
+            if data[at] > 63 and rng.random() < 0.5:
+                data[at] = rng.randrange(128, 256)
+    else:  # TSIG with a key nobody knows: NOTAUTH/BADKEY
+        tsig = b"\x06nobody\x00\x00\xfa\x00\xff\x00\x00\x00\x00" + struct.pack("!H", 26)
+        tsig += b"\x0bhmac-sha256\x00" + bytes(6) + b"\x01\x2c\x00\x00" + data[:2] + b"\x00\x00\x00\x00"
+        data[10:12] = struct.pack("!H", struct.unpack("!H", data[10:12])[0] + 1)
+        data += tsig
     return bytes(data)
+
+
+def _name_end(data: bytes | bytearray) -> int:
+    at = 12
+    while at < len(data) and 0 < data[at] < 64:
+        at += data[at] + 1
+    return min(at + 1, len(data))
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -116,6 +139,7 @@ def garble_run(packets: int) -> None:
                     with contextlib.suppress(BlockingIOError):
                         sock.sendto(packet, (server.host, server.port))
                 time.sleep(2)  # the warm-up's backlog taken in
+                log_before = len(server.stderr().splitlines())
                 before = rss_kib(server_pids(server))
                 taken = handled(server)
                 started = time.monotonic()
@@ -135,14 +159,21 @@ def garble_run(packets: int) -> None:
             after = rss_kib(server_pids(server))
             taken = handled(server) - taken
             ok = healthy(server)
+            _, text = api(server, "GET", "/metrics")
+            kinds = dict(re.findall(r'^geolb_dns_client_errors_total\{kind="([^"]+)"\} (\S+)$', text, re.M))
         finally:
             server.stop()
-        traceback = "Traceback" in server.stderr()
+        log = server.stderr()
+        traceback = log.count("Traceback")
+        log_lines = len(log.splitlines()) - log_before
     print(
         f"{sent} garbled packets sent in {took:.1f} s, {taken} taken in by the server (the rest lost in socket buffers); "
         f"still answering: {ok}; "
-        f"RSS {before} KiB after warm-up -> {after} KiB ({(after - before) / before:+.1%}); traceback in stderr: {traceback}"
+        f"RSS {before} KiB after warm-up -> {after} KiB ({(after - before) / before:+.1%}); "
+        f"log lines added: {log_lines} (must be < 100; {len(log.splitlines())} in all, warm-up and start included); "
+        f"tracebacks: {traceback}"
     )
+    print("malformed packets counted by kind (warm-up included): " + ", ".join(f"{k} {float(v):.0f}" for k, v in sorted(kinds.items())))
 
 
 def latency(server: RunningServer, rate: int, seconds: int) -> str:

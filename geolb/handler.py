@@ -28,7 +28,7 @@ from geolb.dns.cache import (
     static_entry,
 )
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret
-from geolb.dns.lookup import lookup
+from geolb.dns.lookup import QTYPE_NSEC, QTYPE_RRSIG, lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.dns.peers import peer_address, remembered
@@ -41,6 +41,7 @@ from geolb.model import BADCOOKIE, NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
 
 log = logging.getLogger("geolb.dns")
+OWN_RECORD_TYPES = (QTYPE_NSEC, QTYPE_RRSIG)  # answered from the name's own records in a signed zone (see Signer.own_records)
 SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
 Fill = tuple[PacketCache, Key, int, int, int]  # the cache, the key, end of question, ECS offset, COOKIE offset
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
@@ -78,6 +79,7 @@ class QueryStats:
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     busy: collections.Counter[str] = field(default_factory=collections.Counter)  # pool: answered busy endpoints
     rate_limited: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (kind, dropped|slipped)
+    client_errors: collections.Counter[str] = field(default_factory=collections.Counter)  # malformed packets by wire.CLIENT_ERRORS kind
     dropped: int = 0
 
     def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1) -> None:
@@ -97,7 +99,30 @@ class QueryStats:
         self.fail_open.update(other.fail_open)
         self.busy.update(other.busy)
         self.rate_limited.update(other.rate_limited)
+        self.client_errors.update(other.client_errors)
         self.dropped += other.dropped
+
+
+class ClientErrorLog:
+    """One log line per kind of malformed packet at most every `interval` seconds, never a traceback:
+    anyone can send garbage, so the log must not grow with it (the counter in /metrics does)."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[str, float] = {}
+
+    def note(self, kind: str, host: str, detail: str) -> None:
+        now = self.clock()
+        if now < self._next.get(kind, -math.inf):
+            return
+        self._next[kind] = now + self.interval
+        log.warning(
+            "malformed packet (%s) from %s: %s; counted in geolb_dns_client_errors_total, logged at most once a minute",
+            kind,
+            host,
+            detail,
+        )
 
 
 class QueryHandler:
@@ -125,6 +150,7 @@ class QueryHandler:
         self._answer_maps = AnswerMemo()
         self._peer_address = remembered(lambda address: (address.version, int(address)))
         self.stats = QueryStats()
+        self.client_errors = ClientErrorLog()
         self.signer = Signer()
         self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
         self.cache = PacketCache() if fast_path else None
@@ -259,8 +285,8 @@ class QueryHandler:
         found = lookup(zones, labels_to_key(labels), qtype, qclass)
         if found.rcode not in (NOERROR, NXDOMAIN) or found.geo is not None or found.answer or found.additional or found.referral:
             return None
-        if key[4] and zones.zones[found.zone].dnssec is not None:
-            return None  # signed denial names the name asked: no sharing between names
+        if zones.zones[found.zone].dnssec is not None and (key[4] or qtype in OWN_RECORD_TYPES):
+            return None  # signed denial, and NSEC and RRSIG answers, name the name asked: no sharing between names
         if len(found.authority) != 1 or found.authority[0].rtype != "SOA":
             return None
         return found.zone, found.rcode, qtype, len(question), key[1:]
@@ -270,14 +296,20 @@ class QueryHandler:
         try:
             parsed = wire.parse_query(data)
             peer = peer_address(host)
-        except (wire.WireError, ValueError):
+        except wire.WireError as exc:
+            self.stats.dropped += 1
+            self._client_error(exc.kind, host, str(exc))
+            return None
+        except ValueError:
             self.stats.dropped += 1
             return None
         if isinstance(parsed, wire.Rejection):
             rejected = parsed.query
+            if parsed.kind:
+                self._client_error(parsed.kind, host, f"answered {model.RCODE_NAMES.get(parsed.rcode, parsed.rcode)}")
             cookie, valid = self._cookie(rejected, host)
             rcode = parsed.rcode
-            if rcode == NOERROR and not rejected.labels:  # a query for a server cookie alone (RFC 7873 §5.4)
+            if rcode == NOERROR and not rejected.question:  # a query for a server cookie alone (RFC 7873 §5.4)
                 rcode = NOERROR if valid else BADCOOKIE
             self.stats.count(QueryKey("", rejected.qtype, rcode), None)
             return self._encode(rejected, Answer(rcode, False), tcp, cookie)
@@ -289,9 +321,13 @@ class QueryHandler:
             client = client_address(query, peer)
             geo = self.geo(snapshot)
             answer = build_answer(found, client, snapshot.zones, geo, self.rng)
-            signed = query.edns is not None and query.edns.do and snapshot.zones.signed
-            if signed:
+            dnssec_ok = query.edns is not None and query.edns.do and snapshot.zones.signed
+            own_records = snapshot.zones.signed and query.qtype in OWN_RECORD_TYPES
+            if own_records:
+                answer = self.signer.own_records(answer, query.name, query.qtype, snapshot.zones)
+            if dnssec_ok:
                 answer = self.signer.sign_reply(answer, query.name, snapshot.zones)
+            signed = dnssec_ok or own_records  # holds signatures (an RRSIG query's answer, DO or not)
             stats_key = QueryKey(found.zone, query.qtype, answer.rcode)
             choice = answer.choice
             counted = None
@@ -325,6 +361,10 @@ class QueryHandler:
             log.exception("internal error answering %s type %d", query.name, query.qtype)
             self.stats.count(QueryKey("", query.qtype, SERVFAIL), None)
             return self._encode(query, Answer(SERVFAIL, False), tcp, cookie)
+
+    def _client_error(self, kind: str, host: str, detail: str) -> None:
+        self.stats.client_errors[kind] += 1
+        self.client_errors.note(kind, host, detail)
 
     def _cookie(self, query: wire.Query, host: str) -> tuple[bytes | None, bool]:
         """The COOKIE option data for the response (None when the query had none), and whether its server cookie was valid."""

@@ -12,7 +12,7 @@ import yaml
 from geolb import model
 from geolb.config.context import ZoneContext
 from geolb.config.values import parse_duration
-from geolb.dnssec.keys import ALGORITHM_NAMES, ALGORITHMS, DNSKEY_TTL, DnssecKeyError, load_keys
+from geolb.dnssec.keys import ALGORITHM_NAMES, ALGORITHMS, CDS_TTL, DNSKEY_TTL, DnssecKeyError, cds_rdata, load_keys
 
 DNSSEC_KEYS = ("algorithm", "keys", "validity", "refresh")
 DEFAULT_ALGORITHM = "ECDSAP256SHA256"
@@ -65,9 +65,15 @@ def read_dnssec(ctx: ZoneContext, key_node: yaml.Node, node: yaml.Node) -> model
 
 
 def with_keys(zone: model.Zone, signing: model.Signing) -> model.Zone:
-    """The zone signed by `signing`, its DNSKEY RRset at the apex."""
+    """The zone signed by `signing`: its DNSKEY RRset at the apex, and CDS and CDNSKEY for every key (RFC 7344,
+    RFC 8078), so that a parent that scans for them can install the DS by itself."""
     apex = zone.nodes[zone.name]
-    dnskeys = model.RRset(zone.name, "DNSKEY", DNSKEY_TTL, tuple(model.Opaque(key.dnskey) for key in signing.keys))
+    keys = tuple(model.Opaque(key.dnskey) for key in signing.keys)
+    published = {
+        "DNSKEY": model.RRset(zone.name, "DNSKEY", DNSKEY_TTL, keys),
+        "CDNSKEY": model.RRset(zone.name, "CDNSKEY", CDS_TTL, keys),
+        "CDS": model.RRset(zone.name, "CDS", CDS_TTL, tuple(model.Opaque(cds_rdata(key)) for key in signing.keys)),
+    }
     nodes = dict(zone.nodes)
-    nodes[zone.name] = dataclasses.replace(apex, rrsets=MappingProxyType({**apex.rrsets, "DNSKEY": dnskeys}))
+    nodes[zone.name] = dataclasses.replace(apex, rrsets=MappingProxyType({**apex.rrsets, **published}))
     return dataclasses.replace(zone, nodes=MappingProxyType(nodes), dnssec=signing)

@@ -48,8 +48,9 @@ def scan(data: bytes, tcp: bool) -> tuple[Key, int, int, int] | None:
         if offset - 12 > 254:
             return None
     qend = offset + 5
-    if qend > size or not data[12:offset].isascii():
-        return None  # short, or a name with non-ASCII bytes: the full path decides
+    if qend > size:
+        return None
+    # bytes.lower() folds ASCII alone, as matching must (RFC 4343): a name with other bytes is keyed as sent.
     flags = (data[2] & 0x01) | (data[3] & 0x10)
     question = data[12:offset].lower() + data[offset:qend]  # only the name is case-blind
     if data[11] == 0:

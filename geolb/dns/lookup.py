@@ -8,7 +8,7 @@ from geolb import model
 from geolb.dns.names import parent
 from geolb.model import NOERROR, NXDOMAIN, REFUSED
 
-QTYPE_A, QTYPE_CNAME, QTYPE_AAAA, QTYPE_DS, QTYPE_ANY = 1, 5, 28, 43, 255
+QTYPE_A, QTYPE_CNAME, QTYPE_AAAA, QTYPE_DS, QTYPE_RRSIG, QTYPE_NSEC, QTYPE_ANY = 1, 5, 28, 43, 46, 47, 255
 QTYPE_AXFR, QTYPE_IXFR = 252, 251
 CLASS_IN, CLASS_ANY = 1, 255
 MAX_CHAIN = 12  # CNAMEs followed before a chain counts as a loop
@@ -105,7 +105,8 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
 def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int) -> _Step:
     rrsets = node.rrsets
     cname = rrsets.get("CNAME")
-    if cname is not None and qtype not in (QTYPE_CNAME, QTYPE_ANY):  # ANY matches the CNAME itself (RFC 1034 §4.3.2)
+    # ANY (RFC 1034 §4.3.2) matches the alias itself, and RRSIG and NSEC are the alias's own (RFC 4035 §2.5).
+    if cname is not None and qtype not in (QTYPE_CNAME, QTYPE_ANY, QTYPE_RRSIG, QTYPE_NSEC):
         return _Step(Lookup(NOERROR, True, zone=zone.name), cname=_owned(cname, owner))
     if qtype == QTYPE_ANY:
         for rtype in _ANY_PREFERENCE:

@@ -56,3 +56,15 @@ def labels_to_key(labels: tuple[bytes, ...] | list[bytes]) -> str:
             text = text.replace("\\", "\\092").replace(".", "\\046")
         parts.append(text)
     return ".".join(parts) + "." if parts else "."
+
+
+def key_to_labels(name: str) -> tuple[bytes, ...]:
+    """A lookup key back to wire labels (the inverse of `labels_to_key`, case aside)."""
+    if name == ".":
+        return ()
+    out = []
+    for text in name[:-1].split("."):
+        if "\\" in text:
+            text = text.replace("\\046", ".").replace("\\092", "\\")
+        out.append(text.encode("latin-1"))
+    return tuple(out)

@@ -29,6 +29,7 @@ ALGORITHMS = {"ECDSAP256SHA256": 13, "ED25519": 15}  # what geolb signs with (RF
 ALGORITHM_NAMES = {number: name for name, number in ALGORITHMS.items()}
 CSK_FLAGS = 257  # zone key + secure entry point
 DNSKEY_TTL = 3600
+CDS_TTL = 0  # CDS and CDNSKEY (RFC 7344): read by the parent's scanner, never worth caching (as Knot DNS does)
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -58,6 +59,11 @@ def ds_text(key: model.ZoneKey) -> str:
     """The DS record for the parent (SHA-256 digest), in presentation format."""
     ds = dns.dnssec.make_ds(dns.name.from_text(key.zone), dnskey_rdata(key), "SHA256")
     return f"{key.zone} IN DS {ds.to_text()}"
+
+
+def cds_rdata(key: model.ZoneKey) -> bytes:
+    """The CDS record data (RFC 7344) for the key: its DS with a SHA-256 digest, as the parent should hold it."""
+    return _wire(dns.dnssec.make_ds(dns.name.from_text(key.zone), dnskey_rdata(key), "SHA256"))
 
 
 def dnskey_text(key: model.ZoneKey) -> str:

@@ -41,8 +41,9 @@ import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 
 from geolb import model
-from geolb.dns.lookup import wildcard_node
+from geolb.dns.lookup import QTYPE_NSEC, wildcard_node
 from geolb.dns.message import Reply
+from geolb.dns.names import key_to_labels
 from geolb.dnssec.keys import PrivateKey, dnskey_rdata, private_key
 from geolb.model import NOERROR, NXDOMAIN
 
@@ -91,7 +92,7 @@ class Signer:
         return model.RRset(rrset.name, "RRSIG", rrset.ttl, self.signatures(rrset, zone))
 
     def _sign(self, rrset: model.RRset, zone_name: str, signing: model.Signing, now: float) -> Signatures:
-        data = dns.rrset.from_rdata_list(dns.name.from_text(rrset.name), rrset.ttl, [to_dnspython(r, rrset.rtype) for r in rrset.rdatas])
+        data = dns.rrset.from_rdata_list(dns_name(rrset.name), rrset.ttl, [to_dnspython(r, rrset.rtype) for r in rrset.rdatas])
         signer = dns.name.from_text(zone_name)
         out = []
         for zone_key in signing.keys:
@@ -118,6 +119,31 @@ class Signer:
 
     # --- whole replies ------------------------------------------------------------------
 
+    def own_records(self, reply: R, qname: str, qtype: int, zoneset: model.ZoneSet) -> R:
+        """A query for NSEC or RRSIG at a name of a signed zone, which the lookup answered NODATA or NXDOMAIN:
+        NSEC gets the name's NSEC RRset as compact denial builds it (a NODATA naming NSEC in its own bitmap
+        would be bogus). RRSIG gets one RRSIG RRset, as Knot DNS answers (a minimal answer, as RFC 8482 gives
+        ANY): the one over the name's RRset of the lowest type code, or over its NSEC when it holds nothing
+        else (a missing name or an empty non-terminal, which compact denial gives an NSEC); unsigned, as RRSIGs
+        always are, so validators take it as it is. Anything else comes back as it was."""
+        if reply.rcode not in (NOERROR, NXDOMAIN) or reply.answer or reply.glue_required or len(reply.authority) != 1:
+            return reply
+        soa = reply.authority[0]
+        zone = zoneset.zones.get(soa.name)
+        if soa.rtype != "SOA" or zone is None or zone.dnssec is None:
+            return reply
+        nsec = self.nsec(zone, qname, reply.rcode == NXDOMAIN)
+        if qtype == QTYPE_NSEC:
+            return dataclasses.replace(reply, rcode=NOERROR, answer=(nsec,), authority=())
+        held = sorted(_static_rrsets(zone, qname), key=lambda r: model.RTYPE_CODES[r.rtype])
+        covered = model.RRset(qname, held[0].rtype, held[0].ttl, held[0].rdatas) if held else nsec
+        return dataclasses.replace(reply, rcode=NOERROR, answer=(self.rrsig(covered, zone),), authority=())
+
+    def nsec(self, zone: model.Zone, name: str, absent: bool) -> model.RRset:
+        """The NSEC at `name` by compact denial: NXNAME when it does not exist, else its types."""
+        types: Iterable[str] = (*NSEC_DENIAL, "NXNAME") if absent else types_at(zone, name) | NSEC_DENIAL
+        return model.RRset(name, "NSEC", zone.negative_ttl, (model.Opaque(nsec_data(name, types)),))
+
     def sign_reply(self, reply: R, qname: str, zoneset: model.ZoneSet) -> R:
         """`reply` as a query with DO gets it: RRSIGs beside every authoritative RRset, compact denial for
         names and types that do not exist. Replies from unsigned zones, and errors, come back as they were."""
@@ -126,26 +152,30 @@ class Signer:
         answer = tuple(self._with_signatures(reply.answer, zoneset))
         if reply.glue_required:  # a referral
             return dataclasses.replace(reply, authority=tuple(self._referral(reply.authority, zoneset)))
+        # RFC 4035 §3.1.1: in-zone addresses in ADDITIONAL carry their RRSIGs too (to_wire drops those
+        # signatures first when they do not fit).
+        additional = tuple(self._with_signatures(reply.additional, zoneset))
         soa = reply.authority[0] if reply.authority and reply.authority[0].rtype == "SOA" else None
         if soa is None:
-            return dataclasses.replace(reply, answer=answer, authority=tuple(self._with_signatures(reply.authority, zoneset)))
+            authority = tuple(self._with_signatures(reply.authority, zoneset))
+            return dataclasses.replace(reply, answer=answer, authority=authority, additional=additional)
         zone = zoneset.zones.get(soa.name)
         if zone is None or zone.dnssec is None:
-            return dataclasses.replace(reply, answer=answer)
-        name = _final_name(reply.answer, qname)
-        if reply.rcode == NXDOMAIN:
-            types: Iterable[str] = (*NSEC_DENIAL, "NXNAME")
-        else:
-            types = types_at(zone, name) | NSEC_DENIAL
-        nsec = model.RRset(name, "NSEC", zone.negative_ttl, (model.Opaque(nsec_data(name, types)),))
-        authority = (soa, self.rrsig(soa, zone), nsec, self.rrsig(nsec, zone))
-        return dataclasses.replace(reply, rcode=NOERROR, answer=answer, authority=authority)
+            return dataclasses.replace(reply, answer=answer, additional=additional)
+        nsec = self.nsec(zone, _final_name(reply.answer, qname), reply.rcode == NXDOMAIN)
+        # The SOA is signed as the zone holds it (its TTL the RRSIG's original TTL, RFC 4034 §3.1.4), and both
+        # go with the negative TTL (RFC 2308 §3, RFC 4035 §3.1.3), as Knot DNS sends them.
+        soa_signature = dataclasses.replace(self.rrsig(zone.soa, zone), ttl=soa.ttl)
+        authority = (soa, soa_signature, nsec, self.rrsig(nsec, zone))
+        return dataclasses.replace(reply, rcode=NOERROR, answer=answer, authority=authority, additional=additional)
 
     def _with_signatures(self, rrsets: Iterable[model.RRset], zoneset: model.ZoneSet) -> Iterable[model.RRset]:
         for rrset in rrsets:
             yield rrset
+            if rrset.rtype == "RRSIG":
+                continue  # an RRSIG is never signed (RFC 4034 §3)
             zone = zoneset.find_zone(rrset.name)
-            if zone is not None and zone.dnssec is not None:
+            if zone is not None and zone.dnssec is not None and not _below_cut(zone, rrset.name):
                 yield self.rrsig(rrset, zone)
 
     def _referral(self, authority: tuple[model.RRset, ...], zoneset: model.ZoneSet) -> Iterable[model.RRset]:
@@ -160,6 +190,30 @@ class Signer:
             nsec = model.RRset(rrset.name, "NSEC", zone.negative_ttl, (model.Opaque(nsec_data(rrset.name, {"NS", *NSEC_DENIAL})),))
             yield nsec
             yield self.rrsig(nsec, zone)
+
+
+def _below_cut(zone: model.Zone, name: str) -> bool:
+    """At or below a delegation: glue and the child's NS, which the zone does not sign."""
+    while zone.delegations and name != zone.name and name != ".":
+        if name in zone.delegations:
+            return True
+        dot = name.find(".")
+        name = name[dot + 1 :] or "."
+    return False
+
+
+def _static_rrsets(zone: model.Zone, name: str) -> tuple[model.RRset, ...]:
+    """The RRsets a name holds whoever asks (its own node's, or the wildcard's that answers for it); GEO
+    addresses depend on the client and are signed with each answer."""
+    node = zone.nodes.get(name)
+    if node is None and name not in zone.empty_nonterminals:
+        node = wildcard_node(zone, name)
+    return () if node is None else tuple(node.rrsets.values())
+
+
+def dns_name(name: str) -> dns.name.Name:
+    """A lookup key as dnspython's name, byte for byte (from_text would IDNA-encode bytes above 0x7f)."""
+    return dns.name.Name((*key_to_labels(name), b""))
 
 
 def rrsig_records(rrsig: model.RRset) -> bytes:
@@ -194,7 +248,7 @@ def types_at(zone: model.Zone, name: str) -> frozenset[str]:
 
 def nsec_data(name: str, types: Iterable[str]) -> bytes:
     """An NSEC's data for compact denial: next name `\\000.<name>`, and the types' bitmap."""
-    owner = dns.name.from_text(name)
+    owner = dns_name(name)
     following = dns.name.Name((b"\x00", *owner.labels))
     codes = [dns.rdatatype.RdataType.make(NXNAME if t == "NXNAME" else t) for t in types]
     bitmap = dns.rdtypes.util.Bitmap.from_rdtypes(codes)

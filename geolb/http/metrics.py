@@ -93,6 +93,12 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
         queries.add_metric([zone_name, model.RTYPE_NAMES.get(qtype, str(qtype)), model.RCODE_NAMES.get(rcode, str(rcode))], count)
     yield queries
     yield CounterMetricFamily("geolb_dns_dropped", "Packets dropped unanswered (unparseable, or responses).", value=stats.dropped)
+    client_errors = CounterMetricFamily(
+        "geolb_dns_client_errors", "Malformed packets from clients, by kind (dropped, or answered FORMERR).", labels=["kind"]
+    )
+    for kind, count in list(stats.client_errors.items()):
+        client_errors.add_metric([kind], count)
+    yield client_errors
     answers = CounterMetricFamily("geolb_geo_answers", "GEO answers, by pool and the region that answered.", labels=["pool", "region"])
     for (pool_name, region_name), count in list(stats.geo_answers.items()):
         answers.add_metric([pool_name, region_name], count)

@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.dnssec
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import pytest
 
@@ -44,6 +47,7 @@ records:
   static: {{type: A, value: 192.0.2.99}}
   alias: {{type: CNAME, value: www}}
   "*.wild": {{type: TXT, value: "from the wildcard"}}
+  mx: {{type: MX, value: "10 static"}}
 """
 
 
@@ -139,6 +143,81 @@ def test_geo_answers_validate_after_a_failover(signed: tuple[RunningServer, int,
         backends.set("ok")
 
 
+def direct(server: RunningServer, name: str, rdtype: str, *, do: bool = True) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=do, payload=4096)
+    query.flags &= ~dns.flags.RD
+    return dns.query.udp(query, server.host, port=server.port, timeout=3)
+
+
+def rrsets_of(response: dns.message.Message, section: str) -> list[tuple[str, str]]:
+    return [(r.name.to_text(), dns.rdatatype.to_text(r.covers if r.rdtype == dns.rdatatype.RRSIG else r.rdtype)
+             + ("/sig" if r.rdtype == dns.rdatatype.RRSIG else "")) for r in getattr(response, section)]  # fmt: skip
+
+
+def test_nsec_and_cds_queries_validate(signed: tuple[RunningServer, int, Path, str]) -> None:
+    """NSEC at a name (existing or not, an alias too) is that name's compact-denial NSEC, signed; the apex
+    publishes CDS and CDNSKEY for its key. A validating resolver says AD to each (SPEC §9)."""
+    server, port, _, ds = signed
+    for name in ("static.signed.example", "nothing-here.signed.example", "alias.signed.example", "signed.example"):
+        for _ in range(2):  # the full path, then the packet cache
+            response = resolve(port, name, "NSEC")
+            assert secure(response), (name, response)
+            assert rrsets_of(response, "answer") == [(name + ".", "NSEC"), (name + ".", "NSEC/sig")]
+    apex = direct(server, "signed.example", "NSEC").answer[0][0]
+    assert {"CDS", "CDNSKEY", "DNSKEY"} <= set(apex.to_text().split()[1:])
+    cds = resolve(port, "signed.example", "CDS")
+    assert secure(cds) and cds.answer[0][0].to_text().lower() == " ".join(ds.split()[3:]).lower()  # the DS keygen printed
+    cdnskey = resolve(port, "signed.example", "CDNSKEY")
+    dnskey = resolve(port, "signed.example", "DNSKEY")
+    assert secure(cdnskey) and {r.to_text() for r in cdnskey.answer[0]} == {r.to_text() for r in dnskey.answer[0]}
+
+
+def test_rrsig_queries_get_the_names_signatures(signed: tuple[RunningServer, int, Path, str]) -> None:
+    """As Knot DNS answers: one RRSIG RRset of the name, unsigned (an RRSIG is never signed, so a validator takes
+    it as it is: unbound answers NOERROR without AD, "cannot validate RRSIG, no sigs on sigs", never SERVFAIL)."""
+    server, port, _, _ = signed
+    keys = direct(server, "signed.example", "DNSKEY").answer[0]
+    for name, covered in (
+        ("static.signed.example", {"A"}),
+        ("mx.signed.example", {"MX"}),
+        ("alias.signed.example", {"CNAME"}),
+        ("signed.example", {"NS"}),  # one RRSIG RRset, over the lowest type code (as Knot DNS)
+        ("nothing-here.signed.example", {"NSEC"}),
+    ):
+        for do in (True, False):
+            response = direct(server, name, "RRSIG", do=do)
+            assert response.rcode() == dns.rcode.NOERROR and not response.authority
+            assert {t.removesuffix("/sig") for _, t in rrsets_of(response, "answer")} == covered
+            for sigs in response.answer:  # each verifies over the RRset it covers, asked for on its own
+                rrset = direct(server, name, dns.rdatatype.to_text(sigs.covers)).find_rrset(
+                    dns.message.ANSWER, sigs.name, dns.rdataclass.IN, sigs.covers
+                )
+                dns.dnssec.validate(rrset, sigs, {dns.name.from_text("signed.example."): keys})
+        through = resolve(port, name, "RRSIG")
+        assert through.rcode() == dns.rcode.NOERROR and through.answer
+
+
+def test_addresses_in_additional_carry_their_signatures(signed: tuple[RunningServer, int, Path, str]) -> None:
+    server, _, _, _ = signed
+    for _ in range(2):
+        response = direct(server, "mx.signed.example", "MX")
+        assert rrsets_of(response, "additional") == [("static.signed.example.", "A"), ("static.signed.example.", "A/sig")]
+        plain = direct(server, "mx.signed.example", "MX", do=False)
+        assert rrsets_of(plain, "additional") == [("static.signed.example.", "A")]
+
+
+def test_ds_at_the_apex_is_nodata_from_the_child_as_knot_answers(signed: tuple[RunningServer, int, Path, str]) -> None:
+    """RFC 4035 §3.1.4.1: a server authoritative for the child alone answers DS at the apex from the child:
+    NODATA, with the signed proof (the DS lives at the parent)."""
+    server, _, _, _ = signed
+    response = direct(server, "signed.example", "DS")
+    assert response.rcode() == dns.rcode.NOERROR and not response.answer
+    assert rrsets_of(response, "authority") == [
+        ("signed.example.", "SOA"), ("signed.example.", "SOA/sig"), ("signed.example.", "NSEC"), ("signed.example.", "NSEC/sig")
+    ]  # fmt: skip
+    assert "DS" not in response.authority[2][0].to_text().split()[1:]
+
+
 def test_delv_agrees(signed: tuple[RunningServer, int, Path, str], tmp_path: Path) -> None:
     delv = shutil.which("delv")
     if delv is None:
@@ -152,6 +231,10 @@ def test_delv_agrees(signed: tuple[RunningServer, int, Path, str], tmp_path: Pat
         ("www.signed.example", "A", "; fully validated"),
         ("nothing-here.signed.example", "A", "; negative response, fully validated"),
         ("static.signed.example", "MX", "; negative response, fully validated"),
+        ("static.signed.example", "NSEC", "; fully validated"),
+        ("nothing-here.signed.example", "NSEC", "; fully validated"),
+        ("signed.example", "CDS", "; fully validated"),
+        ("signed.example", "CDNSKEY", "; fully validated"),
     ):
         out = subprocess.run(
             [delv, "-a", str(anchors), f"+root={owner}", f"@{server.host}", "-p", str(server.port), name, rdtype],

@@ -19,6 +19,7 @@ from geolb.dns import wire
 from geolb.dns.cache import scan
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE
 from geolb.dns.wire import parse_client_subnet
+from geolb.dnssec.keys import generate
 from geolb.geo.locate import GeoIPLocator
 from geolb.handler import QueryHandler
 from geolb.runtime import Runtime
@@ -33,11 +34,15 @@ def agrees_with_dnslib(data: bytes, tcp: bool) -> None:
     if scanned is None:
         return
     (question, flags, limit, has_edns, do, has_ecs, has_cookie), qend, ecs_at, cookie_at = scanned
-    record = dnslib.DNSRecord.parse(data)  # must not raise
+    parsed = wire.parse_query(data)  # the full path's parser: must not raise, nor reject
+    assert isinstance(parsed, wire.Query)
+    assert question[:-4] == b"".join(bytes([len(label)]) + label for label in parsed.labels).lower() + b"\x00"
+    # dnslib wants UTF-8 labels (RFC 2181 §11 allows any byte): the rest is checked with ASCII in their place.
+    name_end = 12 + len(question) - 4
+    record = dnslib.DNSRecord.parse(data[:12] + bytes(b if b < 0x80 else 0x78 for b in data[12:name_end]) + data[name_end:])
     assert record.header.qr == 0 and record.header.opcode == 0
     assert len(record.questions) == 1 and not record.rr and not record.auth
     q = record.questions[0]
-    assert question[:-4] == b"".join(bytes([len(label)]) + label for label in q.qname.label).lower() + b"\x00"
     assert int.from_bytes(question[-4:-2], "big") == q.qtype
     assert int.from_bytes(question[-2:], "big") == q.qclass
     assert flags == (record.header.rd | (0x10 if record.header.cd else 0))
@@ -136,6 +141,7 @@ NAMES = [
     "example.com", "www.example.com", "WWW.Example.COM", "mail.example.com", "docs.example.com", "nothing.example.com",
     "x.static.example.com", "sub.example.com", "big.example.com", "_sip._udp.example.com", "example.org", "v4.example.com",
     "www.geo.example", "prefs.geo.example", "many.geo.example", "weighted-one.geo.example", "static.geo.example",
+    "\\196X.Example.com", "\\255\\128.static.example.com", ".",  # bytes above 0x7f (RFC 2181 §11), the root
 ]  # fmt: skip
 TYPES = ["A", "AAAA", "MX", "TXT", "SOA", "NS", "ANY", "SRV", "CNAME"]
 CLIENTS = [None, "81.2.69.160/27", "89.160.20.112/28", "2001:218::/32", "0.0.0.0/0", "10.1.0.0/16", "216.160.83.56/29"]
@@ -258,3 +264,28 @@ def test_exact_hits_echo_their_own_question() -> None:
     lower = query_bytes("mail.example.com", "A", True, None, 1232, False)
     for data in (upper, lower, lower, upper, lower):
         assert fast.handle(data, "127.0.0.1", False) == full.handle(data, "127.0.0.1", False)
+
+
+def test_fast_answers_equal_full_answers_in_a_signed_zone(tmp_path: Path) -> None:
+    """NSEC, RRSIG, DNSKEY, CDS and CDNSKEY queries, signed denial and signed ADDITIONAL, names with bytes above
+    0x7f: byte for byte the same from the packet cache as from the full path (one Signer for both, Ed25519,
+    so that the signatures are the same too)."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    text = (DATA / "zones" / "example.com.yaml").read_text()
+    (zones / "example.com.yaml").write_text(text + "dnssec: {algorithm: ED25519}\n")
+    generate(str(zones / "keys"), "example.com.", "ED25519")
+    zoneset = load_zoneset(str(zones)).zoneset
+    maps = region_maps(zoneset, GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb")))
+    fast = QueryHandler(Runtime(zoneset, maps=maps), random.Random(1), fast_path=True)
+    full = QueryHandler(Runtime(zoneset, maps=maps), random.Random(1), fast_path=False)
+    full.signer = fast.signer
+    names = ["example.com", "mail.example.com", "nothing.example.com", "x.static.example.com"]
+    names += ["\\196X.example.com", "\\255.static.example.com", "x.alias.example.com", "sub.example.com"]
+    checked = 0
+    for name, rdtype, do in itertools.product(names, ["NSEC", "RRSIG", "DNSKEY", "CDS", "CDNSKEY", "MX", "A", "TXT"], (False, True)):
+        data = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=do).to_wire()
+        for _ in range(2):  # the second one is answered from the packet cache
+            assert fast.handle(data, "127.0.0.1", False) == full.handle(data, "127.0.0.1", False), (name, rdtype, do)
+            checked += 1
+    assert fast.cache is not None and len(fast.cache.entries) > 80 and checked > 250

@@ -6,12 +6,16 @@ import contextlib
 import ipaddress
 
 import dns.edns
+import dns.flags
 import dns.message
+import dns.rdatatype
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geolb import model
 from geolb.dns import wire
+from geolb.dns.message import Reply
 
 
 @pytest.mark.parametrize(
@@ -68,3 +72,39 @@ def test_mutated_queries_never_raise_anything_but_wire_error(changes: list[tuple
         data[index] = value
     with contextlib.suppress(wire.WireError):
         wire.parse_query(bytes(data[:cut]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(QUERY) - 1), st.integers(0, 255)), max_size=4), st.integers(0, len(QUERY)))
+def test_whatever_parses_can_be_answered(changes: list[tuple[int, int]], cut: int) -> None:
+    """A query the parser takes (or rejects with an rcode) always encodes: no answer fails on what a client sent."""
+    data = bytearray(QUERY)
+    for index, value in changes:
+        data[index] = value
+    try:
+        parsed = wire.parse_query(bytes(data[:cut]))
+    except wire.WireError:
+        return
+    query = parsed if isinstance(parsed, wire.Query) else parsed.query
+    rcode = model.REFUSED if isinstance(parsed, wire.Query) else parsed.rcode
+    answer = dns.message.from_wire(wire.to_wire(query, Reply(rcode, False), query.response_limit(False)))
+    assert answer.id == query.id and answer.rcode() == rcode
+
+
+def test_signatures_in_additional_go_before_the_addresses() -> None:
+    """RFC 4035 §3.1.1: in-zone addresses in ADDITIONAL carry their RRSIGs when they fit; when not, the
+    addresses go without them, and only then not at all."""
+    parsed = wire.parse_query(dns.message.make_query("example.com", "MX", use_edns=0, payload=512).to_wire())
+    assert isinstance(parsed, wire.Query)
+    mx = model.RRset("example.com.", "MX", 300, (model.MX(10, "mail.example.com."),))
+    address = model.RRset("mail.example.com.", "A", 300, (model.A(ipaddress.IPv4Address("192.0.2.25")),))
+
+    def sections(signature_size: int) -> list[list[str]]:
+        signature = model.RRset("mail.example.com.", "RRSIG", 300, (model.Opaque(bytes(signature_size)),))
+        packet = wire.to_wire(parsed, Reply(model.NOERROR, True, (mx,), additional=(address, signature)), 512)
+        message = dns.message.from_wire(packet)
+        assert not message.flags & dns.flags.TC
+        return [[dns.rdatatype.to_text(r.rdtype) for r in message.additional if r.rdtype != dns.rdatatype.OPT]]
+
+    assert sections(100) == [["A", "RRSIG"]]
+    assert sections(470) == [["A"]]  # 512 bytes hold the address, not its signature
