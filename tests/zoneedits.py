@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import dns.rcode
 
 from geolb.config.zoneset import load_zoneset
-from tests.serverproc import DATA, RunningServer
+from tests.serverproc import DATA, ROOT, RunningServer, geolb_command
 
 # The MaxMind test database places these: GB, US, SE, CN; and a client with no ECS.
 CLIENTS = (None, "81.2.69.142/32", "216.160.83.56/32", "89.160.20.112/32", "175.16.199.0/24")
@@ -102,3 +103,138 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+# --- mutation runs: one server, many slips, each checked against `check` and real DNS ---
+
+
+def probes_of(directory: Path, per_zone: int = 10) -> tuple[tuple[str, str], ...]:
+    """The apex SOA and up to `per_zone` names of every zone of a valid directory (A, and AAAA for GEO names)."""
+    zoneset = load_zoneset(str(directory)).zoneset
+    probes: list[tuple[str, str]] = []
+    for zone in zoneset.zones.values():
+        probes.append((zone.name, "SOA"))
+        names = [n for n in zone.nodes if "*" not in n and not any(n.endswith("." + cut) or n == cut for cut in zone.delegations)]
+        for name in sorted(names)[:per_zone]:
+            geo = zone.nodes[name].geo
+            if geo is not None and geo.max_answers is not None:
+                continue  # a weighted pick among the regions' endpoints: not the same twice
+            probes.append((name, "A"))
+            if zone.nodes[name].geo is not None:
+                probes.append((name, "AAAA"))
+    return tuple(probes)
+
+
+@dataclass
+class Outcome:
+    """One mutation, what `check` and the reload said, and what it cost the answers."""
+
+    kind: str
+    detail: str
+    errors: list[str]
+    agreed: bool
+    changed: list[str]  # answers that differ from before (a slip must change none), or zones lost
+    why: str = ""
+
+
+class MutationRun:
+    """One running server and a working zones directory that takes one data set after another."""
+
+    def __init__(self, server: RunningServer, work: Path, clients: tuple[str | None, ...] = (None, "81.2.69.142/32")) -> None:
+        self.server = server
+        self.work = work
+        self.clients = clients
+        self.probes: tuple[tuple[str, str], ...] = ()
+        self.zones = load_zoneset(str(work)).zoneset
+        self.baseline: dict[tuple[str, str, str | None], Answer] = {}
+
+    def ask(self) -> dict[tuple[str, str, str | None], Answer]:
+        return {(n, t, c): answer_of(self.server, n, t, c) for n, t in self.probes for c in self.clients}
+
+    def load(self, data: ZoneSetData) -> None:
+        """Serve a data set: copy it in, reload, and note what it answers (names whose answer varies are left out)."""
+        for path in self.work.iterdir():
+            if path.is_file():
+                path.unlink()
+        for path in sorted((DATA / data.directory).iterdir()):
+            if path.is_file():
+                write(self.work / path.name, path.read_text())
+        code, body = post_reload(self.server)
+        assert code == 200, body
+        self.probes = probes_of(self.work)
+        self.zones = load_zoneset(str(self.work)).zoneset
+        first, second = self.ask(), self.ask()
+        self.probes = tuple(p for p in self.probes if all(first[(*p, c)] == second[(*p, c)] for c in self.clients))
+        self.baseline = self.ask()
+
+    def zone_of(self, name: str) -> str | None:
+        zone = self.zones.find_zone(name)
+        return zone.name if zone is not None else None
+
+    def touches(self, name: str, answer: Answer, zones: set[str]) -> bool:
+        """Whether the name, or a name its answer's CNAME chain reaches, is in one of `zones`."""
+        owners = {name, *(record.split()[0] for record in answer[1])}
+        return any(self.zone_of(owner) in zones for owner in owners)
+
+    def valid_alone(self, snapshot: Any) -> set[str]:
+        """The zones a slip across files may change: those of edited files whose edit is valid on its own.
+
+        An editor saves one file at a time, so half of a move across files goes live
+        at its own save whatever the server does; that half is an edit, not a slip.
+        """
+        changed = [name for name in snapshot.changed() if name.endswith(".yaml") and (self.work / name).exists()]
+        if len(snapshot.changed()) < 2:
+            return set()
+        zones = set()
+        for name in changed:
+            alone = self.work.parent / "alone"
+            shutil.rmtree(alone, ignore_errors=True)
+            alone.mkdir()
+            for original, data in snapshot.files.items():
+                (alone / original).write_bytes(data)
+            (alone / name).write_bytes((self.work / name).read_bytes())
+            result = load_zoneset(str(alone))
+            if not result.errors:
+                zones |= {zone.name for zone in result.zoneset.zones.values() if zone.file == str(alone / name)}
+        return zones
+
+    def try_one(self, rng: Any, mutate: Any, snapshot: Any, with_cli: bool = False) -> Outcome:
+        """Apply one mutation, reload, compare with `check` and with the answers before; then put the files back."""
+        mutation = mutate(rng, self.work)
+        may_change = self.valid_alone(snapshot)
+        result = load_zoneset(str(self.work))
+        expected = sorted(str(e) for e in result.errors)
+        code, body = post_reload(self.server)
+        got = sorted(body.get("errors", []))
+        why = []
+        if got != expected:
+            why.append(f"reload errors {got} != check errors {expected}")
+        if (code == 422) != bool(expected):
+            why.append(f"reload answered {code} with {len(expected)} check error(s)")
+        missing = {str(w) for w in result.warnings} - set(body.get("warnings", []))
+        if missing:
+            why.append(f"check warnings missing from the reload: {sorted(missing)}")
+        if with_cli:
+            cli = subprocess.run(geolb_command("check", "--zones", str(self.work)), capture_output=True, text=True, timeout=60, cwd=ROOT)
+            printed = sorted(line for line in cli.stdout.splitlines() if ": warning: " not in line and ": ok (zone " not in line)
+            if printed != expected or (cli.returncode == 1) != bool(expected):
+                why.append(f"geolb check printed {printed} (exit {cli.returncode}), expected {expected}")
+        now = self.ask()
+        if expected:
+            changed = [
+                f"{k[0]} {k[1]} from {k[2]}: {self.baseline[k]} -> {now[k]}"
+                for k in self.baseline
+                if now[k] != self.baseline[k] and not self.touches(k[0], self.baseline[k], may_change)
+            ]
+        else:
+            # A valid edit may change answers, but none of these slips takes a zone off the air.
+            changed = [f"zone {k[0]} lost: {now[k]}" for k in self.baseline if k[1] == "SOA" and now[k][0] != "NOERROR"]
+        snapshot.restore()
+        if not expected or may_change:  # something went live: put it back too
+            code, body = post_reload(self.server)
+            assert code == 200, f"putting the files back: {body}"
+            again = self.ask()
+            drift = [k for k in self.baseline if k[1] != "SOA" and again[k] != self.baseline[k]]
+            assert not drift, f"the restored files answer differently: {drift}"
+            self.baseline = again
+        return Outcome(mutation.kind, mutation.detail, expected, not why, changed, "; ".join(why))

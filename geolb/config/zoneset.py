@@ -130,7 +130,8 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
 
     stand_ins = {item.stands_for: item.path for item in listing.ignored}
     chosen, notes = choose_versions(results, involved, old_by_file, stand_ins)
-    warnings.extend(notes)
+    if previous is not None:
+        warnings.extend(notes)  # what a reload kept: nothing to say to `check` or a start-up
 
     failed: dict[str, list[ConfigError]] = {}
     for problem in errors:
