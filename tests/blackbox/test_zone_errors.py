@@ -61,7 +61,8 @@ def test_a_typo_in_a_pool_name_keeps_every_zone_serving(zones: Path) -> None:
         report = status(server)
         assert [z["name"] for z in report["zones"]] == ["example.net.", "example.org.", "shop.example.org."]
         line = line_of(shop, "pool: webb")
-        assert report["reload"]["errors"] == [f"{shop}:{line}: GEO record names pool 'webb', which no zone file defines (did you mean 'web'?)"]
+        expected = f"{shop}:{line}: GEO record names pool 'webb', which no zone file defines (did you mean 'web'?)"
+        assert report["reload"]["errors"] == [expected]
         assert f"{shop}:{line}: GEO record names pool 'webb'" in server.stderr()
         # A valid edit then goes live.
         edit(shop, "pool: webb}", "pool: shop}")
@@ -76,7 +77,8 @@ def test_a_pool_renamed_in_one_file_keeps_both_zones(server: RunningServer, zone
     edit(parent, "  web:\n", "  web2:\n")
     edit(parent, "pool: web,", "pool: web2,")  # the parent alone is valid; its child still names `web`
     errors = assert_reload_keeps_everything(server, zones, before)
-    assert errors == [f"{shop}:{line_of(shop, 'pool: web}')}: GEO record names pool 'web', which no zone file defines (did you mean 'web2'?)"]
+    line = line_of(shop, "pool: web}")
+    assert errors == [f"{shop}:{line}: GEO record names pool 'web', which no zone file defines (did you mean 'web2'?)"]
     _, body = post_reload(server)
     assert any(w.startswith(f"{parent}: warning: zone example.org. keeps serving its last good version") for w in body["warnings"])
     edit(shop, "pool: web}", "pool: web2}")
@@ -129,7 +131,8 @@ def test_a_bad_country_code_keeps_the_zone(server: RunningServer, zones: Path) -
     edit(parent, "countries: [IE, GB]", "countries: [IE, UK]")
     errors = assert_reload_keeps_everything(server, zones, before)
     assert errors == [
-        f"{parent}:{line_of(parent, 'UK')}: countries: 'UK' is not an ISO 3166-1 country code: use GB (the United Kingdom is GB in ISO 3166-1)",
+        f"{parent}:{line_of(parent, 'UK')}: countries: 'UK' is not an ISO 3166-1 country code: "
+        "use GB (the United Kingdom is GB in ISO 3166-1)",
         f"{shop}:{line_of(shop, 'pool: web}')}: GEO record names pool 'web', whose zone file has errors ({parent})",
     ]
 
@@ -159,7 +162,8 @@ def test_look_alike_files_are_warnings_from_check_and_serve(zones: Path) -> None
     assert sorted(warned) == sorted(
         [
             f"{zones / 'backup.yml'}: warning: ignored: zone files are named *.yaml, not *.yml",
-            f"{zones / 'old.yaml~'}: warning: ignored: only files named *.yaml are zone files ('~' after the extension: a backup or a copy?)",
+            f"{zones / 'old.yaml~'}: warning: ignored: only files named *.yaml are zone files "
+            "('~' after the extension: a backup or a copy?)",
             f"{zones / 'LOUD.YAML'}: warning: ignored: zone files are named *.yaml, in lower case",
             f"{zones / 'example.org.yaml.bak'}: warning: ignored: only files named *.yaml are zone files "
             "('.bak' after the extension: a backup or a copy?)",
