@@ -203,8 +203,8 @@ def pool_remove(rng: random.Random, directory: Path) -> str | None:
 
 def record_move(rng: random.Random, directory: Path) -> str | None:
     files = zone_files(directory)
-    sources = [(p, p.read_text()) for p in files]
-    sources = [(p, t, span) for p, t in sources if (span := section_span(t, "records")) and blocks(t, span, 2)]
+    texts = [(p, p.read_text()) for p in files]
+    sources = [(p, t, span) for p, t in texts if (span := section_span(t, "records")) is not None and blocks(t, span, 2)]
     if not sources or len(files) < 2:
         return None
     path, text, span = rng.choice(sources)
