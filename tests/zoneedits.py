@@ -31,6 +31,7 @@ class ZoneSetData:
     probes: tuple[tuple[str, str], ...]
 
     def copy(self, where: Path) -> Path:
+        """A copy of the set in `where`; returns its directory."""
         target = where / self.directory
         shutil.copytree(DATA / self.directory, target)
         return target
