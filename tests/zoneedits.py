@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.edns
+import dns.flags
+import dns.message
 import dns.rcode
 
 from geolb.config.zoneset import load_zoneset
@@ -73,6 +77,40 @@ def answer_of(server: RunningServer, name: str, rdtype: str, client: str | None)
     response = server.query(name, rdtype, ecs=client)
     records = sorted(f"{rrset.name} {rrset.ttl} {rdata.to_text()}" for rrset in response.answer for rdata in rrset)
     return dns.rcode.to_text(response.rcode()), tuple(records)
+
+
+def ask_all(server: RunningServer, keys: list[tuple[str, str, str | None]]) -> dict[tuple[str, str, str | None], Answer]:
+    """Many UDP queries at once (RD clear); a query whose answer does not come is sent once more, then it fails."""
+    out: dict[tuple[str, str, str | None], Answer] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        for _attempt in range(2):
+            pending: dict[int, tuple[tuple[str, str, str | None], dns.message.Message]] = {}
+            for number, key in enumerate(k for k in keys if k not in out):
+                name, rdtype, client = key
+                options = []
+                if client is not None:
+                    address, _, prefix = client.partition("/")
+                    options.append(dns.edns.ECSOption(address, int(prefix)))
+                query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232, options=options)
+                query.flags &= ~dns.flags.RD
+                query.id = number
+                pending[number] = (key, query)
+                sock.sendto(query.to_wire(), (server.host, server.port))
+            while pending:
+                try:
+                    wire = sock.recv(65535)
+                except TimeoutError:
+                    break
+                response = dns.message.from_wire(wire, ignore_trailing=True)
+                if response.id in pending:
+                    key, query = pending.pop(response.id)
+                    if query.is_response(response):
+                        records = sorted(f"{r.name} {r.ttl} {rdata.to_text()}" for r in response.answer for rdata in r)
+                        out[key] = (dns.rcode.to_text(response.rcode()), tuple(records))
+    missing = [k for k in keys if k not in out]
+    assert not missing, f"no answer over UDP to {missing}"
+    return out
 
 
 def answers(server: RunningServer, probes: tuple[tuple[str, str], ...]) -> dict[tuple[str, str, str | None], Answer]:
@@ -150,7 +188,9 @@ class MutationRun:
         self.baseline: dict[tuple[str, str, str | None], Answer] = {}
 
     def ask(self) -> dict[tuple[str, str, str | None], Answer]:
-        return {(n, t, c): answer_of(self.server, n, t, c) for n, t in self.probes for c in self.clients}
+        """Every probe from every client, over UDP: all sent from one socket, then the answers matched by id."""
+        keys = [(n, t, c) for n, t in self.probes for c in self.clients]
+        return ask_all(self.server, keys)
 
     def load(self, data: ZoneSetData) -> None:
         """Serve a data set: copy it in, reload, and note what it answers (names whose answer varies are left out)."""
