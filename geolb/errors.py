@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Where:
-    """A place in a zone file: the file's path and a 1-based line number."""
+    """A place in a zone file: the file's path and a 1-based line number (0: the file as a whole)."""
 
     file: str
     line: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class GeolbError(Exception):

@@ -26,10 +26,11 @@ class ZoneContext:
         self.previous_serial = previous_serial
         self.errors: list[ConfigError] = []
         self.warnings: list[ConfigError] = []
-        self.pools_declared: set[str] = set()
+        self.pools_declared: dict[str, Where] = {}
         self.geo_refs: list[tuple[str, Where]] = []
         base = os.path.basename(path)
         self.origin = absolute(base[: -len(".yaml")] if base.endswith(".yaml") else base, ".")
+        self.origin_at: Where | None = None  # where the zone's name was read (`zone:`, or the file name): once it is known
 
     def at(self, node: yaml.Node) -> Where:
         return where(self.path, node)

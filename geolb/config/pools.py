@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 import yaml
 
 from geolb import model
+from geolb.config.codes import continent_problem, country_problem
 from geolb.config.context import ZoneContext
 from geolb.config.health import HealthSettings, read_health
 from geolb.config.marks import scalar_text, scalar_value
@@ -18,7 +19,7 @@ POOL_KEYS = ("health", "regions", "selection", "hash_prefix", "shed_load")
 REGION_KEYS = ("location", "countries", "continents", "endpoints", "health", "selection", "hash_prefix")
 SHED_KEYS = ("high", "low")
 ENDPOINT_KEYS = ("address", "weight", "health")
-CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+MAX_REGIONS = 1000  # SPEC §7: the region maps of a pool are built within bounded memory up to this many
 
 
 def read_networks(ctx: ZoneContext, node: yaml.Node) -> list[tuple[model.NetworkRule, yaml.Node]]:
@@ -52,7 +53,7 @@ def check_networks(ctx: ZoneContext, rules: list[tuple[model.NetworkRule, yaml.N
 def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -> dict[str, model.Pool]:
     pools: dict[str, model.Pool] = {}
     for pool_name, key_node, value in ctx.entries(node, "pools"):
-        ctx.pools_declared.add(pool_name)
+        ctx.pools_declared.setdefault(pool_name, ctx.at(key_node))
         sections = {key: v for key, _k, v in ctx.mapping(value, f"pool {pool_name}", POOL_KEYS)}
         health = read_health(ctx, sections["health"], zone_health) if "health" in sections else zone_health
         selection = read_selection(ctx, sections, model.DEFAULT_SELECTION)
@@ -67,6 +68,8 @@ def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -
                 regions.append(region)
         if not regions and isinstance(sections["regions"], yaml.MappingNode) and not sections["regions"].value:
             ctx.error(sections["regions"], f"pool {pool_name} has no regions")
+        if isinstance(sections["regions"], yaml.MappingNode) and len(sections["regions"].value) > MAX_REGIONS:
+            ctx.error(key_node, f"pool {pool_name} has {len(sections['regions'].value)} regions; a pool has at most {MAX_REGIONS}")
         pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node), selection, shed_load)
     return pools
 
@@ -84,8 +87,8 @@ def read_region(
     health = read_health(ctx, sections["health"], pool_health) if "health" in sections else pool_health
     selection = read_selection(ctx, sections, pool_selection)
     location = read_location(ctx, sections["location"]) if "location" in sections else None
-    countries = read_codes(ctx, sections.get("countries"), "countries", lambda c: len(c) == 2 and c.isalpha())
-    continents = read_codes(ctx, sections.get("continents"), "continents", lambda c: c in CONTINENTS)
+    countries = read_codes(ctx, sections.get("countries"), "countries", country_problem)
+    continents = read_codes(ctx, sections.get("continents"), "continents", continent_problem)
     endpoints: list[model.Endpoint] = []
     seen: dict[model.IPAddress, Where] = {}
     for item in ctx.items(sections.get("endpoints", key_node), f"endpoints of region {name}") if "endpoints" in sections else []:
@@ -155,18 +158,20 @@ def read_location(ctx: ZoneContext, node: yaml.Node) -> tuple[float, float] | No
     return lat, lon
 
 
-def read_codes(ctx: ZoneContext, node: yaml.Node | None, what: str, valid: Callable[[str], bool]) -> frozenset[str]:
+def read_codes(ctx: ZoneContext, node: yaml.Node | None, what: str, problem_of: Callable[[str], str | None]) -> frozenset[str]:
+    """A list of codes, each checked by `problem_of` (None when it is valid)."""
     if node is None:
         return frozenset()
     codes: set[str] = set()
     for item in ctx.items(node, what):
         text = scalar_text(item)  # the text as written: YAML 1.1 would read NO as false
-        code = text.strip().upper() if text else ""
-        if not valid(code):
-            kind = (
-                "ISO 3166 country codes such as US or NO" if what == "countries" else f"continent codes ({', '.join(sorted(CONTINENTS))})"
-            )
-            ctx.error(item, f"{what} takes {kind}, got {text!r}")
+        if text is None:
+            ctx.error(item, f"{what} takes a list of two-letter codes")
+            continue
+        code = text.strip().upper()
+        problem = problem_of(code)
+        if problem is not None:
+            ctx.error(item, f"{what}: {problem}")
             continue
         codes.add(code)
     return frozenset(codes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import yaml
@@ -38,8 +39,10 @@ class ZoneFileResult:
     errors: list[ConfigError]
     warnings: list[ConfigError] = field(default_factory=list)
     # Kept even when the file fails, so cross-file checks can still run on it.
-    pools_declared: frozenset[str] = frozenset()
+    pools_declared: Mapping[str, Where] = field(default_factory=dict)
     geo_refs: tuple[tuple[str, Where], ...] = ()
+    origin: str | None = None  # the zone the file declares, once its name was read
+    origin_at: Where | None = None
 
 
 def read_zone_file(path: str, *, previous_serial: int | None = None) -> ZoneFileResult:
@@ -61,10 +64,11 @@ def read_zone_file(path: str, *, previous_serial: int | None = None) -> ZoneFile
     except ConfigError as exc:
         return ZoneFileResult(None, [exc])
     zone = read_zone(ctx, root)
-    pools, refs = frozenset(ctx.pools_declared), tuple(ctx.geo_refs)
+    pools, refs = dict(ctx.pools_declared), tuple(ctx.geo_refs)
+    origin = ctx.origin if ctx.origin_at is not None else None
     if ctx.errors:
-        return ZoneFileResult(None, ctx.errors, ctx.warnings, pools, refs)
-    return ZoneFileResult(zone, [], ctx.warnings, pools, refs)
+        return ZoneFileResult(None, ctx.errors, ctx.warnings, pools, refs, origin, ctx.origin_at)
+    return ZoneFileResult(zone, [], ctx.warnings, pools, refs, origin, ctx.origin_at)
 
 
 def read_zone(ctx: ZoneContext, root: yaml.Node | None) -> model.Zone | None:
@@ -76,14 +80,17 @@ def read_zone(ctx: ZoneContext, root: yaml.Node | None) -> model.Zone | None:
     if not isinstance(root, yaml.MappingNode):
         return None
 
+    origin_at: Where | None = Where(ctx.path, 1)
     if "zone" in sections:
         text = ctx.text(sections["zone"][1], "zone")
+        origin_at = ctx.at(sections["zone"][0]) if text is not None else None
         if text is not None:
             ctx.origin = absolute(text, ".")
     problem = check_name(ctx.origin)
     if problem or ctx.origin == ".":
-        ctx.errors.append(ConfigError(Where(ctx.path, 1), f"bad zone name: {problem or 'the root'}"))
+        ctx.errors.append(ConfigError(origin_at or Where(ctx.path, 1), f"bad zone name: {problem or 'the root'}"))
         return None
+    ctx.origin_at = origin_at
 
     default_ttl = DEFAULT_TTL
     if "ttl" in sections:

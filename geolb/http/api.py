@@ -262,14 +262,18 @@ async def reload(request: web.Request) -> web.Response:
     await server.settled()  # every worker answers from the new zones before we say so
     serials = {zone.name: zone.serial for zone in result.zoneset.zones.values()}
     geoip = geoip_report(server)
+    warnings = [str(w) for w in result.warnings]  # look-alike files ignored; which zones keep their last good version
     if result.ok and geoip["error"] is None:
-        return web.json_response({"status": "ok", "serials": serials, "geoip": geoip})
+        return web.json_response({"status": "ok", "serials": serials, "warnings": warnings, "geoip": geoip})
     if result.ok:
-        return json_error(422, "the GeoIP database file was refused; the database in use keeps answering", serials=serials, geoip=geoip)
+        return json_error(
+            422, "the GeoIP database file was refused; the database in use keeps answering", serials=serials, warnings=warnings, geoip=geoip
+        )
     return json_error(
         422,
-        "some zone files have errors; their last good versions keep serving",
+        "some zone files have errors; every zone they involve keeps its last good version",
         errors=[str(e) for e in result.errors],
+        warnings=warnings,
         serials=serials,
         geoip=geoip,
     )

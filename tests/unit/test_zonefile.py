@@ -78,10 +78,10 @@ def test_derived_serial_changes_when_the_file_changes(tmp_path: Path) -> None:
 
 
 def test_country_codes_are_read_as_written(tmp_path: Path) -> None:
-    text = HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [NO, se, ON]\n        endpoints: [192.0.2.1]\n"
+    text = HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [NO, se, gb]\n        endpoints: [192.0.2.1]\n"
     zone = read_zone_file(write(tmp_path, text)).zone
     assert zone is not None
-    assert zone.pools["p"].regions[0].countries == {"NO", "SE", "ON"}
+    assert zone.pools["p"].regions[0].countries == {"NO", "SE", "GB"}
 
 
 def test_durations(tmp_path: Path) -> None:
@@ -178,7 +178,32 @@ BAD = [
     (
         "bad continent",
         HEAD + "pools:\n  p:\n    regions:\n      r:\n        continents: [EUROPE]\n        endpoints: [192.0.2.1]\n",
-        "FILE:8: continents takes continent codes",
+        "FILE:8: continents: 'EUROPE' is not a continent code (AF, AN, AS, EU, NA, OC, SA)",
+    ),
+    (
+        "country for a continent",
+        HEAD + "pools:\n  p:\n    regions:\n      r:\n        continents: [US]\n        endpoints: [192.0.2.1]\n",
+        "FILE:8: continents: 'US' is not a continent code (AF, AN, AS, EU, NA, OC, SA); US is a country: put it under countries:",
+    ),
+    (
+        "UK is GB",
+        HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [US, UK]\n        endpoints: [192.0.2.1]\n",
+        "FILE:8: countries: 'UK' is not an ISO 3166-1 country code: use GB",
+    ),
+    (
+        "EL is GR",
+        HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [el]\n        endpoints: [192.0.2.1]\n",
+        "FILE:8: countries: 'EL' is not an ISO 3166-1 country code: use GR",
+    ),
+    (
+        "ZZ is no country",
+        HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [ZZ]\n        endpoints: [192.0.2.1]\n",
+        "FILE:8: countries: 'ZZ' is not an ISO 3166-1 alpha-2 country code",
+    ),
+    (
+        "ON is no country",
+        HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [ON]\n        endpoints: [192.0.2.1]\n",
+        "FILE:8: countries: 'ON' is not an ISO 3166-1 alpha-2 country code",
     ),
     (
         "bad health type",
@@ -268,7 +293,8 @@ def test_duplicate_zones_and_pools_across_files(tmp_path: Path) -> None:
     write(tmp_path, HEAD + pool, "c.example.yaml")
     result = load_zoneset(str(tmp_path))
     messages = [str(e) for e in result.errors]
-    assert any("b.example.yaml:1: zone a.example. is also defined in" in m for m in messages), messages
+    assert any("b.example.yaml:1: zone a.example. is also declared at" in m and "a.example.yaml" in m for m in messages), messages
+    assert any("a.example.yaml:1: zone a.example. is also declared at" in m and "b.example.yaml:1" in m for m in messages), messages
     assert any("c.example.yaml:4: pool 'web' is also defined at" in m and "a.example.yaml:4" in m for m in messages), messages
 
 
