@@ -16,6 +16,7 @@ import yaml
 from geolb import __version__
 from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
 from geolb.config.zoneset import load_zoneset, zone_files
+from geolb.cpus import usable_cpus
 from geolb.dns.cookies import read_secrets
 from geolb.dns.ratelimit import RateLimits
 from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, load_keys
@@ -108,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=usable_cpus(),
         metavar="N",
-        help="DNS processes on SO_REUSEPORT sockets (default: the number of CPUs)",
+        help="DNS processes on SO_REUSEPORT sockets (default: the CPUs this process may use: affinity, capped by a cgroup quota)",
     )
     serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
     serve.add_argument(
