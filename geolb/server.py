@@ -39,7 +39,7 @@ from geolb.model import IPAddress
 from geolb.net.listeners import HostPort, bind_pair
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
-from geolb.workers import WorkerConfig, WorkerPool
+from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
 log = logging.getLogger("geolb")
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
@@ -374,8 +374,14 @@ class Server:
 
     @property
     def answering(self) -> bool:
-        """True while every DNS worker is alive (False before they start)."""
-        return self.pool is not None and self.pool.alive == self.pool.count
+        """True while at least one DNS worker answers (False before they start); `workers` says if some are missing."""
+        return self.pool is not None and self.pool.alive > 0
+
+    @property
+    def workers(self) -> WorkersReport:
+        if self.pool is None:
+            return WorkersReport(expected=self.options.workers, alive=0, restarts=0)
+        return self.pool.report()
 
     def ready_line(self) -> str:
         zones = self.runtime.snapshot.zones.zones

@@ -51,7 +51,8 @@ def test_v2_quota_on_the_process_cgroup(tmp_path: Path) -> None:
 
 
 def test_v2_quota_on_a_parent_counts(tmp_path: Path) -> None:
-    root = fake_root(tmp_path, "0::/kubepods/pod1/c1\n", {"kubepods/pod1/cpu.max": "250000 100000\n", "kubepods/pod1/c1/cpu.max": "max 100000\n"})
+    files = {"kubepods/pod1/cpu.max": "250000 100000\n", "kubepods/pod1/c1/cpu.max": "max 100000\n"}
+    root = fake_root(tmp_path, "0::/kubepods/pod1/c1\n", files)
     assert cgroup_quota(root) == 2.5
     assert usable_cpus(root) == min(3, len(os.sched_getaffinity(0)))
 

@@ -1,0 +1,77 @@
+"""A DNS worker that dies (kill -9, the OOM killer) is replaced, and /healthz, /v1/status and /metrics say so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.serverproc import RunningServer, api, start_server, wait_until
+from tests.steadyclient import SteadyClient
+
+
+def worker_pids(server: RunningServer) -> set[int]:
+    """The main process's children that are DNS workers (not multiprocessing's resource tracker)."""
+    pid = server.proc.pid
+    pids = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.add(int(child))
+        except OSError:
+            continue
+    return pids
+
+
+def workers(server: RunningServer) -> dict[str, int]:
+    status, report = api(server, "GET", "/v1/status")
+    assert status == 200
+    return dict(report["workers"])
+
+
+def test_a_killed_worker_is_replaced_and_nothing_goes_unanswered() -> None:
+    server = start_server("tests/data/zones", "--workers", "2")
+    try:
+        first = worker_pids(server)
+        assert len(first) == 2
+        assert workers(server) == {"expected": 2, "alive": 2, "restarts": 0}
+        with SteadyClient(lambda: (server.host, server.port), "mail.example.com") as client:
+            time.sleep(0.3)  # the client is under way before the kill
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: workers(server) == {"expected": 2, "alive": 2, "restarts": 1}, 10, "a new worker answers")
+            second = worker_pids(server)
+            assert len(second) == 2 and victim not in second and first - {victim} < second
+
+            # Killed again soon after its start: the next one waits (backoff), and meanwhile the pool says it is degraded.
+            (newcomer,) = second - first
+            os.kill(newcomer, signal.SIGKILL)
+            wait_until(lambda: workers(server)["alive"] == 1, 5, "the death is seen")
+            status, health = api(server, "GET", "/healthz")
+            assert status == 200 and health["status"] == "degraded", health
+            assert health["workers"] == {"expected": 2, "alive": 1, "restarts": 1}
+            wait_until(lambda: workers(server) == {"expected": 2, "alive": 2, "restarts": 2}, 10, "replaced again after the backoff")
+            time.sleep(0.3)
+        assert client.udp.lost == [] and client.tcp.lost == []
+        assert client.udp.answered > 20 and client.tcp.answered > 20
+        status, health = api(server, "GET", "/healthz")
+        assert status == 200 and health["status"] == "ok"
+        status, metrics = api(server, "GET", "/metrics")
+        assert "geolb_dns_worker_restarts_total 2.0" in metrics
+        assert "geolb_dns_workers_alive 2.0" in metrics
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.stderr()
+
+
+def test_healthz_is_503_only_when_no_worker_answers() -> None:
+    server = start_server("tests/data/zones", "--workers", "1")
+    try:
+        (only,) = worker_pids(server)
+        os.kill(only, signal.SIGKILL)
+        wait_until(lambda: api(server, "GET", "/healthz")[0] == 503, 5, "503 with no worker")
+        wait_until(lambda: api(server, "GET", "/healthz")[0] == 200, 10, "back once the new worker answers")
+        assert server.query("mail.example.com", "A").answer
+    finally:
+        assert server.stop() == 0
