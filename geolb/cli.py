@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="DNS processes on SO_REUSEPORT sockets (default: the CPUs this process may use: affinity, capped by a cgroup quota)",
     )
+    serve.add_argument(
+        "--replace",
+        action="store_true",
+        help="take over --listen addresses a running geolb serves: answer beside it, then stop it (no query lost)",
+    )
     serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
     serve.add_argument(
         "--cache-dir",
@@ -225,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster_prefix=args.cluster_prefix,
             instance=args.instance,
             nsid=args.nsid,
+            replace=args.replace,
             cookie_secrets=secrets,
             rate_limits=RateLimits(
                 answers=args.rrl_rate,

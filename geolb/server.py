@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -36,7 +37,8 @@ from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
-from geolb.net.listeners import HostPort, bind_pair
+from geolb.net.holders import Holder, has_exited, instances_on
+from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
@@ -47,6 +49,7 @@ LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are 
 LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
 PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (default priority) go first
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
+REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ServeOptions:
     nsid: str | None = None  # NSID (RFC 5001) answered to queries that ask; None: the instance name; "": none
     cookie_secrets: tuple[bytes, ...] = ()  # DNS Cookies (RFC 9018); empty: a random secret for this run
     rate_limits: RateLimits = field(default_factory=RateLimits)  # UDP response rate limiting (off unless a rate is set)
+    replace: bool = False  # take over --listen addresses another geolb serves, then stop it
 
 
 async def _settled(read: Callable[[], object]) -> None:
@@ -186,6 +190,8 @@ class Server:
         self.dns_addresses: list[str] = []
         self.http_address: str | None = None
         self._http_runner: web.AppRunner | None = None
+        self._replacing: dict[int, Holder] = {}  # --replace: the geolb main processes sharing our addresses
+        self._http_deferred = False  # --replace: our HTTP address is the replaced instance's, ours once it exits
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
 
@@ -330,18 +336,69 @@ class Server:
         if self.options.http is not None:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
-            site = web.TCPSite(self._http_runner, self.options.http.host, self.options.http.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
-            http_bound = self._http_runner.addresses
-            port = int(http_bound[0][1]) if http_bound else self.options.http.port
-            self.http_address = str(HostPort(self.options.http.host, port))
+            self._http_deferred = not await self._bind_http(wait_for_replaced=bool(self._replacing))
+
+    async def _bind_http(self, wait_for_replaced: bool) -> bool:
+        """Serve the API on --http; False when the address is in use and may be the replaced instance's."""
+        assert self._http_runner is not None and self.options.http is not None
+        site = web.TCPSite(self._http_runner, self.options.http.host, self.options.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE:
+                return False
+            raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
+        http_bound = self._http_runner.addresses
+        port = int(http_bound[0][1]) if http_bound else self.options.http.port
+        self.http_address = str(HostPort(self.options.http.host, port))
+        return True
+
+    async def _take_over(self) -> None:
+        """--replace, once our workers answer: the instances we share addresses with finish their TCP answers and
+        exit (SIGTERM, SPEC §1; their workers answer what their sockets hold before closing them), then their
+        HTTP address is ours."""
+        if not self._replacing:
+            return
+        loop = asyncio.get_running_loop()
+        for holder in self._replacing.values():
+            log.info("replacing geolb %d (%s): our workers answer; asking it to stop", holder.pid, holder.command)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(holder.pid, signal.SIGTERM)
+        waiting = set(self._replacing)
+        deadline = loop.time() + REPLACE_TIMEOUT
+        while waiting and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            waiting = {pid for pid in waiting if not has_exited(pid)}
+        for pid in sorted(waiting):
+            log.warning("geolb %d has not exited within %g s of SIGTERM: it may still answer a share of the queries", pid, REPLACE_TIMEOUT)
+        for pid in sorted(set(self._replacing) - waiting):
+            log.info("geolb %d has exited: this instance answers alone", pid)
+        if self._http_deferred:
+            self._http_deferred = not await self._bind_http(wait_for_replaced=False)
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
-        """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
-        reserved = [bind_pair(address) for address in self.options.listen]
+        """Hold the --listen addresses here and start the worker processes on them; they wait for a snapshot.
+
+        An address another process holds is refused: SO_REUSEPORT would share its queries
+        with it without a word. With --replace, one that a geolb holds is shared until our
+        workers answer (then _take_over stops it).
+        """
+        reserved: list[tuple[socket.socket, socket.socket, HostPort]] = []
+        try:
+            for address in self.options.listen:
+                kind = held(address)
+                if kind is not None:
+                    if not self.options.replace:
+                        raise AddressInUseError(address, kind)
+                    family, host = resolve(address)
+                    for holder in instances_on(host, address.port, family, exclude=(os.getpid(),)):
+                        self._replacing[holder.pid] = holder
+                reserved.append(reserve_pair(address))
+        except BaseException:
+            for udp, tcp, _ in reserved:
+                udp.close()
+                tcp.close()
+            raise
         listen = tuple(bound for _, _, bound in reserved)
         options = self.options
         nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
@@ -516,6 +573,7 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
         try:
             await self.start()
+            await self._take_over()
         except BaseException:
             await self.stop()
             raise

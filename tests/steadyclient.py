@@ -23,6 +23,9 @@ class Tally:
     retried: int = 0  # attempts that got no answer (a retry followed)
     lost: list[str] = field(default_factory=list)  # queries unanswered after every attempt, with the last error
 
+    def __str__(self) -> str:
+        return f"{self.answered} answered, {self.retried} attempts retried, {len(self.lost)} lost {self.lost[:3]}"
+
 
 class SteadyClient:
     """`with SteadyClient(lambda: (host, port), "mail.example.com") as client:` ... `client.udp`, `client.tcp`."""
