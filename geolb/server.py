@@ -377,15 +377,23 @@ class Server:
             self._http_deferred = not await self._bind_http(wait_for_replaced=False)
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
-        """Hold the --listen addresses here and start the worker processes on them; they wait for a snapshot.
+        """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
+        they wait for a snapshot, then bind.
 
         An address another process holds is refused: SO_REUSEPORT would share its queries
         with it without a word. With --replace, one that a geolb holds is shared until our
-        workers answer (then _take_over stops it).
+        workers answer (then _take_over stops it). Only a port-0 address is held here (to
+        keep the port found free): a socket of this process in the group would take its
+        share of the queries and never answer them.
         """
         reserved: list[tuple[socket.socket, socket.socket, HostPort]] = []
+        listen: list[HostPort] = []
         try:
             for address in self.options.listen:
+                if address.port == 0:
+                    reserved.append(reserve_pair(address))
+                    listen.append(reserved[-1][2])
+                    continue
                 kind = held(address)
                 if kind is not None:
                     if not self.options.replace:
@@ -393,17 +401,18 @@ class Server:
                     family, host = resolve(address)
                     for holder in instances_on(host, address.port, family, exclude=(os.getpid(),)):
                         self._replacing[holder.pid] = holder
-                reserved.append(reserve_pair(address))
+                listen.append(address)
         except BaseException:
             for udp, tcp, _ in reserved:
                 udp.close()
                 tcp.close()
             raise
-        listen = tuple(bound for _, _, bound in reserved)
         options = self.options
         nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
         secrets = options.cookie_secrets or (new_secret(),)  # one for every worker: a cookie from one is good at all
-        config = WorkerConfig(listen, self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits)
+        config = WorkerConfig(
+            tuple(listen), self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits
+        )
         self.pool = WorkerPool(self.options.workers, config)
         self.pool.spawn()
         return reserved
@@ -415,10 +424,10 @@ class Server:
         try:
             await self.pool.start(self.runtime.snapshot)
         finally:
-            for udp, tcp, _ in reserved:  # a socket we held but never read would swallow its share of queries
+            for udp, tcp, _ in reserved:  # once the workers have bound the ports beside them
                 udp.close()
                 tcp.close()
-        self.dns_addresses = [str(bound) for _, _, bound in reserved]
+        self.dns_addresses = [str(address) for address in self.pool.config.listen]
 
     async def query_stats(self) -> QueryStats:
         """DNS counters of every process that answers."""

@@ -103,9 +103,9 @@ def held(address: HostPort) -> str | None:
 
 
 def reserve_pair(address: HostPort) -> tuple[socket.socket, socket.socket, HostPort]:
-    """The main process's hold on an address for its workers (check `held` first): bound with SO_REUSEPORT, the
-    UDP socket out of the group's choice and the TCP one not listening, so neither takes a share of the
-    queries that nobody would read (with --replace, real ones: the other instance answers meanwhile)."""
+    """The main process's hold on a port-0 address while its workers start: a port free on UDP and TCP, bound
+    with SO_REUSEPORT, the UDP socket out of the group's choice and the TCP one not listening, so neither
+    takes a share of queries that nobody would read."""
     udp, tcp, bound = bind_pair(address, listen=False)
     leave_selection(udp, wildcard_too=True)  # it never answers: the source address it would send from does not matter
     return udp, tcp, bound
@@ -171,8 +171,7 @@ class DnsListeners:
             for connection in _accept_queued(sock):  # closing the listener would reset them
                 accepted.append(loop.create_task(loop.connect_accepted_socket(self._protocol, connection)))
             server.close()
-        for listener in self._udp:
-            listener.close()
+        await asyncio.gather(*(listener.stop() for listener in self._udp))
         await asyncio.gather(*accepted, return_exceptions=True)
         await self.connections.drain(drain_timeout)
         for server, _ in self._tcp:

@@ -18,6 +18,7 @@ from geolb.handler import QueryHandler
 log = logging.getLogger("geolb.net")
 BURST = 256  # datagrams answered per wake-up before other work (TCP, probes, API) gets a turn
 DRAIN_BURSTS = 64  # at a stop, what is queued is answered: at most this many bursts
+LEAVE_GRACE = 0.05  # answering on after leaving the group's choice, for datagrams already on their way in
 
 
 def leave_selection(sock: socket.socket, *, wildcard_too: bool) -> bool:
@@ -49,13 +50,19 @@ class UdpListener:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._readable)
 
+    async def stop(self, grace: float = LEAVE_GRACE) -> None:
+        """Stop without losing a datagram to the close: out of the SO_REUSEPORT group's choice first (another
+        geolb may be taking over the port), answering on for `grace` (datagrams the kernel chose this socket
+        for a moment ago may still be on their way in), then close()."""
+        if leave_selection(self.sock, wildcard_too=False) and self._loop is not None:
+            await asyncio.sleep(grace)
+        self.close()
+
     def close(self) -> None:
-        """Stop: out of the SO_REUSEPORT group's choice first, answer every datagram already queued, then close at
-        once (what sits in the queue of a closed socket is lost, and another geolb may be taking over the port)."""
+        """Answer every datagram queued, then close at once: what sits in the queue of a closed socket is lost."""
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
             self._loop = None
-        leave_selection(self.sock, wildcard_too=False)
         for _ in range(DRAIN_BURSTS):
             if self._answer(BURST):
                 break
