@@ -85,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http",
         type=_http,
-        default=HostPort("127.0.0.1", 8053),
+        default=os.environ.get("GEOLB_HTTP") or "127.0.0.1:8053",  # a string default goes through `type`
         metavar="HOST:PORT",
-        help="HTTP API address, or 'off' (default: 127.0.0.1:8053)",
+        help="HTTP API address, or 'off' (default: $GEOLB_HTTP, else 127.0.0.1:8053)",
     )
     serve.add_argument(
         "--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close idle TCP connections after this (default: 10)"
