@@ -420,6 +420,15 @@ class Server:
     async def _start_workers(self, reserved: list[tuple[socket.socket, socket.socket, HostPort]]) -> None:
         """Hand the first snapshot to the workers, wait until they answer, then let go of our sockets."""
         assert self.pool is not None
+        if not self.options.replace:
+            # Again, now that our workers are about to bind: another geolb may have started meanwhile.
+            for address in self.options.listen:
+                kind = held(address)
+                if kind is not None:
+                    for udp, tcp, _ in reserved:
+                        udp.close()
+                        tcp.close()
+                    raise AddressInUseError(address, kind)
         self.runtime.on_swap(self.pool.publish)  # what changes meanwhile follows the first generation
         try:
             await self.pool.start(self.runtime.snapshot)
@@ -598,6 +607,8 @@ class Server:
     async def stop(self) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
         log.info("stopping")
+        if self.pool is not None:
+            self.pool.stopping = True  # a worker that dies from here on (SIGTERM to the whole group) stays dead
         if self._cluster_task is not None:
             self._cluster_task.cancel()
             await asyncio.gather(self._cluster_task, return_exceptions=True)

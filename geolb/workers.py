@@ -212,7 +212,7 @@ class WorkerPool:
         self.workers: list[Worker] = []  # one per slot; a dead one is replaced in its slot
         self.restarts = 0
         self._running = False  # after start(): a worker that dies is respawned
-        self._stopping = False
+        self.stopping = False  # set when the server begins to stop: no worker is respawned from then on
         self._sent: Snapshot | None = None
         self._newest: Snapshot | None = None  # published, not sent yet
         self._wake = asyncio.Event()
@@ -280,7 +280,7 @@ class WorkerPool:
             await asyncio.sleep(0.02)
         if worker.process.exitcode not in (None, 0):
             log.error("DNS worker %s exited with %s", worker.process.pid, worker.process.exitcode)
-        if self._running and not self._stopping:
+        if self._running and not self.stopping:
             self._background(self._respawn(worker), f"respawn worker {worker.process.pid}")
 
     async def _respawn(self, dead: Worker) -> None:
@@ -294,7 +294,7 @@ class WorkerPool:
         wait = max(delay, CLEAN_EXIT_GRACE if dead.process.exitcode == 0 else 0.0)
         log.warning("DNS worker %s is gone (exit %s): starting another in %.1f s", dead.process.pid, dead.process.exitcode, wait)
         await asyncio.sleep(wait)
-        if self._stopping or self._sent is None:
+        if self.stopping or self._sent is None:
             return
         if dead.channel is not None:
             dead.channel.close()
@@ -311,14 +311,14 @@ class WorkerPool:
                 snapshot = self._sent
                 whole = Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))
                 data = await asyncio.to_thread(pickle.dumps, ("generation", whole))
-                if snapshot is self._sent and not self._stopping:
+                if snapshot is self._sent and not self.stopping:
                     # No await between this check and the write: every later generation goes to it after this one.
                     self.workers[self.workers.index(dead)] = worker
                     placed = True
                     self.restarts += 1
                     self._background(self._receive(worker), f"worker {worker.process.pid}")
                     await worker.send(data)
-                elif self._stopping:
+                elif self.stopping:
                     break
         finally:
             if not placed:  # stopping meanwhile (or cancelled): this one never served
@@ -412,7 +412,7 @@ class WorkerPool:
         return out
 
     async def stop(self) -> None:
-        self._stopping = True  # from here no worker is respawned
+        self.stopping = True  # from here no worker is respawned
         loop = asyncio.get_running_loop()
         stop = pickle.dumps(("stop",))
         await asyncio.gather(*(worker.send(stop) for worker in self.workers))

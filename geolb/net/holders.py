@@ -72,8 +72,11 @@ def _parent(pid: int) -> int | None:
 
 
 def is_geolb_serve(command: list[str]) -> bool:
-    """`geolb serve ...` or `python -m geolb serve ...`."""
-    return "serve" in command and any(os.path.basename(arg) == "geolb" for arg in command[:3])
+    """`geolb serve ...`, `python -m geolb serve ...` or `python .../bin/geolb serve ...`."""
+    for index, arg in enumerate(command[:3]):
+        if os.path.basename(arg) == "geolb":
+            return command[index + 1 : index + 2] == ["serve"]
+    return False
 
 
 def processes_with(inodes: set[int], proc: str = "/proc") -> set[int]:
