@@ -292,7 +292,8 @@ class WorkerPool:
         else:
             delay = min(max(RESPAWN_BACKOFF_FIRST, dead.backoff * 2), RESPAWN_BACKOFF_MAX)
         wait = max(delay, CLEAN_EXIT_GRACE if dead.process.exitcode == 0 else 0.0)
-        log.warning("DNS worker %s is gone (exit %s): starting another in %.1f s", dead.process.pid, dead.process.exitcode, wait)
+        why = f"exit {dead.process.exitcode}" + (f": {dead.error}" if dead.error else "")
+        log.warning("DNS worker %s is gone (%s): starting another in %.1f s", dead.process.pid, why, wait)
         await asyncio.sleep(wait)
         if self.stopping or self._sent is None:
             return
