@@ -186,6 +186,7 @@ class Worker:
         self.sock = sock  # ours until start() opens the channel on it
         self.started = time.monotonic()
         self.backoff = backoff  # the delay its own respawn waited (0: none)
+        self.replaces: int | None = None  # the pid of the dead worker it was started for
         self.channel: Channel | None = None
         self.acked = -1  # the newest generation this worker answers with
         self.stats: dict[int, asyncio.Future[QueryStats]] = {}
@@ -265,6 +266,8 @@ class WorkerPool:
             kind = message[0]
             if kind in ("ack", "ready"):
                 worker.acked = max(worker.acked, message[1])
+                if kind == "ready" and worker.replaces is not None:
+                    log.warning("DNS worker %s answers in place of %s", worker.process.pid, worker.replaces)
                 await self._notify()
             elif kind == "stats":
                 waiter = worker.stats.pop(message[1], None)
@@ -301,6 +304,7 @@ class WorkerPool:
             dead.channel.close()
         try:
             worker = self._spawn_one(delay)
+            worker.replaces = dead.process.pid
         except GeolbError as exc:
             log.error("%s", exc)
             self._respawn_later(dead, delay)

@@ -75,3 +75,23 @@ def test_healthz_is_503_only_when_no_worker_answers() -> None:
         assert server.query("mail.example.com", "A").answer
     finally:
         assert server.stop() == 0
+
+
+def test_no_worker_is_respawned_once_the_server_stops() -> None:
+    """A worker waiting out its backoff when SIGTERM comes is not started: the server exits 0 promptly."""
+    server = start_server("tests/data/zones", "--workers", "2")
+    try:
+        first = worker_pids(server)
+        os.kill(min(first), signal.SIGKILL)
+        wait_until(lambda: workers(server)["restarts"] == 1 and workers(server)["alive"] == 2, 10, "respawned once")
+        (newcomer,) = worker_pids(server) - first
+        os.kill(newcomer, signal.SIGKILL)  # dies soon after its start: the next one waits 1 s
+        wait_until(lambda: workers(server)["alive"] == 1, 5, "the death is seen")
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 5
+    finally:
+        server.stop()
+    log = server.stderr()
+    assert log.count("answers in place of") == 1, log
+    assert "starting another in 1.0 s" in log and "Traceback" not in log
