@@ -454,6 +454,7 @@ class Server:
 
     @property
     def workers(self) -> WorkersReport:
+        """DNS workers wanted, answering and respawned (for /healthz, /v1/status and /metrics)."""
         if self.pool is None:
             return WorkersReport(expected=self.options.workers, alive=0, restarts=0)
         return self.pool.report()

@@ -7,7 +7,8 @@ goes down a socketpair to each worker as one generation message: health always,
 zones only when they changed, region maps as cache keys the worker memory-maps.
 Snapshots published while one is on its way collapse into the newest. A worker
 swaps the generation in before its next query and acknowledges it, so the API can
-answer a change only once every worker answers with it.
+answer a change only once every worker answers with it. A worker that dies is started
+again in its place with the newest generation (backing off while it keeps dying).
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ class WorkerPool:
             if kind in ("ack", "ready"):
                 worker.acked = max(worker.acked, message[1])
                 if kind == "ready" and worker.replaces is not None:
-                    log.warning("DNS worker %s answers in place of %s", worker.process.pid, worker.replaces)
+                    log.info("DNS worker %s answers in place of %s", worker.process.pid, worker.replaces)
                 await self._notify()
             elif kind == "stats":
                 waiter = worker.stats.pop(message[1], None)
@@ -328,6 +329,7 @@ class WorkerPool:
         finally:
             if not placed:  # stopping meanwhile (or cancelled): this one never served
                 worker.process.kill()
+                worker.process.join(1)
                 if worker.channel is not None:
                     worker.channel.close()
                 else:

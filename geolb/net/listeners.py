@@ -52,7 +52,6 @@ class AddressInUseError(GeolbError):
 
     def __init__(self, address: HostPort, kind: str) -> None:
         super().__init__(f"cannot listen on {address} ({kind}): address in use (another geolb? --replace takes over from it)")
-        self.address = address
 
 
 def _check_free(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> None:
@@ -87,8 +86,8 @@ def _bind(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port
 
 
 def held(address: HostPort) -> str | None:
-    """ "udp" or "tcp" when anything holds `address` on it, None when it is free; other errors (no such
-    address here) are raised as GeolbError."""
+    """The protocol ("udp" or "tcp") on which anything holds `address`; None when it is free. Other errors
+    (no such address on this host) are raised as GeolbError."""
     if address.port == 0:
         return None
     family, host = resolve(address)
@@ -184,9 +183,7 @@ def _accept_queued(listener: socket.socket, limit: int = 4096) -> list[socket.so
     while len(out) < limit:
         try:
             connection, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
+        except OSError:  # empty (EAGAIN), or nothing more to take
             break
         connection.setblocking(False)
         out.append(connection)
