@@ -46,7 +46,7 @@ START_TIMEOUT = 60.0
 STATS_TIMEOUT = 2.0
 RESPAWN_BACKOFF_FIRST = 1.0  # a worker that dies again soon after a respawn waits this long, doubling
 RESPAWN_BACKOFF_MAX = 30.0
-RESPAWN_STABLE = 30.0  # a worker up this long died by accident, not by a fault in starting: respawn at once
+RESPAWN_STABLE = 30.0  # a respawned worker up this long died by accident, not by a fault in starting: respawn at once
 CLEAN_EXIT_GRACE = 0.5  # a worker that exited 0 was sent SIGTERM: the whole group may be stopping (systemd)
 DRAIN_TIMEOUT = 5.0
 SIGNATURE_SWEEP = 60.0  # how often a worker drops ready packets whose signatures are due for a refresh
@@ -291,8 +291,8 @@ class WorkerPool:
         """Start another worker in a dead one's slot with the newest generation sent; back off if it keeps dying."""
         if dead not in self.workers:
             return
-        if time.monotonic() - dead.started >= RESPAWN_STABLE:
-            delay = 0.0
+        if dead.replaces is None or time.monotonic() - dead.started >= RESPAWN_STABLE:
+            delay = 0.0  # the first death of a worker that ran (not one dying again on its start)
         else:
             delay = min(max(RESPAWN_BACKOFF_FIRST, dead.backoff * 2), RESPAWN_BACKOFF_MAX)
         wait = max(delay, CLEAN_EXIT_GRACE if dead.process.exitcode == 0 else 0.0)
@@ -339,6 +339,7 @@ class WorkerPool:
         """Starting a process failed: try again after the next backoff, as if the new one had died at once."""
         dead.started = time.monotonic()
         dead.backoff = delay
+        dead.replaces = dead.replaces or dead.process.pid
         self._background(self._respawn(dead), "respawn worker")
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
