@@ -404,7 +404,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[QueryStats]] = []
         for worker in self.workers:
-            if worker.gone:
+            if worker.gone or worker.acked < 0:  # gone, or (respawned) still starting: nothing counted yet
                 continue
             request = next(self._requests)
             waiter: asyncio.Future[QueryStats] = loop.create_future()
