@@ -1,5 +1,8 @@
-# `make run` serves the demo zones; `make test` runs lint, types and the whole suite.
+# `make run` serves the demo zones (`make run LISTEN=127.0.0.1:5300 HTTP=127.0.0.1:8080` elsewhere);
+# `make test` runs lint, types and the whole suite.
 PYTHON ?= python3
+LISTEN ?= 127.0.0.1:5353
+HTTP ?= 127.0.0.1:8053
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -18,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/geolb serve --zones zones --listen 127.0.0.1:5353 --http 127.0.0.1:8053
+	$(BIN)/geolb serve --zones zones --listen $(LISTEN) --http $(HTTP)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check geolb tests bench scripts

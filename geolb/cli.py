@@ -16,6 +16,7 @@ import yaml
 from geolb import __version__
 from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
 from geolb.config.zoneset import load_zoneset, zone_files
+from geolb.cpus import usable_cpus
 from geolb.dns.cookies import read_secrets
 from geolb.dns.ratelimit import RateLimits
 from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, load_keys
@@ -84,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http",
         type=_http,
-        default=HostPort("127.0.0.1", 8053),
+        default=os.environ.get("GEOLB_HTTP") or "127.0.0.1:8053",  # a string default goes through `type`
         metavar="HOST:PORT",
-        help="HTTP API address, or 'off' (default: 127.0.0.1:8053)",
+        help="HTTP API address, or 'off' (default: $GEOLB_HTTP, else 127.0.0.1:8053)",
     )
     serve.add_argument(
         "--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close idle TCP connections after this (default: 10)"
@@ -108,9 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=usable_cpus(),
         metavar="N",
-        help="DNS processes on SO_REUSEPORT sockets (default: the number of CPUs)",
+        help="DNS processes on SO_REUSEPORT sockets (default: the CPUs this process may use: affinity, capped by a cgroup quota)",
+    )
+    serve.add_argument(
+        "--replace",
+        action="store_true",
+        help="take over --listen addresses a running geolb serves: answer beside it, then stop it (no query lost)",
     )
     serve.add_argument("--no-fast-path", action="store_true", help="answer every query through the full dnslib path (for comparison)")
     serve.add_argument(
@@ -224,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster_prefix=args.cluster_prefix,
             instance=args.instance,
             nsid=args.nsid,
+            replace=args.replace,
             cookie_secrets=secrets,
             rate_limits=RateLimits(
                 answers=args.rrl_rate,

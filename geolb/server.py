@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -36,10 +37,11 @@ from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
 from geolb.model import IPAddress
-from geolb.net.listeners import HostPort, bind_pair
+from geolb.net.holders import Holder, has_exited, instances_on
+from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
-from geolb.workers import WorkerConfig, WorkerPool
+from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
 log = logging.getLogger("geolb")
 WATCH_SETTLE = 0.3  # a changed zones directory must stay unchanged this long before a reload
@@ -47,6 +49,7 @@ LOAD_BATCH = 1.0  # load figures that move no endpoint in or out of answers are 
 LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
 PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (default priority) go first
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
+REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ServeOptions:
     nsid: str | None = None  # NSID (RFC 5001) answered to queries that ask; None: the instance name; "": none
     cookie_secrets: tuple[bytes, ...] = ()  # DNS Cookies (RFC 9018); empty: a random secret for this run
     rate_limits: RateLimits = field(default_factory=RateLimits)  # UDP response rate limiting (off unless a rate is set)
+    replace: bool = False  # take over --listen addresses another geolb serves, then stop it
 
 
 async def _settled(read: Callable[[], object]) -> None:
@@ -186,6 +190,8 @@ class Server:
         self.dns_addresses: list[str] = []
         self.http_address: str | None = None
         self._http_runner: web.AppRunner | None = None
+        self._replacing: dict[int, Holder] = {}  # --replace: the geolb main processes sharing our addresses
+        self._http_deferred = False  # --replace: our HTTP address is the replaced instance's, ours once it exits
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
 
@@ -330,23 +336,83 @@ class Server:
         if self.options.http is not None:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
-            site = web.TCPSite(self._http_runner, self.options.http.host, self.options.http.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
-            http_bound = self._http_runner.addresses
-            port = int(http_bound[0][1]) if http_bound else self.options.http.port
-            self.http_address = str(HostPort(self.options.http.host, port))
+            self._http_deferred = not await self._bind_http(wait_for_replaced=bool(self._replacing))
+
+    async def _bind_http(self, wait_for_replaced: bool) -> bool:
+        """Serve the API on --http; False when the address is in use and may be the replaced instance's."""
+        assert self._http_runner is not None and self.options.http is not None
+        site = web.TCPSite(self._http_runner, self.options.http.host, self.options.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE:
+                return False
+            raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
+        http_bound = self._http_runner.addresses
+        port = int(http_bound[0][1]) if http_bound else self.options.http.port
+        self.http_address = str(HostPort(self.options.http.host, port))
+        return True
+
+    async def _take_over(self) -> None:
+        """--replace, once our workers answer: the instances we share addresses with finish their TCP answers and
+        exit (SIGTERM, SPEC §1; their workers answer what their sockets hold before closing them), then their
+        HTTP address is ours."""
+        if not self._replacing:
+            return
+        loop = asyncio.get_running_loop()
+        for holder in self._replacing.values():
+            log.info("replacing geolb %d (%s): our workers answer; asking it to stop", holder.pid, holder.command)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(holder.pid, signal.SIGTERM)
+        waiting = set(self._replacing)
+        deadline = loop.time() + REPLACE_TIMEOUT
+        while waiting and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            waiting = {pid for pid in waiting if not has_exited(pid)}
+        for pid in sorted(waiting):
+            log.warning("geolb %d has not exited within %g s of SIGTERM: it may still answer a share of the queries", pid, REPLACE_TIMEOUT)
+        for pid in sorted(set(self._replacing) - waiting):
+            log.info("geolb %d has exited: this instance answers alone", pid)
+        if self._http_deferred:
+            self._http_deferred = not await self._bind_http(wait_for_replaced=False)
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
-        """Find free ports here (SO_REUSEPORT) and start the worker processes on them; they wait for a snapshot."""
-        reserved = [bind_pair(address) for address in self.options.listen]
-        listen = tuple(bound for _, _, bound in reserved)
+        """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
+        they wait for a snapshot, then bind.
+
+        An address another process holds is refused: SO_REUSEPORT would share its queries
+        with it without a word. With --replace, one that a geolb holds is shared until our
+        workers answer (then _take_over stops it). Only a port-0 address is held here (to
+        keep the port found free): a socket of this process in the group would take its
+        share of the queries and never answer them.
+        """
+        reserved: list[tuple[socket.socket, socket.socket, HostPort]] = []
+        listen: list[HostPort] = []
+        try:
+            for address in self.options.listen:
+                if address.port == 0:
+                    reserved.append(reserve_pair(address))
+                    listen.append(reserved[-1][2])
+                    continue
+                kind = held(address)
+                if kind is not None:
+                    if not self.options.replace:
+                        raise AddressInUseError(address, kind)
+                    family, host = resolve(address)
+                    for holder in instances_on(host, address.port, family, exclude=(os.getpid(),)):
+                        self._replacing[holder.pid] = holder
+                listen.append(address)
+        except BaseException:
+            for udp, tcp, _ in reserved:
+                udp.close()
+                tcp.close()
+            raise
         options = self.options
         nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
         secrets = options.cookie_secrets or (new_secret(),)  # one for every worker: a cookie from one is good at all
-        config = WorkerConfig(listen, self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits)
+        config = WorkerConfig(
+            tuple(listen), self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits
+        )
         self.pool = WorkerPool(self.options.workers, config)
         self.pool.spawn()
         return reserved
@@ -354,14 +420,23 @@ class Server:
     async def _start_workers(self, reserved: list[tuple[socket.socket, socket.socket, HostPort]]) -> None:
         """Hand the first snapshot to the workers, wait until they answer, then let go of our sockets."""
         assert self.pool is not None
+        if not self.options.replace:
+            # Again, now that our workers are about to bind: another geolb may have started meanwhile.
+            for address in self.options.listen:
+                kind = held(address)
+                if kind is not None:
+                    for udp, tcp, _ in reserved:
+                        udp.close()
+                        tcp.close()
+                    raise AddressInUseError(address, kind)
         self.runtime.on_swap(self.pool.publish)  # what changes meanwhile follows the first generation
         try:
             await self.pool.start(self.runtime.snapshot)
         finally:
-            for udp, tcp, _ in reserved:  # a socket we held but never read would swallow its share of queries
+            for udp, tcp, _ in reserved:  # once the workers have bound the ports beside them
                 udp.close()
                 tcp.close()
-        self.dns_addresses = [str(bound) for _, _, bound in reserved]
+        self.dns_addresses = [str(address) for address in self.pool.config.listen]
 
     async def query_stats(self) -> QueryStats:
         """DNS counters of every process that answers."""
@@ -374,8 +449,15 @@ class Server:
 
     @property
     def answering(self) -> bool:
-        """True while every DNS worker is alive (False before they start)."""
-        return self.pool is not None and self.pool.alive == self.pool.count
+        """True while at least one DNS worker answers (False before they start); `workers` says if some are missing."""
+        return self.pool is not None and self.pool.alive > 0
+
+    @property
+    def workers(self) -> WorkersReport:
+        """DNS workers wanted, answering and respawned (for /healthz, /v1/status and /metrics)."""
+        if self.pool is None:
+            return WorkersReport(expected=self.options.workers, alive=0, restarts=0)
+        return self.pool.report()
 
     def ready_line(self) -> str:
         zones = self.runtime.snapshot.zones.zones
@@ -510,6 +592,7 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
         try:
             await self.start()
+            await self._take_over()
         except BaseException:
             await self.stop()
             raise
@@ -525,6 +608,8 @@ class Server:
     async def stop(self) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
         log.info("stopping")
+        if self.pool is not None:
+            self.pool.stopping = True  # a worker that dies from here on (SIGTERM to the whole group) stays dead
         if self._cluster_task is not None:
             self._cluster_task.cancel()
             await asyncio.gather(self._cluster_task, return_exceptions=True)

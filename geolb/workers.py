@@ -7,7 +7,8 @@ goes down a socketpair to each worker as one generation message: health always,
 zones only when they changed, region maps as cache keys the worker memory-maps.
 Snapshots published while one is on its way collapse into the newest. A worker
 swaps the generation in before its next query and acknowledges it, so the API can
-answer a change only once every worker answers with it.
+answer a change only once every worker answers with it. A worker that dies is started
+again in its place with the newest generation (backing off while it keeps dying).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 import socket
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ from geolb.runtime import Runtime, Snapshot, settle_memory
 log = logging.getLogger("geolb.workers")
 START_TIMEOUT = 60.0
 STATS_TIMEOUT = 2.0
+RESPAWN_BACKOFF_FIRST = 1.0  # a worker that dies again soon after a respawn waits this long, doubling
+RESPAWN_BACKOFF_MAX = 30.0
+RESPAWN_STABLE = 30.0  # a respawned worker up this long died by accident, not by a fault in starting: respawn at once
+CLEAN_EXIT_GRACE = 0.5  # a worker that exited 0 was sent SIGTERM: the whole group may be stopping (systemd)
 DRAIN_TIMEOUT = 5.0
 SIGNATURE_SWEEP = 60.0  # how often a worker drops ready packets whose signatures are due for a refresh
 
@@ -163,10 +168,26 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     channel.close()
 
 
+@dataclass(frozen=True)
+class WorkersReport:
+    """What /healthz, /v1/status and /metrics say of the DNS workers."""
+
+    expected: int  # --workers
+    alive: int  # answering DNS now
+    restarts: int  # respawned since start-up
+
+    @property
+    def degraded(self) -> bool:
+        return self.alive < self.expected
+
+
 class Worker:
-    def __init__(self, process: multiprocessing.process.BaseProcess, sock: socket.socket) -> None:
+    def __init__(self, process: multiprocessing.process.BaseProcess, sock: socket.socket, backoff: float = 0.0) -> None:
         self.process = process
         self.sock = sock  # ours until start() opens the channel on it
+        self.started = time.monotonic()
+        self.backoff = backoff  # the delay its own respawn waited (0: none)
+        self.replaces: int | None = None  # the pid of the dead worker it was started for
         self.channel: Channel | None = None
         self.acked = -1  # the newest generation this worker answers with
         self.stats: dict[int, asyncio.Future[QueryStats]] = {}
@@ -190,35 +211,42 @@ class WorkerPool:
     def __init__(self, count: int, config: WorkerConfig) -> None:
         self.count = count
         self.config = config
-        self.workers: list[Worker] = []
+        self.workers: list[Worker] = []  # one per slot; a dead one is replaced in its slot
+        self.restarts = 0
+        self._running = False  # after start(): a worker that dies is respawned
+        self.stopping = False  # set when the server begins to stop: no worker is respawned from then on
         self._sent: Snapshot | None = None
         self._newest: Snapshot | None = None  # published, not sent yet
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._acked = asyncio.Condition()
         self._requests = itertools.count()
 
     def spawn(self) -> None:
         """Start the processes; each waits for its first generation (start() sends it)."""
-        context = multiprocessing.get_context("spawn")
         for _ in range(self.count):
-            ours, theirs = socket.socketpair()
-            process = context.Process(target=worker_main, args=(theirs, self.config), name="geolb-worker", daemon=True)
-            try:
-                process.start()
-            except Exception as exc:
-                raise GeolbError(f"cannot start a DNS worker: {exc}") from exc
-            finally:
-                theirs.close()
-            self.workers.append(Worker(process, ours))
+            self.workers.append(self._spawn_one())
+
+    def _spawn_one(self, backoff: float = 0.0) -> Worker:
+        ours, theirs = socket.socketpair()
+        process = multiprocessing.get_context("spawn").Process(
+            target=worker_main, args=(theirs, self.config), name="geolb-worker", daemon=True
+        )
+        try:
+            process.start()
+        except Exception as exc:
+            ours.close()
+            raise GeolbError(f"cannot start a DNS worker: {exc}") from exc
+        finally:
+            theirs.close()
+        return Worker(process, ours, backoff)
 
     async def start(self, snapshot: Snapshot) -> None:
         """Send the first generation and wait until every worker answers DNS with it."""
-        loop = asyncio.get_running_loop()
         first = pickle.dumps(("generation", Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))))
         for worker in self.workers:
             worker.channel = await Channel.open(worker.sock)
-            self._tasks.append(loop.create_task(self._receive(worker), name=f"worker {worker.process.pid}"))
+            self._background(self._receive(worker), f"worker {worker.process.pid}")
             await worker.send(first)
         self._sent = snapshot
         if not await self.settled(snapshot.generation, timeout=START_TIMEOUT):
@@ -226,7 +254,8 @@ class WorkerPool:
         for worker in self.workers:
             if worker.gone:
                 raise GeolbError(f"a DNS worker failed to start: {worker.error or 'it exited'}")
-        self._tasks.append(loop.create_task(self._send_generations(), name="feed workers"))
+        self._background(self._send_generations(), "feed workers")
+        self._running = True
 
     async def _receive(self, worker: Worker) -> None:
         assert worker.channel is not None
@@ -238,6 +267,8 @@ class WorkerPool:
             kind = message[0]
             if kind in ("ack", "ready"):
                 worker.acked = max(worker.acked, message[1])
+                if kind == "ready" and worker.replaces is not None:
+                    log.info("DNS worker %s answers in place of %s", worker.process.pid, worker.replaces)
                 await self._notify()
             elif kind == "stats":
                 waiter = worker.stats.pop(message[1], None)
@@ -247,9 +278,74 @@ class WorkerPool:
                 worker.error = message[1]
         worker.gone = True
         await self._notify()
-        await asyncio.sleep(0.1)  # let an exit status arrive
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while worker.process.exitcode is None and loop.time() < deadline:  # let an exit status arrive
+            await asyncio.sleep(0.02)
         if worker.process.exitcode not in (None, 0):
             log.error("DNS worker %s exited with %s", worker.process.pid, worker.process.exitcode)
+        if self._running and not self.stopping:
+            self._background(self._respawn(worker), f"respawn worker {worker.process.pid}")
+
+    async def _respawn(self, dead: Worker) -> None:
+        """Start another worker in a dead one's slot with the newest generation sent; back off if it keeps dying."""
+        if dead not in self.workers:
+            return
+        if dead.replaces is None or time.monotonic() - dead.started >= RESPAWN_STABLE:
+            delay = 0.0  # the first death of a worker that ran (not one dying again on its start)
+        else:
+            delay = min(max(RESPAWN_BACKOFF_FIRST, dead.backoff * 2), RESPAWN_BACKOFF_MAX)
+        wait = max(delay, CLEAN_EXIT_GRACE if dead.process.exitcode == 0 else 0.0)
+        why = f"exit {dead.process.exitcode}" + (f": {dead.error}" if dead.error else "")
+        log.warning("DNS worker %s is gone (%s): starting another in %.1f s", dead.process.pid, why, wait)
+        await asyncio.sleep(wait)
+        if self.stopping or self._sent is None:
+            return
+        if dead.channel is not None:
+            dead.channel.close()
+        try:
+            worker = self._spawn_one(delay)
+            worker.replaces = dead.process.pid
+        except GeolbError as exc:
+            log.error("%s", exc)
+            self._respawn_later(dead, delay)
+            return
+        placed = False
+        try:
+            worker.channel = await Channel.open(worker.sock)
+            while not placed:
+                snapshot = self._sent
+                whole = Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))
+                data = await asyncio.to_thread(pickle.dumps, ("generation", whole))
+                if snapshot is self._sent and not self.stopping:
+                    # No await between this check and the write: every later generation goes to it after this one.
+                    self.workers[self.workers.index(dead)] = worker
+                    placed = True
+                    self.restarts += 1
+                    self._background(self._receive(worker), f"worker {worker.process.pid}")
+                    await worker.send(data)
+                elif self.stopping:
+                    break
+        finally:
+            if not placed:  # stopping meanwhile (or cancelled): this one never served
+                worker.process.kill()
+                worker.process.join(1)
+                if worker.channel is not None:
+                    worker.channel.close()
+                else:
+                    worker.sock.close()
+
+    def _respawn_later(self, dead: Worker, delay: float) -> None:
+        """Starting a process failed: try again after the next backoff, as if the new one had died at once."""
+        dead.started = time.monotonic()
+        dead.backoff = delay
+        dead.replaces = dead.replaces or dead.process.pid
+        self._background(self._respawn(dead), "respawn worker")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _notify(self) -> None:
         async with self._acked:
@@ -297,14 +393,18 @@ class WorkerPool:
 
     @property
     def alive(self) -> int:
-        return sum(1 for worker in self.workers if worker.process.is_alive())
+        """Workers answering DNS: started, ready and not gone."""
+        return sum(1 for worker in self.workers if not worker.gone and worker.acked >= 0 and worker.process.is_alive())
+
+    def report(self) -> WorkersReport:
+        return WorkersReport(expected=self.count, alive=self.alive, restarts=self.restarts)
 
     async def stats(self) -> Sequence[QueryStats]:
         """Every worker's counters, asked now (a worker that does not answer in time is left out)."""
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[QueryStats]] = []
         for worker in self.workers:
-            if worker.gone:
+            if worker.gone or worker.acked < 0:  # gone, or (respawned) still starting: nothing counted yet
                 continue
             request = next(self._requests)
             waiter: asyncio.Future[QueryStats] = loop.create_future()
@@ -320,6 +420,7 @@ class WorkerPool:
         return out
 
     async def stop(self) -> None:
+        self.stopping = True  # from here no worker is respawned
         loop = asyncio.get_running_loop()
         stop = pickle.dumps(("stop",))
         await asyncio.gather(*(worker.send(stop) for worker in self.workers))
@@ -330,9 +431,10 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
             worker.process.join(1)
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for worker in self.workers:
             if worker.channel is not None:
                 worker.channel.close()

@@ -102,7 +102,9 @@ def start_server(
     http: str = "127.0.0.1:0",
     tmp: Path | None = None,
     timeout: float = 20,
+    prefix: Sequence[str] = (),
 ) -> RunningServer:
+    """`prefix`: a command to run geolb under (e.g. `taskset -c 0`)."""
     args = ["serve", "--zones", str(zones), "--http", http, *extra]
     for address in listen:
         args += ["--listen", address]
@@ -112,7 +114,7 @@ def start_server(
     stderr_path = stderr_dir / f"geolb-stderr-{os.getpid()}-{time.monotonic_ns()}.log"
     env = {**os.environ, "GEOLB_CACHE_DIR": str(CACHE)}  # maps built once per test run, not in the user's cache
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(geolb_command(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
+        proc = subprocess.Popen([*prefix, *geolb_command(*args)], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

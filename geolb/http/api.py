@@ -76,9 +76,16 @@ def _mutating(handler: Handler) -> Handler:
 
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
+    workers = _workers(server)
     if not server.answering:
-        return web.json_response({"status": "not answering DNS"}, status=503)
-    return web.json_response({"status": "ok", "zones": len(server.runtime.snapshot.zones.zones)})
+        return web.json_response({"status": "not answering DNS", "workers": workers}, status=503)
+    status = "degraded" if server.workers.degraded else "ok"  # some DNS workers are down; the others answer
+    return web.json_response({"status": status, "zones": len(server.runtime.snapshot.zones.zones), "workers": workers}, status=200)
+
+
+def _workers(server: Control) -> dict[str, int]:
+    report = server.workers
+    return {"expected": report.expected, "alive": report.alive, "restarts": report.restarts}
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -161,6 +168,7 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
         "pools": pools,
         "reload": {"ok": last.ok, "errors": [str(e) for e in last.errors], "warnings": [str(w) for w in last.warnings]},
         "health_checks_scheduled": server.checks_scheduled,
+        "workers": _workers(server),
         "cluster": _cluster(server),
         "geoip": geoip_report(server),
         "answers_window_seconds": round(window, 1),

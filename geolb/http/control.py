@@ -7,7 +7,7 @@ below, never by writing into those objects.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from geolb.cluster.member import ClusterMember
 from geolb.config.zoneset import ZoneSetResult
@@ -20,6 +20,9 @@ from geolb.http.feed import StatusFeed
 from geolb.http.metrics import Metrics
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
+
+if TYPE_CHECKING:
+    from geolb.workers import WorkersReport
 
 
 class Control(Protocol):
@@ -38,6 +41,9 @@ class Control(Protocol):
 
     @property
     def answering(self) -> bool: ...
+
+    @property
+    def workers(self) -> WorkersReport: ...
 
     @property
     def checks_scheduled(self) -> int: ...

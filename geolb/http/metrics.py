@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from geolb.handler import QueryStats
     from geolb.health.state import HealthState
     from geolb.runtime import Runtime
+    from geolb.workers import WorkersReport
 
 
 class Scraped(Protocol):
@@ -34,6 +35,9 @@ class Scraped(Protocol):
 
     @property
     def checks_scheduled(self) -> int: ...
+
+    @property
+    def workers(self) -> WorkersReport: ...
 
 
 class Metrics:
@@ -153,6 +157,10 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
     for zone in snapshot.zones.zones.values():
         serial.add_metric([zone.name], zone.serial)
     yield serial
+    workers = server.workers
+    yield GaugeMetricFamily("geolb_dns_workers_alive", "DNS worker processes answering now (of --workers).", value=workers.alive)
+    yield GaugeMetricFamily("geolb_dns_workers_expected", "DNS worker processes wanted (--workers).", value=workers.expected)
+    yield CounterMetricFamily("geolb_dns_worker_restarts", "DNS workers respawned after dying.", value=workers.restarts)
     yield GaugeMetricFamily("geolb_health_checks_scheduled", "Distinct check targets being probed.", value=server.checks_scheduled)
     built = getattr(server.locator, "build_epoch", None)
     if built is not None:

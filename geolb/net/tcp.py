@@ -49,7 +49,9 @@ class TcpConnections:
         """Stop reading, let answers already written reach their clients, then close."""
         self.closing = True
         for connection in list(self.open):
-            connection.close_when_idle()
+            if connection.questions:
+                connection.close_when_idle()
+            # else: just accepted, its first question on its way: it closes once that is answered (or at the deadline)
         deadline = asyncio.get_running_loop().time() + timeout
         while self.open and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
@@ -64,6 +66,7 @@ class DnsStreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.buffer = bytearray()
+        self.questions = 0
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
 
@@ -107,6 +110,7 @@ class DnsStreamProtocol(asyncio.Protocol):
                 break
             message = bytes(buffer[offset + 2 : offset + 2 + length])
             offset += 2 + length
+            self.questions += 1
             response = self.handler.handle(message, self.peer, tcp=True)
             if response is not None:
                 transport.write(len(response).to_bytes(2, "big") + response)

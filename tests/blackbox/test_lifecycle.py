@@ -113,3 +113,22 @@ def test_dns_is_answered_by_workers_while_the_main_process_is_frozen() -> None:
         assert server.query("mail.example.com", "A").rcode() == dns.rcode.NOERROR
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="no taskset")
+def test_default_workers_follow_the_cpu_affinity() -> None:
+    """`taskset -c 0 geolb serve` may use one CPU: one DNS worker, not one per CPU of the host."""
+    server = start_server(prefix=("taskset", "-c", "0"))
+    try:
+        assert "1 DNS worker" in server.ready_line and "1 DNS workers" not in server.ready_line
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_run_takes_listen_and_http() -> None:
+    def command(*variables: str) -> str:
+        return subprocess.run(["make", "-n", "run", *variables], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+
+    assert "--listen 127.0.0.1:5300 --http off" in command("LISTEN=127.0.0.1:5300", "HTTP=off")
+    assert "--listen 127.0.0.1:5353 --http 127.0.0.1:8053" in command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
@@ -41,11 +42,14 @@ def test_random_and_truncated_packets_leave_the_server_answering(server: Running
 
 
 def assert_every_worker_answers(server: RunningServer) -> None:
-    """Every DNS process is alive (/healthz says 503 otherwise) and answers; no traceback anywhere."""
+    """Every DNS process is alive and none was ever replaced (/healthz says "degraded" or 503 otherwise) and answers;
+    no traceback anywhere."""
     for _ in range(20):  # a new socket each: any worker may answer
         assert server.query("mail.example.com", "A").rcode() == dns.rcode.NOERROR
     with urllib.request.urlopen(f"{server.http_url}/healthz", timeout=5) as reply:
         assert reply.status == 200
+        health = json.loads(reply.read())
+    assert health["status"] == "ok" and health["workers"]["restarts"] == 0, health
     assert server.proc.poll() is None
     assert "Traceback" not in server.stderr()
 
