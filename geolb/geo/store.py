@@ -35,7 +35,7 @@ from geolb import model
 from geolb.errors import GeoIPError
 from geolb.geo.locate import GeoIPLocator, Locator, NoLocator, database_file
 from geolb.geo.mmdbflat import FlatDatabase, LocationRows, Ranges
-from geolb.geo.regionmap import FORMAT, RegionMap, build_region_map, geography_key
+from geolb.geo.regionmap import FORMAT, Geography, Places, RegionMap, build_region_map, geography_key
 
 log = logging.getLogger("geolb.geo")
 IN_PROCESS_BYTES = 4 * 2**20  # smaller databases are flattened in this process: a builder process costs ~0.6 s
@@ -110,13 +110,27 @@ def load_database(folder: Path) -> FlatDatabase:
 
 
 def save_region_map(folder: Path, region_map: RegionMap) -> None:
-    meta = {"format": FORMAT, "key": region_map.key, "regions": list(region_map.regions), "aliases": [str(a) for a in region_map.aliases]}
+    geography = region_map.geography
+    meta = {
+        "format": FORMAT,
+        "key": region_map.key,
+        "regions": list(region_map.regions),
+        "aliases": [str(a) for a in region_map.aliases],
+        "locations": [None if where is None else list(where) for where in geography.locations],
+        "countries": [list(codes) for codes in geography.countries],
+        "continents": [list(codes) for codes in geography.continents],
+        "rules": [list(pinned) for pinned in region_map.rules],
+    }
+    places = region_map.places
     arrays = {
         **_ranges_arrays("v4", region_map.v4),
         **_ranges_arrays("v6", region_map.v6),
         **_ranges_arrays("v4located", region_map.v4_located),
         "rankings": region_map.rankings,
-        "alias_rules": region_map.alias_rules,
+        "place_country": places.country,
+        "place_continent": places.continent,
+        "place_latitude": places.latitude,
+        "place_longitude": places.longitude,
     }
     _write_folder(folder, arrays, meta)
 
@@ -126,15 +140,23 @@ def load_region_map(folder: Path) -> RegionMap:
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get("format") != FORMAT:
         raise ValueError("old format")
+    geography = Geography(
+        tuple(None if where is None else (float(where[0]), float(where[1])) for where in meta["locations"]),
+        tuple(tuple(codes) for codes in meta["countries"]),
+        tuple(tuple(codes) for codes in meta["continents"]),
+    )
+    places = Places(*(np.load(folder / f"place_{name}.npy", mmap_mode="r") for name in ("country", "continent", "latitude", "longitude")))
     return RegionMap(
         key=meta["key"],
         regions=tuple(meta["regions"]),
-        rankings=np.load(folder / "rankings.npy"),
+        geography=geography,
+        rankings=np.load(folder / "rankings.npy", mmap_mode="r"),
+        places=places,
+        rules=tuple(tuple(pinned) for pinned in meta["rules"]),
         v4=_load_ranges(folder, "v4", 32, True),
         v6=_load_ranges(folder, "v6", 128, True),
         aliases=tuple(ipaddress.IPv6Network(a) for a in meta["aliases"]),
         v4_located=_load_ranges(folder, "v4located", 32, True),
-        alias_rules=np.load(folder / "alias_rules.npy"),
     )
 
 
@@ -254,7 +276,7 @@ class MapStore:
         try:
             return load_database(folder)
         except (OSError, ValueError, KeyError):
-            pass
+            shutil.rmtree(folder, ignore_errors=True)  # an older format's (or a broken) copy would never be replaced
         started = time.monotonic()
         flat = locator.flatten()
         log.info("GeoIP database flattened in %.1f s (%d IPv4 + %d IPv6 ranges)", time.monotonic() - started, len(flat.v4), len(flat.v6))
