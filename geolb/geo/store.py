@@ -13,7 +13,6 @@ never change (or truncate) a file this process has mapped.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import ipaddress
@@ -21,18 +20,23 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
+import resource
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from geolb import model
-from geolb.errors import GeoIPError
+from geolb.errors import GeoIPError, GeolbError
 from geolb.geo.locate import GeoIPLocator, Locator, NoLocator, database_file
 from geolb.geo.mmdbflat import FlatDatabase, LocationRows, Ranges
 from geolb.geo.regionmap import FORMAT, Geography, Places, RegionMap, build_region_map, geography_key
@@ -175,6 +179,9 @@ class MapStore:
     def __init__(self, cache_dir: str) -> None:
         self.root = Path(cache_dir)
         self._loaded: dict[str, RegionMap] = {}
+        self._builder_lock = threading.Lock()  # maps_for runs in a thread; cancel_build comes from the event loop
+        self._builder: multiprocessing.process.BaseProcess | None = None
+        self._cancelled = False
 
     def open_locator(self, geoip: str | None) -> Locator:
         """The locator for `--geoip` (None: the bundled database, or none when it is not installed)."""
@@ -249,7 +256,9 @@ class MapStore:
         """A RegionMap for every pool: from disk where one was built before, the rest built now.
 
         Building happens in a short-lived process of its own: flattening a large database
-        takes hundreds of MB that this (long-lived) process should never hold.
+        takes hundreds of MB that this (long-lived) process should never hold. A build
+        that fails, runs out of memory or is killed raises MapBuildError naming the pools;
+        one stopped by cancel_build() raises MapBuildCancelled.
         """
         keys = {name: geography_key(locator.digest, pool) for name, pool in zones.pools.items()}
         missing: dict[str, model.Pool] = {}
@@ -260,16 +269,71 @@ class MapStore:
                 except (OSError, ValueError, KeyError):
                     missing[key] = zones.pools[name]
         if missing:
-            if isinstance(locator, GeoIPLocator) and os.path.getsize(locator.path) > IN_PROCESS_BYTES:
-                context = multiprocessing.get_context("spawn")
-                with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as builder:
-                    builder.submit(build_and_save, str(self.root), locator.path, list(missing.values())).result()
+            pools = list(missing.values())
+            database = locator.path if isinstance(locator, GeoIPLocator) else None
+            if database is not None and os.path.getsize(database) > IN_PROCESS_BYTES:
+                self._build_aside(database, pools)
             else:
-                build_and_save(str(self.root), locator.path if isinstance(locator, GeoIPLocator) else None, list(missing.values()))
-            for key in missing:
-                self._loaded[key] = load_region_map(self.folder(key))
+                try:
+                    build_and_save(str(self.root), database, pools)
+                except (OSError, MemoryError, GeoIPError) as exc:
+                    raise MapBuildError(pools, _reason(exc)) from None
+            try:
+                for key in missing:
+                    self._loaded[key] = load_region_map(self.folder(key))
+            except (OSError, ValueError, KeyError) as exc:
+                raise MapBuildError(pools, f"cannot read the map just built ({exc})") from None
         self.retain(set(keys.values()))
         return {name: self._loaded[key] for name, key in keys.items()}
+
+    def _build_aside(self, database: str, pools: list[model.Pool]) -> None:
+        """build_and_save in a process of its own (spawned: nothing of this process's memory is shared)."""
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        # The pools go through a file: a process killed while it reads its start-up pipe would leave
+        # multiprocessing writing into that pipe for ever (it holds the other end until done).
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, work = tempfile.mkstemp(prefix=".build-", suffix=".pickle", dir=self.root)
+        with os.fdopen(handle, "wb") as out:
+            pickle.dump(pools, out)
+        builder = context.Process(target=_builder_main, args=(send, str(self.root), database, work), name="geolb map builder")
+        try:
+            with self._builder_lock:
+                self._cancelled = False
+                builder.start()
+                self._builder = builder
+            send.close()
+            builder.join()
+        finally:
+            with self._builder_lock:
+                self._builder = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(work)
+        failure = None
+        with contextlib.suppress(EOFError, OSError):  # nothing sent: the builder succeeded, or died
+            failure = receive.recv() if receive.poll() else None
+        receive.close()
+        if self._cancelled:
+            raise MapBuildCancelled(pools, "cancelled")
+        if failure is not None:
+            raise MapBuildError(pools, str(failure))
+        if builder.exitcode:
+            raise MapBuildError(pools, _exit_reason(builder.exitcode))
+
+    def cancel_build(self) -> bool:
+        """Stop a map build under way (from any thread); True when there was one."""
+        with self._builder_lock:
+            if self._builder is None or self._builder.exitcode is not None:
+                return False
+            self._cancelled = True
+            self._builder.terminate()
+            return True
+
+    @property
+    def builder_pid(self) -> int | None:
+        """The process id of a map build under way."""
+        builder = self._builder
+        return None if builder is None else builder.pid
 
     def database(self, locator: Locator) -> FlatDatabase:
         folder = self.root / "databases" / locator.digest[:32] / "flat"
@@ -291,6 +355,67 @@ class MapStore:
                 save_region_map(folder, item)
         except OSError as exc:
             log.warning("cannot write the map cache %s (%s): maps are rebuilt at every start", folder, exc.strerror)
+
+
+class MapBuildError(GeolbError):
+    """Region maps that could not be built: the pools they were for, and why."""
+
+    def __init__(self, pools: list[model.Pool], reason: str) -> None:
+        names = ", ".join(pool.name for pool in pools)
+        super().__init__(f"region map of pool{'s' if len(pools) > 1 else ''} {names} not built: {reason}")
+        self.pools = pools
+        self.reason = reason
+
+
+class MapBuildCancelled(MapBuildError):
+    """A build stopped on purpose (the change that asked for it was undone)."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return f"out of memory (the map builder may use {BUILDER_MEMORY / 2**30:.0f} GiB)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}{f' ({exc.filename})' if exc.filename else ''}"
+    return str(exc) or type(exc).__name__
+
+
+def _exit_reason(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory, or stopped by hand)" if -exitcode == signal.SIGKILL else ""
+        return f"the map builder process was killed by {name}{hint}"
+    return f"the map builder process exited with status {exitcode}"
+
+
+BUILDER_MEMORY = 2 * 2**30  # address space a map builder may add to what it has once started: a runaway build fails alone
+
+
+def _builder_main(report: Connection, cache_dir: str, database: str | None, work: str) -> None:
+    """The map builder process: a memory ceiling, then build_and_save of the pools in the file `work`;
+    a failure is sent back as its reason."""
+    with contextlib.suppress(OSError, ValueError):  # no ceiling where the platform refuses one
+        resource.setrlimit(resource.RLIMIT_AS, (_address_space() + BUILDER_MEMORY, resource.RLIM_INFINITY))
+    try:
+        with open(work, "rb") as pools:
+            build_and_save(cache_dir, database, pickle.load(pools))
+    except Exception as exc:  # every failure is the reload's reason
+        with contextlib.suppress(OSError):
+            report.send(_reason(exc))
+        raise SystemExit(1) from None
+    finally:
+        report.close()
+
+
+def _address_space() -> int:
+    """Bytes of address space this process holds (VmSize)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def build_and_save(cache_dir: str, database: str | None, pools: list[model.Pool]) -> None:

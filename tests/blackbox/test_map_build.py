@@ -1,0 +1,127 @@
+"""SPEC §7: a map build that fails or whose process dies fails that reload with the reason; the old zones keep
+serving and later changes are still noticed. A real 1,000-region pool on the bundled GeoLite2 City database
+keeps the map builder busy for seconds: long enough to find it (a child of the server) and kill it."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geolb.geo.locate import bundled_database
+from tests.blackbox.test_reload import get, post, write
+from tests.serverproc import RunningServer, running, wait_until
+
+pytestmark = pytest.mark.skipif(bundled_database() is None, reason="maxminddb-geolite2 (the bundled database) is not installed")
+
+START_TIMEOUT = 90  # the first start of a test run flattens the bundled database (seconds)
+
+
+def zone(regions: list[tuple[str, float, float, str]]) -> str:
+    lines = ["nameservers:", "  ns1.m.example.: [192.0.2.53]", "health: {type: none}", "pools:", "  web:", "    regions:"]
+    for name, latitude, longitude, address in regions:
+        lines += [f"      {name}:", f"        location: [{latitude:.4f}, {longitude:.4f}]", f"        endpoints: [{address}]"]
+    lines += ["records:", "  www:", "    - {type: GEO, pool: web, ttl: 5}", "  plain:", "    - {type: TXT, value: served}"]
+    return "\n".join(lines) + "\n"
+
+
+SMALL = [("a", 50.0, 8.0, "127.0.0.11")]
+SMALL_EDITED = [("a", 50.0, 8.0, "127.0.0.12")]
+
+
+def big_pool() -> list[tuple[str, float, float, str]]:
+    """1,000 regions at places never ranked before (so no cached map exists: the build really runs)."""
+    rng = random.Random(time.time_ns())
+    return [(f"r{i}", rng.uniform(-60, 70), rng.uniform(-180, 180), f"127.0.{1 + i // 250}.{1 + i % 250}") for i in range(1000)]
+
+
+def children(pid: int) -> set[int]:
+    """Child processes of every thread of `pid` (the builder is started from a thread of the server)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return found
+
+
+def kill_new_child(server: RunningServer, before: set[int]) -> int:
+    """Wait for the map builder (a child of the server that was not there before) and kill -9 it."""
+    found: list[int] = []
+    wait_until(lambda: found.extend(children(server.proc.pid) - before) or found, 30, "the map builder starts")
+    os.kill(found[0], signal.SIGKILL)
+    return found[0]
+
+
+def answers(server: RunningServer) -> set[str]:
+    return {r.to_text() for rrset in server.query("www.m.example", "A").answer for r in rrset}
+
+
+def reloads_failed(server: RunningServer) -> float:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    lines = [line for line in text.splitlines() if line.startswith('geolb_reloads_total{result="error"}')]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_a_killed_map_builder_fails_the_reload_and_the_watcher_keeps_working(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write(zones / "m.example.yaml", zone(SMALL))
+    with running(zones, "--watch-interval", "0.2", timeout=START_TIMEOUT, tmp=tmp_path) as server:
+        assert answers(server) == {"127.0.0.11"}
+        before = children(server.proc.pid)
+        write(zones / "m.example.yaml", zone(big_pool()))
+        kill_new_child(server, before)
+        wait_until(lambda: not get(server, "/v1/status")["reload"]["ok"], 30, "the reload fails")
+        errors = get(server, "/v1/status")["reload"]["errors"]
+        assert len(errors) == 1 and "m.example.yaml:" in errors[0] and "killed by SIGKILL" in errors[0], errors
+        assert "ERROR" in server.stderr() and "killed by SIGKILL" in server.stderr()
+        assert reloads_failed(server) >= 1
+        assert answers(server) == {"127.0.0.11"}  # the old zone keeps serving, over UDP
+        write(zones / "m.example.yaml", zone(SMALL_EDITED))  # a later valid edit, through the watcher
+        wait_until(lambda: answers(server) == {"127.0.0.12"}, 30, "the next edit is served")
+        assert get(server, "/v1/status")["reload"]["ok"]
+
+
+def test_a_killed_map_builder_fails_the_api_reload_with_the_reason(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write(zones / "m.example.yaml", zone(SMALL))
+    with running(zones, "--watch-interval", "0", timeout=START_TIMEOUT, tmp=tmp_path) as server:
+        before = children(server.proc.pid)
+        write(zones / "m.example.yaml", zone(big_pool()))
+        reply: list[tuple[int, Any]] = []
+        request = threading.Thread(target=lambda: reply.append(post(server, "/v1/reload")))
+        request.start()
+        kill_new_child(server, before)
+        request.join(60)
+        status, body = reply[0]
+        assert status == 422, body
+        assert any("region map not built" in e and "killed by SIGKILL" in e for e in body["errors"]), body
+        assert answers(server) == {"127.0.0.11"}
+        assert server.query("plain.m.example", "TXT").answer  # the zone itself is still there
+
+
+def test_a_zones_directory_put_back_cancels_the_map_build(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    original = zone(SMALL)
+    write(zones / "m.example.yaml", original)
+    with running(zones, "--watch-interval", "0.2", timeout=START_TIMEOUT, tmp=tmp_path) as server:
+        before = children(server.proc.pid)
+        write(zones / "m.example.yaml", zone(big_pool()))
+        wait_until(lambda: children(server.proc.pid) - before, 30, "the map builder starts")
+        write(zones / "m.example.yaml", original)  # the edit undone (a new modification time, the same text)
+        wait_until(lambda: "build cancelled" in server.stderr(), 15, "the build is cancelled")
+        wait_until(lambda: not children(server.proc.pid) - before, 15, "the map builder is gone")
+        wait_until(lambda: get(server, "/v1/status")["reload"]["ok"], 15, "the put-back directory reloads fine")
+        assert answers(server) == {"127.0.0.11"}
