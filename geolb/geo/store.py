@@ -40,6 +40,7 @@ from geolb.errors import GeoIPError, GeolbError
 from geolb.geo.locate import GeoIPLocator, Locator, NoLocator, database_file
 from geolb.geo.mmdbflat import FlatDatabase, LocationRows, Ranges
 from geolb.geo.regionmap import FORMAT, Geography, Places, RegionMap, build_region_map, geography_key
+from geolb.progress import Progress
 
 log = logging.getLogger("geolb.geo")
 IN_PROCESS_BYTES = 4 * 2**20  # smaller databases are flattened in this process: a builder process costs ~0.6 s
@@ -272,10 +273,10 @@ class MapStore:
             pools = list(missing.values())
             database = locator.path if isinstance(locator, GeoIPLocator) else None
             if database is not None and os.path.getsize(database) > IN_PROCESS_BYTES:
-                self._build_aside(database, pools)
+                self._build_aside(database, locator.source, pools)
             else:
                 try:
-                    build_and_save(str(self.root), database, pools)
+                    build_and_save(str(self.root), database, pools, locator.source)
                 except (OSError, MemoryError, GeoIPError) as exc:
                     raise MapBuildError(pools, _reason(exc)) from None
             try:
@@ -286,7 +287,7 @@ class MapStore:
         self.retain(set(keys.values()))
         return {name: self._loaded[key] for name, key in keys.items()}
 
-    def _build_aside(self, database: str, pools: list[model.Pool]) -> None:
+    def _build_aside(self, database: str, source: str | None, pools: list[model.Pool]) -> None:
         """build_and_save in a process of its own (spawned: nothing of this process's memory is shared)."""
         context = multiprocessing.get_context("spawn")
         receive, send = context.Pipe(duplex=False)
@@ -296,7 +297,7 @@ class MapStore:
         handle, work = tempfile.mkstemp(prefix=".build-", suffix=".pickle", dir=self.root)
         with os.fdopen(handle, "wb") as out:
             pickle.dump(pools, out)
-        builder = context.Process(target=_builder_main, args=(send, str(self.root), database, work), name="geolb map builder")
+        builder = context.Process(target=_builder_main, args=(send, str(self.root), database, work, source), name="geolb map builder")
         try:
             with self._builder_lock:
                 self._cancelled = False
@@ -342,7 +343,15 @@ class MapStore:
         except (OSError, ValueError, KeyError):
             shutil.rmtree(folder, ignore_errors=True)  # an older format's (or a broken) copy would never be replaced
         started = time.monotonic()
-        flat = locator.flatten()
+        if isinstance(locator, GeoIPLocator):
+            log.info("flattening the GeoIP database %s (once per database file; kept in %s)", locator.source, folder.parent)
+            progress = Progress("flattening the GeoIP database: records decoded", log)
+            try:
+                flat = locator.flatten(progress)
+            finally:
+                progress.finish()
+        else:
+            flat = locator.flatten()
         log.info("GeoIP database flattened in %.1f s (%d IPv4 + %d IPv6 ranges)", time.monotonic() - started, len(flat.v4), len(flat.v6))
         self._save(folder, flat)
         return flat
@@ -390,17 +399,18 @@ def _exit_reason(exitcode: int) -> str:
     return f"the map builder process exited with status {exitcode}"
 
 
+REPORTED_BUILD = 10_000_000  # regions x locations from which a build tells how far along it is (about a second)
 BUILDER_MEMORY = 2 * 2**30  # address space a map builder may add to what it has once started: a runaway build fails alone
 
 
-def _builder_main(report: Connection, cache_dir: str, database: str | None, work: str) -> None:
+def _builder_main(report: Connection, cache_dir: str, database: str | None, work: str, source: str | None) -> None:
     """The map builder process: a memory ceiling, then build_and_save of the pools in the file `work`;
     a failure is sent back as its reason."""
     with contextlib.suppress(OSError, ValueError):  # no ceiling where the platform refuses one
         resource.setrlimit(resource.RLIMIT_AS, (_address_space() + BUILDER_MEMORY, resource.RLIM_INFINITY))
     try:
         with open(work, "rb") as pools:
-            build_and_save(cache_dir, database, pickle.load(pools))
+            build_and_save(cache_dir, database, pickle.load(pools), source)
     except Exception as exc:  # every failure is the reload's reason
         with contextlib.suppress(OSError):
             report.send(_reason(exc))
@@ -418,18 +428,26 @@ def _address_space() -> int:
     return 0
 
 
-def build_and_save(cache_dir: str, database: str | None, pools: list[model.Pool]) -> None:
+def build_and_save(cache_dir: str, database: str | None, pools: list[model.Pool], source: str | None = None) -> None:
     """Build and save the region maps of `pools` (run in a process of its own by MapStore.maps_for)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[maps]: %(message)s")
     store = MapStore(cache_dir)
-    locator: Locator = GeoIPLocator(database) if database is not None else NoLocator()
+    locator: Locator = GeoIPLocator(database, source) if database is not None else NoLocator()
     try:
         flat = store.database(locator)
     finally:
         locator.close()
     for pool in pools:
         started = time.monotonic()
-        region_map = build_region_map(pool, flat)
+        progress = None
+        if len(pool.regions) * len(flat.locations) >= REPORTED_BUILD:
+            log.info("building the region map of pool %s: %d regions x %d locations", pool.name, len(pool.regions), len(flat.locations))
+            progress = Progress(f"region map of pool {pool.name}: locations ranked", log)
+        try:
+            region_map = build_region_map(pool, flat, progress=progress)
+        finally:
+            if progress is not None:
+                progress.finish()
         folder = store.folder(region_map.key)
         store._save(folder, region_map)
         if not folder.exists():

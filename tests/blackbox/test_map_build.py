@@ -1,14 +1,16 @@
-"""SPEC §7: a map build that fails or whose process dies fails that reload with the reason; the old zones keep
+"""SPEC §7 (and issue 21 #12): a map build that fails or whose process dies fails that reload with the reason; the old zones keep
 serving and later changes are still noticed. A real 1,000-region pool on the bundled GeoLite2 City database
 keeps the map builder busy for seconds: long enough to find it (a child of the server) and kill it."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,10 @@ from typing import Any
 import pytest
 
 from geolb.geo.locate import bundled_database
-from tests.blackbox.test_reload import get, post, write
-from tests.serverproc import RunningServer, running, wait_until
+from tests.blackbox.test_reload import get, write
+from tests.serverproc import DATA, RunningServer, running, wait_until
 
-pytestmark = pytest.mark.skipif(bundled_database() is None, reason="maxminddb-geolite2 (the bundled database) is not installed")
+big_database = pytest.mark.skipif(bundled_database() is None, reason="maxminddb-geolite2 (the bundled database) is not installed")
 
 START_TIMEOUT = 90  # the first start of a test run flattens the bundled database (seconds)
 
@@ -40,6 +42,16 @@ def big_pool() -> list[tuple[str, float, float, str]]:
     """1,000 regions at places never ranked before (so no cached map exists: the build really runs)."""
     rng = random.Random(time.time_ns())
     return [(f"r{i}", rng.uniform(-60, 70), rng.uniform(-180, 180), f"127.0.{1 + i // 250}.{1 + i % 250}") for i in range(1000)]
+
+
+def post(server: RunningServer, path: str) -> tuple[int, Any]:
+    """POST with time for a 1,000-region build (seconds; more on a busy machine)."""
+    request = urllib.request.Request(f"{server.http_url}{path}", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=180) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
 
 
 def children(pid: int) -> set[int]:
@@ -72,6 +84,7 @@ def reloads_failed(server: RunningServer) -> float:
     return float(lines[0].split()[-1]) if lines else 0.0
 
 
+@big_database
 def test_a_killed_map_builder_fails_the_reload_and_the_watcher_keeps_working(tmp_path: Path) -> None:
     zones = tmp_path / "zones"
     zones.mkdir()
@@ -92,6 +105,7 @@ def test_a_killed_map_builder_fails_the_reload_and_the_watcher_keeps_working(tmp
         assert get(server, "/v1/status")["reload"]["ok"]
 
 
+@big_database
 def test_a_killed_map_builder_fails_the_api_reload_with_the_reason(tmp_path: Path) -> None:
     zones = tmp_path / "zones"
     zones.mkdir()
@@ -111,6 +125,7 @@ def test_a_killed_map_builder_fails_the_api_reload_with_the_reason(tmp_path: Pat
         assert server.query("plain.m.example", "TXT").answer  # the zone itself is still there
 
 
+@big_database
 def test_a_zones_directory_put_back_cancels_the_map_build(tmp_path: Path) -> None:
     zones = tmp_path / "zones"
     zones.mkdir()
@@ -125,3 +140,31 @@ def test_a_zones_directory_put_back_cancels_the_map_build(tmp_path: Path) -> Non
         wait_until(lambda: not children(server.proc.pid) - before, 15, "the map builder is gone")
         wait_until(lambda: get(server, "/v1/status")["reload"]["ok"], 15, "the put-back directory reloads fine")
         assert answers(server) == {"127.0.0.11"}
+
+
+@big_database
+def test_a_1000_region_pool_builds_serves_and_tells_how_far_along_it_is(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write(zones / "m.example.yaml", zone(SMALL))
+    with running(zones, "--watch-interval", "0", timeout=START_TIMEOUT, tmp=tmp_path) as server:
+        regions = big_pool()
+        write(zones / "m.example.yaml", zone(regions))
+        status, body = post(server, "/v1/reload")
+        assert status == 200, body
+        assert answers(server) <= {address for *_, address in regions} and answers(server)
+        log = server.stderr()
+        assert "building the region map of pool web: 1000 regions" in log
+        steps = [line for line in log.splitlines() if "region map of pool web: locations ranked:" in line]
+        assert [line.split("ranked: ")[1].split(" %")[0] for line in steps] == ["25", "50", "75", "100"], steps  # not a terminal: log lines
+        assert "\r" not in log
+
+
+def test_a_first_start_tells_how_far_flattening_the_database_is(tmp_path: Path) -> None:
+    """Not on a terminal: plain log lines, what is done and how far along (a fresh cache: the database is flattened)."""
+    database = DATA / "GeoIP2-City-Test.mmdb"
+    with running(DATA / "zones", "--cache-dir", str(tmp_path / "cache"), geoip=database, tmp=tmp_path) as server:
+        log = server.stderr()
+    assert f"flattening the GeoIP database {database} (once per database file" in log
+    assert "flattening the GeoIP database: records decoded: 100 %" in log
+    assert "\r" not in log
