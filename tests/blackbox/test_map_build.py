@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -19,7 +20,8 @@ import pytest
 
 from geolb.geo.locate import bundled_database
 from tests.blackbox.test_reload import get, write
-from tests.serverproc import DATA, RunningServer, running, wait_until
+from tests.geomaps import CACHE
+from tests.serverproc import DATA, ROOT, RunningServer, geolb_command, running, wait_until
 
 big_database = pytest.mark.skipif(bundled_database() is None, reason="maxminddb-geolite2 (the bundled database) is not installed")
 
@@ -38,10 +40,10 @@ SMALL = [("a", 50.0, 8.0, "127.0.0.11")]
 SMALL_EDITED = [("a", 50.0, 8.0, "127.0.0.12")]
 
 
-def big_pool() -> list[tuple[str, float, float, str]]:
-    """1,000 regions at places never ranked before (so no cached map exists: the build really runs)."""
+def big_pool(count: int = 1000) -> list[tuple[str, float, float, str]]:
+    """Regions at places never ranked before (so no cached map exists: the build really runs)."""
     rng = random.Random(time.time_ns())
-    return [(f"r{i}", rng.uniform(-60, 70), rng.uniform(-180, 180), f"127.0.{1 + i // 250}.{1 + i % 250}") for i in range(1000)]
+    return [(f"r{i}", rng.uniform(-60, 70), rng.uniform(-180, 180), f"127.0.{1 + i // 250}.{1 + i % 250}") for i in range(count)]
 
 
 def post(server: RunningServer, path: str) -> tuple[int, Any]:
@@ -67,10 +69,16 @@ def children(pid: int) -> set[int]:
 
 def kill_new_child(server: RunningServer, before: set[int]) -> int:
     """Wait for the map builder (a child of the server that was not there before) and kill -9 it."""
-    found: list[int] = []
-    wait_until(lambda: found.extend(children(server.proc.pid) - before) or found, 30, "the map builder starts")
-    os.kill(found[0], signal.SIGKILL)
-    return found[0]
+    found: set[int] = set()
+
+    def started() -> bool:
+        found.update(children(server.proc.pid) - before)
+        return bool(found)
+
+    wait_until(started, 30, "the map builder starts")
+    builder = min(found)
+    os.kill(builder, signal.SIGKILL)
+    return builder
 
 
 def answers(server: RunningServer) -> set[str]:
@@ -143,18 +151,19 @@ def test_a_zones_directory_put_back_cancels_the_map_build(tmp_path: Path) -> Non
 
 
 @big_database
-def test_a_1000_region_pool_builds_serves_and_tells_how_far_along_it_is(tmp_path: Path) -> None:
+def test_a_big_pool_builds_serves_and_tells_how_far_along_it_is(tmp_path: Path) -> None:
+    """200 regions (a few seconds; bench/big_pool.py measures 1,000)."""
     zones = tmp_path / "zones"
     zones.mkdir()
     write(zones / "m.example.yaml", zone(SMALL))
     with running(zones, "--watch-interval", "0", timeout=START_TIMEOUT, tmp=tmp_path) as server:
-        regions = big_pool()
+        regions = big_pool(200)
         write(zones / "m.example.yaml", zone(regions))
         status, body = post(server, "/v1/reload")
         assert status == 200, body
         assert answers(server) <= {address for *_, address in regions} and answers(server)
         log = server.stderr()
-        assert "building the region map of pool web: 1000 regions" in log
+        assert "building the region map of pool web: 200 regions" in log
         steps = [line for line in log.splitlines() if "region map of pool web: locations ranked:" in line]
         assert [line.split("ranked: ")[1].split(" %")[0] for line in steps] == ["25", "50", "75", "100"], steps  # not a terminal: log lines
         assert "\r" not in log
@@ -168,3 +177,40 @@ def test_a_first_start_tells_how_far_flattening_the_database_is(tmp_path: Path) 
     assert f"flattening the GeoIP database {database} (once per database file" in log
     assert "flattening the GeoIP database: records decoded: 100 %" in log
     assert "\r" not in log
+
+
+def builder_of(pid: int) -> int | None:
+    """The map builder: the one child started from a thread other than the main one (DNS workers come from that)."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        if task.name == str(pid):
+            continue
+        try:
+            started = task.joinpath("children").read_text().split()
+        except OSError:
+            continue
+        if started:
+            return int(started[0])
+    return None
+
+
+@big_database
+def test_a_map_build_that_dies_at_start_up_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write(zones / "m.example.yaml", zone(big_pool()))
+    command = geolb_command("serve", "--zones", str(zones), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
+    env = {**os.environ, "GEOLB_CACHE_DIR": str(CACHE)}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: builder_of(proc.pid) is not None, START_TIMEOUT, "the map builder starts")
+        builder = builder_of(proc.pid)
+        assert builder is not None
+        os.kill(builder, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert "geolb ready" not in stdout
+    assert "geolb: region map of pool web not built: the map builder process was killed by SIGKILL" in stderr, stderr
