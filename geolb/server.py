@@ -514,7 +514,7 @@ class Server:
                 looked_at = fingerprint(zones_dir)
                 served = self.runtime.snapshot.zones
                 again = await asyncio.to_thread(load_zoneset, zones_dir, served)
-                if again.zoneset is served and self.maps.cancel_build():
+                if again.zoneset is served and self.maps.cancel_build(unless_for=served):
                     log.warning("zones directory put back as served while region maps were built: build cancelled")
             reload.result()
         if file_stamp(self._geoip_source) != self._geoip_seen:

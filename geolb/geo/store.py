@@ -182,6 +182,7 @@ class MapStore:
         self._loaded: dict[str, RegionMap] = {}
         self._builder_lock = threading.Lock()  # maps_for runs in a thread; cancel_build comes from the event loop
         self._builder: multiprocessing.process.BaseProcess | None = None
+        self._building_for: model.ZoneSet | None = None  # the zones whose maps the builder builds
         self._cancelled = False
 
     def open_locator(self, geoip: str | None) -> Locator:
@@ -273,7 +274,7 @@ class MapStore:
             pools = list(missing.values())
             database = locator.path if isinstance(locator, GeoIPLocator) else None
             if database is not None and os.path.getsize(database) > IN_PROCESS_BYTES:
-                self._build_aside(database, locator.source, pools)
+                self._build_aside(database, locator.source, pools, zones)
             else:
                 try:
                     build_and_save(str(self.root), database, pools, locator.source)
@@ -287,7 +288,7 @@ class MapStore:
         self.retain(set(keys.values()))
         return {name: self._loaded[key] for name, key in keys.items()}
 
-    def _build_aside(self, database: str, source: str | None, pools: list[model.Pool]) -> None:
+    def _build_aside(self, database: str, source: str | None, pools: list[model.Pool], zones: model.ZoneSet) -> None:
         """build_and_save in a process of its own (spawned: nothing of this process's memory is shared)."""
         context = multiprocessing.get_context("spawn")
         receive, send = context.Pipe(duplex=False)
@@ -302,12 +303,12 @@ class MapStore:
             with self._builder_lock:
                 self._cancelled = False
                 builder.start()
-                self._builder = builder
+                self._builder, self._building_for = builder, zones
             send.close()
             builder.join()
         finally:
             with self._builder_lock:
-                self._builder = None
+                self._builder = self._building_for = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(work)
         failure = None
@@ -321,10 +322,11 @@ class MapStore:
         if builder.exitcode:
             raise MapBuildError(pools, _exit_reason(builder.exitcode))
 
-    def cancel_build(self) -> bool:
-        """Stop a map build under way (from any thread); True when there was one."""
+    def cancel_build(self, unless_for: model.ZoneSet | None = None) -> bool:
+        """Stop a map build under way (from any thread), unless it builds the maps of `unless_for`
+        (a new GeoIP database for the zones served); True when one was stopped."""
         with self._builder_lock:
-            if self._builder is None or self._builder.exitcode is not None:
+            if self._builder is None or self._builder.exitcode is not None or self._building_for is unless_for:
                 return False
             self._cancelled = True
             self._builder.terminate()
