@@ -103,7 +103,7 @@ class RegionMap:
     v6: Ranges
     aliases: tuple[ipaddress.IPv6Network, ...]
     # IPv6 aliases of the IPv4 tree rank by location, not by IPv4 rules: `v4_located` is the IPv4
-    # ranking before rules; an alias marker ALIAS - r applies rule r to it.
+    # ranking before rules (`v4` itself when no rule is IPv4); an alias marker ALIAS - r applies rule r to it.
     v4_located: Ranges
 
     @property
@@ -286,10 +286,11 @@ def build_region_map(
         return Ranges(ranges.width, ranges.hi, ranges.lo, mapped.astype(np.int32))
 
     v4, v6 = base(flat.v4), base(flat.v6)
-    located = v4.merged()
+    located = v4 = v4.merged()
     rules = sorted(pool.networks, key=lambda rule: rule.network.prefixlen)
     if rules:
         v4, v6 = _with_rules(rules, len(rankings), v4, v6)
+        v4 = located if not any(rule.network.version == 4 for rule in rules) else v4.merged()
     return RegionMap(
         key=geography_key(flat.digest, pool),
         regions=names,
@@ -297,7 +298,7 @@ def build_region_map(
         rankings=rankings,
         places=id_places,
         rules=tuple(tuple(names.index(name) for name in rule.regions) for rule in rules),
-        v4=v4.merged(),
+        v4=v4,
         v6=v6.merged(),
         aliases=flat.aliases,
         v4_located=located,
@@ -347,7 +348,7 @@ class AnswerMap:
         self._v6_regions = np.ascontiguousarray(v6.values).data
         self._aliases = tuple((int(a.network_address), int(a.broadcast_address), a.prefixlen) for a in region_map.aliases)
         self._alias4: dict[int, _V4Index] = {}
-        same = len(region_map.v4) == len(region_map.v4_located) and np.array_equal(region_map.v4.values, region_map.v4_located.values)
+        same = region_map.v4_located is region_map.v4
         stride = region_map.stride
         for marker in {int(v) for v in np.unique(v6.values) if v <= ALIAS}:
             if marker == ALIAS and same:

@@ -125,12 +125,14 @@ def save_region_map(folder: Path, region_map: RegionMap) -> None:
         "countries": [list(codes) for codes in geography.countries],
         "continents": [list(codes) for codes in geography.continents],
         "rules": [list(pinned) for pinned in region_map.rules],
+        "v4_located_is_v4": region_map.v4_located is region_map.v4,  # one copy on disk and in memory
     }
     places = region_map.places
+    located = {} if region_map.v4_located is region_map.v4 else _ranges_arrays("v4located", region_map.v4_located)
     arrays = {
         **_ranges_arrays("v4", region_map.v4),
         **_ranges_arrays("v6", region_map.v6),
-        **_ranges_arrays("v4located", region_map.v4_located),
+        **located,
         "rankings": region_map.rankings,
         "place_country": places.country,
         "place_continent": places.continent,
@@ -151,6 +153,7 @@ def load_region_map(folder: Path) -> RegionMap:
         tuple(tuple(codes) for codes in meta["continents"]),
     )
     places = Places(*(np.load(folder / f"place_{name}.npy", mmap_mode="r") for name in ("country", "continent", "latitude", "longitude")))
+    v4 = _load_ranges(folder, "v4", 32, True)
     return RegionMap(
         key=meta["key"],
         regions=tuple(meta["regions"]),
@@ -158,10 +161,10 @@ def load_region_map(folder: Path) -> RegionMap:
         rankings=np.load(folder / "rankings.npy", mmap_mode="r"),
         places=places,
         rules=tuple(tuple(pinned) for pinned in meta["rules"]),
-        v4=_load_ranges(folder, "v4", 32, True),
+        v4=v4,
         v6=_load_ranges(folder, "v6", 128, True),
         aliases=tuple(ipaddress.IPv6Network(a) for a in meta["aliases"]),
-        v4_located=_load_ranges(folder, "v4located", 32, True),
+        v4_located=v4 if meta["v4_located_is_v4"] else _load_ranges(folder, "v4located", 32, True),
     )
 
 
