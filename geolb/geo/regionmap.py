@@ -27,7 +27,7 @@ from geolb import model
 from geolb.geo.mmdbflat import ALIAS, I32, NO_DATA, FlatDatabase, Ranges
 
 EARTH_RADIUS_KM = 6371.0
-FORMAT = 3  # bump when the map's meaning or layout changes: old cache files are then ignored
+FORMAT = 4  # bump when the map's meaning or layout changes: old cache files are then ignored
 
 
 def geography(pool: model.Pool) -> tuple[object, ...]:

@@ -271,7 +271,10 @@ class MapStore:
             if key not in self._loaded and key not in missing:
                 try:
                     self._loaded[key] = load_region_map(self.folder(key))
-                except (OSError, ValueError, KeyError):
+                except OSError:
+                    missing[key] = zones.pools[name]
+                except (ValueError, KeyError):  # broken, or an older layout: a new build could not replace it
+                    shutil.rmtree(self.folder(key), ignore_errors=True)
                     missing[key] = zones.pools[name]
         if missing:
             pools = list(missing.values())

@@ -19,6 +19,7 @@ from geolb.geo.locate import GeoIPLocator, NoLocator, bundled_database
 from geolb.geo.mmdbflat import SPECIAL_NETWORKS
 from geolb.geo.rank import choose, rank_regions
 from geolb.geo.regionmap import AnswerMap, RegionMap, answer_table, build_region_map, prefix_within
+from geolb.geo.store import MapStore
 from geolb.health.state import ALL_UP, HealthView
 from tests.geomaps import region_maps
 
@@ -251,3 +252,12 @@ def test_a_chunked_build_keeping_the_start_of_each_ranking_answers_as_the_plain_
                         usable,
                         address,
                     )
+
+
+def test_a_map_of_an_older_layout_in_the_cache_is_replaced(tmp_path: Path) -> None:
+    zones = model.ZoneSet(zones={}, pools={"tricky": TRICKY})
+    built = MapStore(str(tmp_path)).maps_for(zones, NoLocator())["tricky"]
+    meta = MapStore(str(tmp_path)).folder(built.key) / "meta.json"
+    meta.write_text(meta.read_text().replace('"format": ', '"format": 1'))  # an older layout, same key
+    again = MapStore(str(tmp_path)).maps_for(zones, NoLocator())["tricky"]
+    assert again.ranking_of(ipaddress.ip_address("10.1.1.1")) == built.ranking_of(ipaddress.ip_address("10.1.1.1"))
