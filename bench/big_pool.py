@@ -7,7 +7,8 @@ none) and reloads it through the API. Meanwhile the whole process tree (server, 
 workers, map builder and its decoders) is sampled every 20 ms, both as the sum of RSS
 and as the sum of PSS (/proc/PID/smaps_rollup: shared pages, such as the memory-mapped
 region maps every worker reads, counted once in all). Finally one region is forced down
-and the time until a client it answered gets the next region is measured.
+and the time until a client it answered gets the next region is measured. With
+--at-start the big pool is there from the start instead (flattening and build in one go).
 
     .venv/bin/python bench/big_pool.py --regions 1000 --database /tmp/bench-geo/GeoLite2-City.mmdb
 """
@@ -139,11 +140,13 @@ def main() -> None:
     parser.add_argument("--database", default="/tmp/bench-geo/GeoLite2-City.mmdb", help="GeoIP database (default: the shared bench's)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--at-start", action="store_true", help="start with the big pool (flattening and build in one go), then stop")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geolb-big-pool-"))
     zones = work / "zones"
     zones.mkdir()
-    (zones / "big.example.yaml").write_text(zone([("only", 50.1, 8.7, "127.0.0.11")]))
+    regions = spread(args.regions, args.seed)
+    (zones / "big.example.yaml").write_text(zone(regions if args.at_start else [("only", 50.1, 8.7, "127.0.0.11")]))
     command = [sys.executable, "-m", "geolb", "serve", "--zones", str(zones), "--geoip", args.database, "--cache-dir", str(work / "cache")]
     command += ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers", str(args.workers), "--watch-interval", "0"]
     log_path = work / "stderr.log"
@@ -163,8 +166,13 @@ def main() -> None:
         answer(host, port, "8.8.8.0")
         time.sleep(1.0)
         rss0, pss0, count0 = sampler.now()
+        if args.at_start:
+            built = re.findall(r"region map for pool web built in ([\d.]+) s", log_path.read_text())
+            print(
+                f"{args.regions} regions from the start: map built in {built[-1] if built else '?'} s; serving: RSS {mb(rss0)}, PSS {mb(pss0)}"
+            )
+            return
         print(f"serving baseline (small pool): RSS {mb(rss0)}, PSS {mb(pss0)}, {count0} processes")
-        regions = spread(args.regions, args.seed)
         (zones / "big.example.yaml").write_text(zone(regions))
         sampler.reset()
         asked = time.monotonic()
