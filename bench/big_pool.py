@@ -168,9 +168,8 @@ def main() -> None:
         rss0, pss0, count0 = sampler.now()
         if args.at_start:
             built = re.findall(r"region map for pool web built in ([\d.]+) s", log_path.read_text())
-            print(
-                f"{args.regions} regions from the start: map built in {built[-1] if built else '?'} s; serving: RSS {mb(rss0)}, PSS {mb(pss0)}"
-            )
+            took = built[-1] if built else "?"
+            print(f"{args.regions} regions from the start: map built in {took} s; serving: RSS {mb(rss0)}, PSS {mb(pss0)}")
             return
         print(f"serving baseline (small pool): RSS {mb(rss0)}, PSS {mb(pss0)}, {count0} processes")
         (zones / "big.example.yaml").write_text(zone(regions))
