@@ -13,8 +13,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,18 +24,19 @@ from geolb.cluster.member import ClusterMember, lease_ttl
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.dns.cookies import new_secret
 from geolb.dns.ratelimit import RateLimits
-from geolb.errors import GeoIPError, GeolbError, ZoneSetError
+from geolb.errors import ConfigError, GeoIPError, GeolbError, ZoneSetError
 from geolb.eventloop import loop_factory
 from geolb.geo.choose import AnswerMemo, GeoAnswers
 from geolb.geo.locate import Locator, NoLocator, database_file
-from geolb.geo.store import GeoIPReport, MapStore, default_cache_dir
+from geolb.geo.regionmap import RegionMap
+from geolb.geo.store import GeoIPReport, MapBuildCancelled, MapBuildError, MapStore, default_cache_dir
 from geolb.handler import AnswerKey, QueryStats
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
-from geolb.model import IPAddress
+from geolb.model import IPAddress, ZoneSet
 from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
@@ -484,22 +484,14 @@ class Server:
             for error in result.errors:
                 log.error("reload: %s", error)
             if result.zoneset is not current:
-                # Region maps first (from disk, or built in a thread): a pool whose geography changed.
-                maps = await asyncio.to_thread(self.maps.maps_for, result.zoneset, self.locator)
-                wanted = health_keys(result.zoneset)
-                new = wanted - self.health.targets()
-                if new:
-                    self.health.set_targets(self.health.targets() | new)
-                    await self.prober.check_once(new)
-                self.health.set_targets(wanted)
-                self.health.set_endpoints(load_rules(result.zoneset))
-                if self.cluster is not None:
-                    self.cluster.refold()
-                    self.cluster.sync()
-                self.prober.describe(result.zoneset)
-                # Zones, maps and the health the pre-live checks found: one generation, never half of it.
-                self.runtime.publish(zones=result.zoneset, health=self.health.view, maps=maps)
-                self.prober.schedule(wanted)
+                # Region maps first (from disk, or built aside): a pool whose geography changed. A build
+                # that fails or whose process dies fails this reload: the zones in use keep serving.
+                try:
+                    maps = await asyncio.to_thread(self.maps.maps_for, result.zoneset, self.locator)
+                except MapBuildError as exc:
+                    result = map_build_failed(result, current, exc)
+                else:
+                    await self._go_live(result.zoneset, maps)
             self.last_reload = result
             self.metrics.reloads.labels("ok" if result.ok else "error").inc()
             serials = ", ".join(f"{z.name} {z.serial}" for z in result.zoneset.zones.values())
@@ -507,6 +499,23 @@ class Server:
             problems = f"; {len(result.errors)} error(s), first: {result.errors[0]}" if result.errors else ""
             self.feed.add("reload", f"zones reloaded ({serials}){problems}", state="ok" if result.ok else "error")
             return result
+
+    async def _go_live(self, zoneset: ZoneSet, maps: Mapping[str, RegionMap]) -> None:
+        """New check targets probed once, then zones, maps and health published as one generation."""
+        wanted = health_keys(zoneset)
+        new = wanted - self.health.targets()
+        if new:
+            self.health.set_targets(self.health.targets() | new)
+            await self.prober.check_once(new)
+        self.health.set_targets(wanted)
+        self.health.set_endpoints(load_rules(zoneset))
+        if self.cluster is not None:
+            self.cluster.refold()
+            self.cluster.sync()
+        self.prober.describe(zoneset)
+        # Zones, maps and the health the pre-live checks found: one generation, never half of it.
+        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps)
+        self.prober.schedule(wanted)
 
     async def reload_geoip(self) -> bool:
         """Take the GeoIP database file again if it changed since it was last read; True when answers now use it.
@@ -534,7 +543,7 @@ class Server:
                 return False
             try:
                 maps = await asyncio.to_thread(self.maps.maps_for, self.runtime.snapshot.zones, locator)
-            except (GeolbError, OSError, BrokenProcessPool) as exc:
+            except (GeolbError, OSError) as exc:
                 locator.close()
                 self.maps.forget_database(locator.digest)
                 self._geoip_failed(str(exc) if isinstance(exc, GeoIPError) else f"GeoIP database {source}: {exc}")
@@ -558,18 +567,42 @@ class Server:
         self.feed.add("geoip", f"{error}; the database in use keeps answering", state="error")
 
     async def watch_files(self) -> None:
-        """Reload when a zone file or the GeoIP database changes, once a burst of writes has settled."""
+        """Reload when a zone file or the GeoIP database changes, once a burst of writes has settled.
+
+        Nothing a reload meets stops the watching: a failure is logged and the next change is
+        still noticed. While region maps are built, a zones directory put back to what is served
+        (the same zones, whatever the files' times) cancels the build: a long build of a
+        mistake need not run to its end.
+        """
         interval = self.options.watch_interval
         while True:
             await asyncio.sleep(interval)
-            if fingerprint(self.options.zones_dir) != self._seen_files:
-                await _settled(lambda: fingerprint(self.options.zones_dir))
-                log.info("zones directory changed: reloading")
-                await self.reload()
-            if file_stamp(self._geoip_source) != self._geoip_seen:
-                await _settled(lambda: file_stamp(self._geoip_source))
-                log.info("GeoIP database %s changed: loading it", self._geoip_source)
-                await self.reload_geoip()
+            try:
+                await self._reload_changed(interval)
+            except Exception:
+                log.exception("reload after a file change failed; still watching")
+
+    async def _reload_changed(self, interval: float) -> None:
+        zones_dir = self.options.zones_dir
+        if fingerprint(zones_dir) != self._seen_files:
+            await _settled(lambda: fingerprint(zones_dir))
+            log.info("zones directory changed: reloading")
+            reload = asyncio.ensure_future(self.reload())
+            looked_at = fingerprint(zones_dir)
+            while not reload.done():
+                await asyncio.wait({reload}, timeout=interval)
+                if reload.done() or self.maps.builder_pid is None or fingerprint(zones_dir) == looked_at:
+                    continue
+                looked_at = fingerprint(zones_dir)
+                served = self.runtime.snapshot.zones
+                again = await asyncio.to_thread(load_zoneset, zones_dir, served)
+                if again.zoneset is served and self.maps.cancel_build(unless_for=served):
+                    log.warning("zones directory put back as served while region maps were built: build cancelled")
+            reload.result()
+        if file_stamp(self._geoip_source) != self._geoip_seen:
+            await _settled(lambda: file_stamp(self._geoip_source))
+            log.info("GeoIP database %s changed: loading it", self._geoip_source)
+            await self.reload_geoip()
 
     async def reload_all(self) -> ZoneSetResult:
         """SIGHUP and POST /v1/reload: the zones, and the GeoIP database if its file changed."""
@@ -623,6 +656,7 @@ class Server:
             self._load_publish.cancel()
         if self._checks_publish is not None:
             self._checks_publish.cancel()
+        self.maps.cancel_build()  # a reload's map build under way would hold the exit until it ends
         if self.pool is not None:
             await self.pool.stop()
         await self.prober.close()
@@ -634,6 +668,19 @@ class Server:
     def _drop_private_cache(self) -> None:
         if self._private_cache:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def map_build_failed(result: ZoneSetResult, current: ZoneSet, failure: MapBuildError) -> ZoneSetResult:
+    """A reload whose region maps could not be built: the zones in use stay, each pool's file gets the reason."""
+    if isinstance(failure, MapBuildCancelled):
+        log.warning("reload: %s (the zones directory changed back)", failure)
+    else:
+        log.error("reload: %s; the zones in use keep serving", failure)
+    problems = [ConfigError(pool.where, f"pool '{pool.name}': region map not built: {failure.reason}") for pool in failure.pools]
+    failed = dict(result.failed)
+    for problem in problems:
+        failed.setdefault(problem.where.file, []).append(problem)
+    return ZoneSetResult(current, [*result.errors, *problems], result.warnings, failed)
 
 
 def run_server(options: ServeOptions) -> int:

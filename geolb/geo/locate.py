@@ -12,12 +12,13 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import datetime
+import functools
 import hashlib
 import ipaddress
 import itertools
 import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -138,33 +139,46 @@ class GeoIPLocator:
     def place(self, record: dict[str, Any]) -> Place:
         return place_of(record, self.centroids)
 
-    def flatten(self) -> FlatDatabase:
-        """Every network of the database with its place (seconds: callers cache the result)."""
+    def flatten(self, progress: Callable[[int, int], None] | None = None) -> FlatDatabase:
+        """Every network of the database with its place (seconds: callers cache the result).
+
+        `progress(done, total)` hears how many data records are decoded (most of the time).
+        """
         metadata = self.reader.metadata()
+        places = functools.partial(self.places, progress=progress)
         try:
-            return flatten(self.path, metadata.node_count, metadata.record_size, metadata.ip_version, self.places, self.digest)
+            return flatten(self.path, metadata.node_count, metadata.record_size, metadata.ip_version, places, self.digest)
         except (TreeError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise GeoIPError(f"GeoIP database {self.path}: corrupt search tree ({exc})") from None
 
-    def places(self, versions: list[int], addresses: list[int]) -> list[Place]:
+    def places(self, versions: list[int], addresses: list[int], progress: Callable[[int, int], None] | None = None) -> list[Place]:
         """The place of the record at each address. Decoding is ~12 µs a record in maxminddb's C reader
-        (GeoLite2 City has 458k records), so a large batch is split over one process per CPU."""
+        (GeoLite2 City has 458k records), so a large batch is split in shares over one process per CPU."""
+        total = len(addresses)
         processes = min(os.cpu_count() or 1, MAX_DECODERS)
-        if len(addresses) < PARALLEL_BATCH or processes < 2:
-            return _places(self.path, versions, addresses)
-        size = -(-len(addresses) // processes)
-        starts = range(size, len(addresses), size)  # this process decodes the first share itself
+        if total < PARALLEL_BATCH or processes < 2:
+            found = _places(self.path, versions, addresses)
+            if progress is not None:
+                progress(total, total)
+            return found
+        size = -(-total // (processes * SHARES_PER_DECODER))
+        starts = range(0, total, size)
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(len(starts), mp_context=context) as pool:
-            others = pool.map(
-                _places, [self.path] * len(starts), [versions[i : i + size] for i in starts], [addresses[i : i + size] for i in starts]
-            )
-            parts = [_places(self.path, versions[:size], addresses[:size]), *others]
-        return [place for part in parts for place in part]
+        parts: dict[int, list[Place]] = {}
+        with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+            shares = {pool.submit(_places, self.path, versions[i : i + size], addresses[i : i + size]): i for i in starts}
+            done = 0
+            for share in concurrent.futures.as_completed(shares):
+                found = parts[shares[share]] = share.result()
+                done += len(found)
+                if progress is not None:
+                    progress(done, total)
+        return [place for start in starts for place in parts[start]]
 
 
 PARALLEL_BATCH = 50_000
 MAX_DECODERS = 8
+SHARES_PER_DECODER = 4  # more shares than processes: progress is heard as they finish
 
 
 def _places(path: str, versions: list[int], addresses: list[int]) -> list[Place]:

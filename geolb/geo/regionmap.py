@@ -2,9 +2,11 @@
 
 Built once per (database, pool geography), off the query path; the query path only
 asks an AnswerMap "address -> (region, widest true prefix)", a bisect over a
-memoryview. Rankings (SPEC §3 rule 2) are computed for each distinct location of
-the database at once with numpy, `networks` rules and special-purpose ranges are
-laid over them, and neighbouring ranges that rank alike are merged. Health never
+memoryview. Rankings (SPEC §3 rule 2) are computed with numpy for the distinct
+locations of the database, a chunk at a time (the memory of a build does not grow
+with the pool: a large pool keeps only the start of each ranking), `networks` rules
+and special-purpose ranges are laid over them, and neighbouring ranges that rank
+alike are merged. Health never
 enters the RegionMap, so it is true for any health state; an AnswerMap merges
 further, by the region that answers with a given set of regions alive.
 """
@@ -15,7 +17,7 @@ import bisect
 import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,7 @@ from geolb import model
 from geolb.geo.mmdbflat import ALIAS, I32, NO_DATA, FlatDatabase, Ranges
 
 EARTH_RADIUS_KM = 6371.0
-FORMAT = 2  # bump when the map's meaning or layout changes: old cache files are then ignored
+FORMAT = 4  # bump when the map's meaning or layout changes: old cache files are then ignored
 
 
 def geography(pool: model.Pool) -> tuple[object, ...]:
@@ -44,19 +46,80 @@ def geography_key(database_digest: str, pool: model.Pool) -> str:
 
 
 @dataclass(frozen=True)
+class Geography:
+    """A pool's regions as the ranking sees them: place, countries and continents, in file order."""
+
+    locations: tuple[tuple[float, float] | None, ...]
+    countries: tuple[tuple[str, ...], ...]
+    continents: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def of(cls, pool: model.Pool) -> Geography:
+        return cls(
+            tuple(r.location for r in pool.regions),
+            tuple(tuple(sorted(r.countries)) for r in pool.regions),
+            tuple(tuple(sorted(r.continents)) for r in pool.regions),
+        )
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+
+@dataclass(frozen=True)
+class Places:
+    """Client places to rank regions for: country and continent codes ("" unknown), degrees (NaN unknown)."""
+
+    country: npt.NDArray[np.str_]
+    continent: npt.NDArray[np.str_]
+    latitude: npt.NDArray[np.float64]
+    longitude: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.country)
+
+    def __getitem__(self, rows: slice | npt.NDArray[np.int64]) -> Places:
+        return Places(self.country[rows], self.continent[rows], self.latitude[rows], self.longitude[rows])
+
+
+@dataclass(frozen=True)
 class RegionMap:
-    """Every network's region ranking for one pool: ranges -> ranking id; `rankings[id]` is region indices in order."""
+    """Every network's region ranking for one pool: ranges -> ranking id (+ stride x the `networks` rule that applies).
+
+    `rankings[id]` is the start of a ranking (region indices, best first): all of it for a
+    pool of at most PREFIX regions. For a larger pool only the first PREFIX regions are
+    kept; when none of them may answer, the answer is worked out again from the ranking's
+    place (`places[id]`), exactly as the ranking was (see first_usable). A `networks` rule
+    r puts its regions (`rules[r - 1]`) before the ranking of the location: that is never
+    stored, the answer table resolves it.
+    """
 
     key: str
     regions: tuple[str, ...]
-    rankings: npt.NDArray[np.int16]  # (number of rankings, number of regions)
+    geography: Geography
+    rankings: npt.NDArray[np.int16]  # (number of rankings, min(PREFIX, number of regions))
+    places: Places  # of each ranking; id 0 is the file order (no place known)
+    rules: tuple[tuple[int, ...], ...]  # region indices each rule puts first, by rule number - 1
     v4: Ranges
     v6: Ranges
     aliases: tuple[ipaddress.IPv6Network, ...]
     # IPv6 aliases of the IPv4 tree rank by location, not by IPv4 rules: `v4_located` is the IPv4
-    # ranking before rules, and alias_rules[r][id] what IPv6 rule r makes of its ranking id.
+    # ranking before rules (`v4` itself when no rule is IPv4); an alias marker ALIAS - r applies rule r to it.
     v4_located: Ranges
-    alias_rules: npt.NDArray[np.int32]  # (1 + number of rules, number of location rankings); row 0: no rule
+
+    @property
+    def stride(self) -> int:
+        return len(self.rankings)
+
+    def full_ranking(self, value: int) -> tuple[int, ...]:
+        """The whole ranking behind a range value (ranking id + stride x rule): for tools and tests."""
+        ranking_id, rule = value % self.stride, value // self.stride
+        regions = np.arange(len(self.regions))
+        tier, distance = order_keys(self.places[np.array([ranking_id])], self.geography, regions)
+        ranking = [int(r) for r in np.lexsort((distance, tier), axis=1)[0]]
+        if rule:
+            pinned = self.rules[rule - 1]
+            ranking = [*pinned, *(r for r in ranking if r not in pinned)]
+        return tuple(ranking)
 
     def ranking_of(self, address: model.IPAddress) -> tuple[tuple[int, ...], int]:
         """(region indices in order, widest true prefix) for one address: for tools and tests."""
@@ -69,9 +132,9 @@ class RegionMap:
             alias = next(a for a in self.aliases if address in a)
             inner = (value >> (128 - alias.prefixlen - 32)) & 0xFFFFFFFF
             index4 = self.v4_located.index_of(inner)
-            ranking = int(self.alias_rules[ALIAS - ranking][int(self.v4_located.values[index4])])
+            ranking = int(self.v4_located.values[index4]) + self.stride * (ALIAS - ranking)
             scope = max(scope, alias.prefixlen + _range_scope(self.v4_located, index4, inner))
-        return tuple(int(r) for r in self.rankings[ranking]), scope
+        return self.full_ranking(ranking), scope
 
 
 def _range_scope(ranges: Ranges, index: int, value: int) -> int:
@@ -105,104 +168,149 @@ def _distances(
     return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h))), dtype=np.float64)
 
 
-def rank_rows(pool: model.Pool, flat: FlatDatabase) -> npt.NDArray[np.int16]:
-    """Region indices in SPEC order for every location row: country, continent, distance, unlocated last.
+def order_keys(
+    places: Places, geography: Geography, columns: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float64]]:
+    """(tier, distance) of each place (rows) to each region in `columns`: SPEC order is by tier, then
+    distance, then file order. Tier: 0 country, 1 continent, 2 located, 3 unlocated; a place that
+    knows nothing (no country, continent or coordinates) ranks every region alike (file order).
 
-    A row that knows nothing (no country, continent or coordinates) gets file order.
-    Ties keep file order: two stable sorts, by distance and then by tier.
+    The one definition of the order: the map's rankings and the answers worked out again when
+    their stored start is exhausted both come from here, so they can never disagree.
     """
-    rows = flat.locations
-    count, regions = len(rows), len(pool.regions)
-    if count == 0:
-        return np.zeros((0, regions), dtype=np.int16)
-    country = np.array([c or "" for c in rows.country], dtype="U2")
-    continent = np.array([c or "" for c in rows.continent], dtype="U2")
-    located = ~np.isnan(rows.latitude) & ~np.isnan(rows.longitude)
-    tier = np.empty((count, regions), dtype=np.int8)
-    distance = np.zeros((count, regions), dtype=np.float64)
-    for j, region in enumerate(pool.regions):
-        by_country = np.isin(country, sorted(region.countries)) if region.countries else np.zeros(count, dtype=bool)
-        by_continent = np.isin(continent, sorted(region.continents)) if region.continents else np.zeros(count, dtype=bool)
-        tier[:, j] = np.where(by_country, 0, np.where(by_continent, 1, 2 if region.location is not None else 3))
-        if region.location is not None:
-            distance[:, j] = np.where(located, _distances(rows.latitude, rows.longitude, region.location), 0.0)
-    unknown = (country == "") & (continent == "") & ~located
+    count = len(places)
+    located = ~np.isnan(places.latitude) & ~np.isnan(places.longitude)
+    tier = np.empty((count, len(columns)), dtype=np.int8)
+    distance = np.zeros((count, len(columns)), dtype=np.float64)
+    for column, j in enumerate(columns.tolist()):
+        countries, continents, location = geography.countries[j], geography.continents[j], geography.locations[j]
+        by_country = np.isin(places.country, countries) if countries else np.zeros(count, dtype=bool)
+        by_continent = np.isin(places.continent, continents) if continents else np.zeros(count, dtype=bool)
+        tier[:, column] = np.where(by_country, 0, np.where(by_continent, 1, 2 if location is not None else 3))
+        if location is not None:
+            distance[:, column] = np.where(located, _distances(places.latitude, places.longitude, location), 0.0)
+    unknown = (places.country == "") & (places.continent == "") & ~located
     tier[unknown] = 0  # rule 2c: every region keeps its file place
     distance[unknown] = 0.0
-    by_distance = np.argsort(distance, axis=1, kind="stable")
-    tiers_then = np.argsort(np.take_along_axis(tier, by_distance, axis=1), axis=1, kind="stable")
-    return np.asarray(np.take_along_axis(by_distance, tiers_then, axis=1), dtype=np.int16)
+    return tier, distance
 
 
-class _Rankings:
-    """Distinct rankings, each given an id once."""
-
-    def __init__(self, regions: int) -> None:
-        self.regions = regions
-        self.ids: dict[tuple[int, ...], int] = {}
-
-    def intern(self, ranking: Sequence[int]) -> int:
-        key = tuple(int(r) for r in ranking)
-        known = self.ids.get(key)
-        if known is None:
-            known = self.ids[key] = len(self.ids)
-        return known
-
-    def table(self) -> npt.NDArray[np.int16]:
-        out = np.zeros((len(self.ids), self.regions), dtype=np.int16)
-        for ranking, index in self.ids.items():
-            out[index] = ranking
-        return out
+def first_usable(places: Places, geography: Geography, usable: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+    """The first region of `usable` (sorted region indices) in each place's ranking, worked out from the place."""
+    out = np.empty(len(places), dtype=np.int32)
+    step = max(1, CHUNK_CELLS // max(1, len(usable)))
+    for start in range(0, len(places), step):
+        tier, distance = order_keys(places[start : start + step], geography, usable)
+        out[start : start + step] = usable[np.lexsort((distance, tier), axis=1)[:, 0]]
+    return out
 
 
-def build_region_map(pool: model.Pool, flat: FlatDatabase) -> RegionMap:
-    """The ranking of every network of `flat` for `pool` (SPEC §3 rule 2, health aside)."""
-    names = tuple(r.name for r in pool.regions)
-    rankings = _Rankings(len(names))
-    unknown = rankings.intern(range(len(names)))
-    row_orders = rank_rows(pool, flat)
-    if len(row_orders):
-        distinct, inverse = np.unique(row_orders, axis=0, return_inverse=True)
-        distinct_ids = np.array([rankings.intern(order) for order in distinct], dtype=np.int32)
-        row_to_ranking = distinct_ids[inverse.reshape(-1)]
-    else:
-        row_to_ranking = np.zeros(0, dtype=np.int32)
-    # NO_DATA (-1) -> the file-order ranking; ALIAS (-2) stays a marker.
-    lookup = np.concatenate([row_to_ranking, np.array([unknown], dtype=np.int32)]).astype(np.int32)
+PREFIX = 32  # regions of a ranking kept: beyond them, answers are worked out again from the place
+CHUNK_CELLS = 4_000_000  # places x regions ranked at once: bounds the build's memory whatever the pool
+Progress = Callable[[int, int], None]  # (done, total)
 
-    def base(ranges: Ranges) -> Ranges:
-        values = ranges.values
-        mapped = np.where(values == NO_DATA, unknown, np.where(values >= 0, lookup[np.maximum(values, 0)], values))
-        return Ranges(ranges.width, ranges.hi, ranges.lo, mapped.astype(np.int32))
 
-    v4, v6 = base(flat.v4), base(flat.v6)
-    located = v4.merged()
-    alias_rules = np.arange(len(rankings.ids), dtype=np.int32).reshape(1, -1)
-    if pool.networks:
-        v4, v6, alias_rules = _with_rules(pool, names, rankings, v4, v6)
-    return RegionMap(
-        key=geography_key(flat.digest, pool),
-        regions=names,
-        rankings=rankings.table(),
-        v4=v4.merged(),
-        v6=v6.merged(),
-        aliases=flat.aliases,
-        v4_located=located,
-        alias_rules=alias_rules,
+def database_places(flat: FlatDatabase) -> Places:
+    rows = flat.locations
+    return Places(
+        np.array([c or "" for c in rows.country], dtype="U2"),
+        np.array([c or "" for c in rows.continent], dtype="U2"),
+        np.asarray(rows.latitude, dtype=np.float64),
+        np.asarray(rows.longitude, dtype=np.float64),
     )
 
 
-def _with_rules(
-    pool: model.Pool, names: tuple[str, ...], rankings: _Rankings, v4: Ranges, v6: Ranges
-) -> tuple[Ranges, Ranges, npt.NDArray[np.int32]]:
+def build_region_map(
+    pool: model.Pool, flat: FlatDatabase, prefix: int = PREFIX, chunk_cells: int = CHUNK_CELLS, progress: Progress | None = None
+) -> RegionMap:
+    """The ranking of every network of `flat` for `pool` (SPEC §3 rule 2, health aside).
+
+    Locations are ranked a chunk at a time (memory bounded by `chunk_cells`); a pool
+    of at most `prefix` regions keeps whole rankings, each distinct one once; a larger
+    one keeps the first `prefix` regions of each location's ranking.
+    """
+    names = tuple(r.name for r in pool.regions)
+    geography = Geography.of(pool)
+    width = min(prefix, len(names))
+    whole = width == len(names)  # whole rankings: equal ones share an id
+    places = database_places(flat)
+    count = len(places)
+    columns = np.arange(len(names), dtype=np.int64)
+    file_order = columns[:width].astype(np.int16)
+    ids: dict[bytes, int] = {file_order.tobytes(): 0}
+    kept: list[npt.NDArray[np.int16]] = [file_order.reshape(1, -1)]
+    representatives: list[npt.NDArray[np.int64]] = [np.full(1, -1, dtype=np.int64)]
+    row_to_id = np.zeros(count, dtype=np.int32)
+    next_id = 1
+    step = max(1, chunk_cells // max(1, len(names)))
+    for start in range(0, count, step):
+        stop = min(count, start + step)
+        tier, distance = order_keys(places[start:stop], geography, columns)
+        orders = np.lexsort((distance, tier), axis=1)[:, :width].astype(np.int16)
+        del tier, distance
+        if whole:
+            distinct, first, inverse = np.unique(orders, axis=0, return_index=True, return_inverse=True)
+            local = np.empty(len(distinct), dtype=np.int32)
+            for index, order in enumerate(distinct):
+                known = ids.setdefault(order.tobytes(), next_id)
+                if known == next_id:
+                    kept.append(order.reshape(1, -1))
+                    representatives.append(np.array([start + int(first[index])], dtype=np.int64))
+                    next_id += 1
+                local[index] = known
+            row_to_id[start:stop] = local[inverse.reshape(-1)]
+        else:
+            kept.append(orders)
+            representatives.append(np.arange(start, stop, dtype=np.int64))
+            row_to_id[start:stop] = np.arange(next_id, next_id + stop - start, dtype=np.int32)
+            next_id += stop - start
+        if progress is not None:
+            progress(stop, count)
+    rankings = np.concatenate(kept)
+    del kept
+    rows = np.concatenate(representatives)
+    unknown_place = Places(np.array([""], dtype="U2"), np.array([""], dtype="U2"), np.full(1, np.nan), np.full(1, np.nan))
+    id_places = places[np.maximum(rows, 0)] if count else unknown_place
+    id_places = Places(
+        np.where(rows < 0, "", id_places.country).astype("U2"),
+        np.where(rows < 0, "", id_places.continent).astype("U2"),
+        np.where(rows < 0, np.nan, id_places.latitude),
+        np.where(rows < 0, np.nan, id_places.longitude),
+    )
+    # NO_DATA (-1) -> the file-order ranking (id 0); ALIAS (-2) stays a marker.
+    lookup = np.concatenate([row_to_id, np.zeros(1, dtype=np.int32)])
+
+    def base(ranges: Ranges) -> Ranges:
+        values = ranges.values
+        mapped = np.where(values == NO_DATA, 0, np.where(values >= 0, lookup[np.maximum(values, 0)], values))
+        return Ranges(ranges.width, ranges.hi, ranges.lo, mapped.astype(np.int32))
+
+    v4, v6 = base(flat.v4), base(flat.v6)
+    located = v4 = v4.merged()
+    rules = sorted(pool.networks, key=lambda rule: rule.network.prefixlen)
+    if rules:
+        v4, v6 = _with_rules(rules, len(rankings), v4, v6)
+        v4 = located if not any(rule.network.version == 4 for rule in rules) else v4.merged()
+    return RegionMap(
+        key=geography_key(flat.digest, pool),
+        regions=names,
+        geography=geography,
+        rankings=rankings,
+        places=id_places,
+        rules=tuple(tuple(names.index(name) for name in rule.regions) for rule in rules),
+        v4=v4,
+        v6=v6.merged(),
+        aliases=flat.aliases,
+        v4_located=located,
+    )
+
+
+def _with_rules(rules: list[model.NetworkRule], stride: int, v4: Ranges, v6: Ranges) -> tuple[Ranges, Ranges]:
     """SPEC §3 rule 2a: inside a rule's prefix its regions come first, the rest keep their location order.
 
-    The most specific rule wins, so each rule rewrites the location ranking (not what a
-    wider rule made of it): values are first tagged with the rule (base + stride x rule),
-    then every tagged value is resolved at once.
+    The most specific rule wins, so each rule tags the location ranking (not what a wider
+    rule made of it): value = ranking id + stride x rule number (rules sorted widest first).
     """
-    stride = len(rankings.ids)
-    rules = sorted(pool.networks, key=lambda rule: rule.network.prefixlen)
 
     def tagger(number: int) -> Callable[[I32], I32]:
         def tag(values: I32) -> I32:
@@ -214,16 +322,7 @@ def _with_rules(
     tags = [(rule.network, tagger(number)) for number, rule in enumerate(rules, start=1)]
     v4 = v4.overlaid([(network, tag) for network, tag in tags if network.version == 4])
     v6 = v6.overlaid([(network, tag) for network, tag in tags if network.version == 6])
-    base_table = rankings.table()
-    resolve = np.arange(stride, dtype=np.int32)
-    resolved = [resolve]
-    for rule in rules:
-        pinned = [names.index(name) for name in rule.regions]
-        resolved.append(
-            np.array([rankings.intern([*pinned, *(r for r in base_table[k] if r not in pinned)]) for k in range(stride)], dtype=np.int32)
-        )
-    table = np.concatenate(resolved)
-    return v4.remapped(table), v6.remapped(table), np.stack(resolved)
+    return v4, v6
 
 
 # --- answering ---------------------------------------------------------------------------
@@ -249,12 +348,14 @@ class AnswerMap:
         self._v6_regions = np.ascontiguousarray(v6.values).data
         self._aliases = tuple((int(a.network_address), int(a.broadcast_address), a.prefixlen) for a in region_map.aliases)
         self._alias4: dict[int, _V4Index] = {}
-        same = len(region_map.v4) == len(region_map.v4_located) and np.array_equal(region_map.v4.values, region_map.v4_located.values)
+        same = region_map.v4_located is region_map.v4
+        stride = region_map.stride
         for marker in {int(v) for v in np.unique(v6.values) if v <= ALIAS}:
             if marker == ALIAS and same:
                 self._alias4[marker] = self._v4  # no IPv4 rules: the location rankings are the IPv4 ones
                 continue
-            table = answer_of_ranking[region_map.alias_rules[ALIAS - marker]]
+            rule = ALIAS - marker
+            table = answer_of_ranking[stride * rule : stride * (rule + 1)]
             self._alias4[marker] = _V4Index(region_map.v4_located.remapped(table).merged())
 
     def lookup(self, address: int, version: int) -> tuple[int, int]:
@@ -328,11 +429,29 @@ class _V4Index:
 
 
 def answer_table(region_map: RegionMap, usable: frozenset[int]) -> npt.NDArray[np.int32]:
-    """For each ranking: the first region in `usable` (SPEC §3 rules 3, 4 and 7 decide which regions are)."""
-    table = np.full(len(region_map.rankings), -1, dtype=np.int32)
-    for index, ranking in enumerate(region_map.rankings.tolist()):
-        table[index] = next((r for r in ranking if r in usable), -1)
-    return table
+    """For each range value (ranking id + stride x rule): the first region in `usable` (SPEC §3 rules 3, 4 and 7
+    decide which regions are), -1 when none is. A rule's regions come first, then its location's ranking."""
+    allowed = np.zeros(len(region_map.regions), dtype=bool)
+    allowed[sorted(usable)] = True
+    rankings = region_map.rankings
+    stride = len(rankings)
+    table = np.full(stride, -1, dtype=np.int32)
+    step = max(1, CHUNK_CELLS // max(1, rankings.shape[1]))
+    for start in range(0, stride, step):
+        block = np.asarray(rankings[start : start + step], dtype=np.int64)
+        hit = allowed[block]
+        first = hit.argmax(axis=1)
+        rows = np.arange(len(block))
+        table[start : start + len(block)] = np.where(hit[rows, first], block[rows, first], -1)
+    if rankings.shape[1] < len(region_map.regions) and usable:
+        exhausted = np.flatnonzero(table < 0)  # none of the stored start may answer: rank from the place
+        if len(exhausted):
+            table[exhausted] = first_usable(region_map.places[exhausted], region_map.geography, np.array(sorted(usable), dtype=np.int64))
+    resolved = [table]
+    for pinned in region_map.rules:
+        chosen = next((r for r in pinned if r in usable), None)
+        resolved.append(table if chosen is None else np.full(stride, chosen, dtype=np.int32))
+    return np.concatenate(resolved)
 
 
 def region_indices(pool: model.Pool) -> Mapping[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import GeoIPLocator, NoLocator, bundled_database
 from geolb.geo.mmdbflat import SPECIAL_NETWORKS
 from geolb.geo.rank import choose, rank_regions
-from geolb.geo.regionmap import RegionMap, prefix_within
+from geolb.geo.regionmap import AnswerMap, RegionMap, answer_table, build_region_map, prefix_within
+from geolb.geo.store import MapStore
 from geolb.health.state import ALL_UP, HealthView
 from tests.geomaps import region_maps
 
@@ -222,3 +224,40 @@ def test_prefix_within(address: int, first: int, last: int, width: int, expected
     block = ipaddress.ip_network((address, expected), strict=False) if width == 32 else None
     if block is not None:
         assert first <= int(block.network_address) and int(block.broadcast_address) <= last
+
+
+def test_a_chunked_build_keeping_the_start_of_each_ranking_answers_as_the_plain_build() -> None:
+    """Big pools keep PREFIX regions of each ranking and rank a chunk of locations at a time: for every set of
+    regions that may answer, every address gets the region (and scope) the whole-ranking, one-chunk build gives."""
+    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
+    flat = locator.flatten()
+    rng = random.Random(5)
+    clients = [a for network in every_network(DATA / "GeoIP2-City-Test.mmdb") for a in probes(network, rng)]
+    clients += [ipaddress.ip_address(text) for text in EXTRA]
+    for pool in zone_pools():
+        plain = build_region_map(pool, flat, prefix=1000, chunk_cells=10**9)
+        chunked = build_region_map(pool, flat, prefix=2, chunk_cells=7)
+        assert plain.rankings.shape[1] == len(pool.regions) and chunked.rankings.shape[1] == 2
+        for address in clients:
+            assert chunked.ranking_of(address)[0] == plain.ranking_of(address)[0], (pool.name, address)
+        regions = range(len(pool.regions))
+        for size in range(1, len(pool.regions) + 1):
+            for usable in itertools.combinations(regions, size):
+                alive = frozenset(usable)
+                expected = AnswerMap(plain, answer_table(plain, alive))
+                got = AnswerMap(chunked, answer_table(chunked, alive))
+                for address in clients:
+                    assert got.lookup(int(address), address.version) == expected.lookup(int(address), address.version), (
+                        pool.name,
+                        usable,
+                        address,
+                    )
+
+
+def test_a_map_of_an_older_layout_in_the_cache_is_replaced(tmp_path: Path) -> None:
+    zones = model.ZoneSet(zones={}, pools={"tricky": TRICKY})
+    built = MapStore(str(tmp_path)).maps_for(zones, NoLocator())["tricky"]
+    meta = MapStore(str(tmp_path)).folder(built.key) / "meta.json"
+    meta.write_text(meta.read_text().replace('"format": ', '"format": 1'))  # an older layout, same key
+    again = MapStore(str(tmp_path)).maps_for(zones, NoLocator())["tricky"]
+    assert again.ranking_of(ipaddress.ip_address("10.1.1.1")) == built.ranking_of(ipaddress.ip_address("10.1.1.1"))
