@@ -115,7 +115,7 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
         return ZoneSetResult(previous or model.EMPTY_ZONESET, [problem], failed={directory: [problem]})
     warnings = [ConfigError(Where(item.path, 0), f"ignored: {item.why}", warning=True) for item in listing.ignored]
     if not listing.zone_files:
-        warnings.append(ConfigError(Where(directory, 0), "no zone files (*.yaml) in the zones directory: no zone is served", warning=True))
+        warnings.append(ConfigError(Where(directory, 0), "no zone files (*.yaml) in the zones directory", warning=True))
 
     old_by_file = {zone.file: zone for zone in previous.zones.values()} if previous else {}
     results: dict[str, ZoneFileResult] = {}

@@ -128,12 +128,17 @@ def instances_on(host: str, port: int, family: socket.AddressFamily, exclude: It
     for pid in sorted(pids):
         main = geolb_main(pid)
         if main is None:
-            command = " ".join(" ".join(_command(pid)).split())[:120] or "?"
+            command = _shortened(" ".join(" ".join(_command(pid)).split())) or "?"
             raise GeolbError(
                 f"cannot listen on {where}: address in use by process {pid} ({command}), not a geolb that --replace could stop"
             )
-        mains[main] = Holder(main, " ".join(_command(main))[:120])
+        mains[main] = Holder(main, _shortened(" ".join(_command(main))))
     return list(mains.values())
+
+
+def _shortened(command: str, limit: int = 120) -> str:
+    """A command line for a log line: cut where it is long, and marked so."""
+    return command if len(command) <= limit else command[: limit - 1] + "…"
 
 
 def has_exited(pid: int) -> bool:
