@@ -15,6 +15,7 @@ import yaml
 
 from geolb import __version__
 from geolb.config.dnssec import DEFAULT_ALGORITHM, KEYS_DIR
+from geolb.config.serials import load_served
 from geolb.config.zoneset import load_zoneset, zone_files
 from geolb.cpus import usable_cpus
 from geolb.dns.cookies import read_secrets
@@ -23,7 +24,7 @@ from geolb.dnssec.keys import ALGORITHMS, DnssecKeyError, ds_text, generate, loa
 from geolb.errors import GeolbError
 from geolb.explain import ExplainError, explain, parse_client, render_text
 from geolb.geo.choose import GeoAnswers
-from geolb.geo.store import MapStore
+from geolb.geo.store import MapStore, default_cache_dir
 from geolb.health.state import ALL_UP
 from geolb.model import IPAddress
 from geolb.net.listeners import HostPort
@@ -249,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check(zones_dir: str) -> int:
-    result = load_zoneset(zones_dir)
+    # The serials a server on the default cache directory remembers: `check` shows the serial it would serve.
+    result = load_zoneset(zones_dir, served=load_served(default_cache_dir()))
     for problem in sorted(result.errors + result.warnings, key=lambda p: (p.where.file, p.where.line)):
         print(problem)
     if not result.ok:

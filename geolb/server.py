@@ -21,6 +21,7 @@ from aiohttp import web
 
 from geolb.cluster.etcd import EtcdClient, EtcdError
 from geolb.cluster.member import ClusterMember, lease_ttl
+from geolb.config.serials import load_served, remember_served
 from geolb.config.zoneset import ZoneSetResult, fingerprint, load_zoneset
 from geolb.dns.cookies import new_secret
 from geolb.dns.ratelimit import RateLimits
@@ -137,13 +138,15 @@ class Server:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self._seen_files = fingerprint(options.zones_dir)  # before loading: a change meanwhile means one more reload
-        result = load_zoneset(options.zones_dir)
+        self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
+        self._served_serials = load_served(self.cache_dir)  # derived serials move forward from the last run's
+        result = load_zoneset(options.zones_dir, served=self._served_serials)
         if not result.ok:
+            self._drop_private_cache()
             raise ZoneSetError(result.errors)
         for warning in result.warnings:
             log.warning("%s", warning)
         self.last_reload = result
-        self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
         self.maps = MapStore(self.cache_dir)
         source = self._geoip_source = database_file(options.geoip)
         self._geoip_seen = file_stamp(source)  # before opening: a change meanwhile means one more load
@@ -324,6 +327,7 @@ class Server:
             if not await self.cluster.connected(CLUSTER_JOIN_WAIT):
                 log.warning("cluster: not joined yet; answering from own checks meanwhile")
         self.runtime.publish(health=self.health.view, maps=maps)
+        remember_served(self.cache_dir, self.runtime.snapshot.zones, self._served_serials)
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
         await self._start_workers(reserved)
@@ -347,7 +351,8 @@ class Server:
         except OSError as exc:
             if wait_for_replaced and exc.errno == errno.EADDRINUSE:
                 return False
-            raise GeolbError(f"cannot listen on {self.options.http} (http): {exc.strerror}") from None
+            reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
+            raise GeolbError(f"cannot listen on {self.options.http} (http): {reason}") from None
         http_bound = self._http_runner.addresses
         port = int(http_bound[0][1]) if http_bound else self.options.http.port
         self.http_address = str(HostPort(self.options.http.host, port))
@@ -478,7 +483,7 @@ class Server:
         async with self._reload_lock:
             current = self.runtime.snapshot.zones
             self._seen_files = fingerprint(self.options.zones_dir)
-            result = load_zoneset(self.options.zones_dir, previous=current)
+            result = load_zoneset(self.options.zones_dir, previous=current, served=self._served_serials)
             for warning in result.warnings:
                 log.warning("%s", warning)
             for error in result.errors:
@@ -515,6 +520,7 @@ class Server:
         self.prober.describe(zoneset)
         # Zones, maps and the health the pre-live checks found: one generation, never half of it.
         self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps)
+        remember_served(self.cache_dir, zoneset, self._served_serials)
         self.prober.schedule(wanted)
 
     async def reload_geoip(self) -> bool:
@@ -627,7 +633,7 @@ class Server:
             await self.start()
             await self._take_over()
         except BaseException:
-            await self.stop()
+            await self.stop(quiet=True)  # the error, printed by the caller, is the one line an operator needs
             raise
         if self.options.watch_interval > 0:
             watcher = loop.create_task(self.watch_files(), name="watch zones and GeoIP")
@@ -638,9 +644,10 @@ class Server:
             watcher.cancel()
         await self.stop()
 
-    async def stop(self) -> None:
+    async def stop(self, quiet: bool = False) -> None:
         """Stop taking work, let TCP answers already under way finish (bounded), close."""
-        log.info("stopping")
+        if not quiet:
+            log.info("stopping")
         if self.pool is not None:
             self.pool.stopping = True  # a worker that dies from here on (SIGTERM to the whole group) stays dead
         if self._cluster_task is not None:

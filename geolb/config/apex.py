@@ -81,6 +81,7 @@ def read_soa(
     if nameservers is None:
         return None
     numbers = {key: int(value) for key, value in values.items() if isinstance(value, int)}
+    ctx.serial_derived = "serial" not in numbers
     timers = {key: numbers.get(key, default) for key, default in SOA_DEFAULTS.items()}
     soa = model.SOA(
         mname=str(values.get("mname", next(iter(nameservers)))),

@@ -24,6 +24,7 @@ class ZoneContext:
         self.digest = digest
         self.mtime = mtime
         self.previous_serial = previous_serial
+        self.serial_derived = False  # the SOA serial came from the file's time, not from the file
         self.errors: list[ConfigError] = []
         self.warnings: list[ConfigError] = []
         self.pools_declared: dict[str, Where] = {}

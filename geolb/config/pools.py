@@ -171,6 +171,8 @@ def read_codes(ctx: ZoneContext, node: yaml.Node | None, what: str, problem_of: 
         code = text.strip().upper()
         problem = problem_of(code)
         if problem is not None:
+            if code != text.strip():  # say what the file says, not what it was read as
+                problem = problem.replace(f"'{code}'", f"'{text.strip()}'", 1)
             ctx.error(item, f"{what}: {problem}")
             continue
         codes.add(code)

@@ -7,10 +7,12 @@ the rules that span records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import yaml
 
@@ -23,6 +25,7 @@ from geolb.config.integrity import build_zone
 from geolb.config.marks import compose_file, is_null
 from geolb.config.pools import check_networks, read_networks, read_pools
 from geolb.config.records import read_records
+from geolb.config.serials import Served, serial_after
 from geolb.config.values import parse_ttl
 from geolb.dns.names import absolute, check_name
 from geolb.errors import ConfigError, Where
@@ -45,8 +48,9 @@ class ZoneFileResult:
     origin_at: Where | None = None
 
 
-def read_zone_file(path: str, *, previous_serial: int | None = None) -> ZoneFileResult:
-    """Parse one `<zone>.yaml`; `previous_serial` keeps a derived serial moving forward."""
+def read_zone_file(path: str, *, previous_serial: int | None = None, served: Served | None = None) -> ZoneFileResult:
+    """Parse one `<zone>.yaml`; `previous_serial` (this process's) and `served` (remembered across restarts)
+    keep a derived serial moving forward."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -68,7 +72,22 @@ def read_zone_file(path: str, *, previous_serial: int | None = None) -> ZoneFile
     origin = ctx.origin if ctx.origin_at is not None else None
     if ctx.errors:
         return ZoneFileResult(None, ctx.errors, ctx.warnings, pools, refs, origin, ctx.origin_at)
+    if zone is not None and ctx.serial_derived and served:
+        # Only now is the digest whole (DNSSEC keys count): the same text keeps its serial.
+        serial = serial_after(zone.serial, served.get(zone.name), zone.digest, first_read=previous_serial is None)
+        if serial != zone.serial:
+            zone = with_serial(zone, serial)
     return ZoneFileResult(zone, [], ctx.warnings, pools, refs, origin, ctx.origin_at)
+
+
+def with_serial(zone: model.Zone, serial: int) -> model.Zone:
+    """The zone with another SOA serial (the SOA RRset stands in the zone and at its apex node)."""
+    old = zone.soa.rdatas[0]
+    assert isinstance(old, model.SOA)
+    soa = dataclasses.replace(zone.soa, rdatas=(dataclasses.replace(old, serial=serial),))
+    apex = zone.nodes[zone.name]
+    nodes = {**zone.nodes, zone.name: dataclasses.replace(apex, rrsets=MappingProxyType({**apex.rrsets, "SOA": soa}))}
+    return dataclasses.replace(zone, soa=soa, nodes=MappingProxyType(nodes))
 
 
 def read_zone(ctx: ZoneContext, root: yaml.Node | None) -> model.Zone | None:

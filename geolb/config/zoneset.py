@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from geolb import model
 from geolb.config.dnssec import KEYS_DIR
+from geolb.config.serials import Served
 from geolb.config.zonefile import ZoneFileResult, read_zone_file
 from geolb.errors import ConfigError, Where
 
@@ -100,11 +101,12 @@ def zone_files(directory: str) -> list[str]:
     return list_zones_dir(directory).zone_files
 
 
-def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneSetResult:
+def load_zoneset(directory: str, previous: model.ZoneSet | None = None, served: Served | None = None) -> ZoneSetResult:
     """Read every zone file and check them together; with `previous`, every zone an error involves keeps its last good version.
 
     Every file's new version is read first, and the errors are found among those alone,
-    so they do not depend on what was serving. Then each file an error involves goes
+    so they do not depend on what was serving (`served`, the serials remembered from
+    earlier runs, only keeps derived serials moving forward). Then each file an error involves goes
     back to its last good version (or out, if it never had one); going back can bring
     a clash with another file's new version, which goes back too, until the set agrees.
     """
@@ -121,7 +123,7 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None) -> ZoneS
     results: dict[str, ZoneFileResult] = {}
     for path in listing.zone_files:
         old = old_by_file.get(path)
-        result = read_zone_file(path, previous_serial=old.serial if old else None)
+        result = read_zone_file(path, previous_serial=old.serial if old else None, served=served)
         if result.zone is not None and old is not None and old.digest == result.zone.digest and old.name == result.zone.name:
             result.zone = old  # unchanged: keep its serial and identity
         warnings.extend(result.warnings)

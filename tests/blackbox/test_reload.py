@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -207,3 +209,32 @@ def test_sigterm_finishes_a_tcp_answer_in_flight(zones: Path, tmp_path: Path) ->
             data += sock.recv(length - len(data))
         assert dns.message.from_wire(data).rcode() == dns.rcode.NOERROR
     assert server.proc.wait(timeout=10) == 0
+
+
+def test_a_derived_serial_never_goes_back_across_restarts(tmp_path: Path) -> None:
+    """A file restored with an old time (cp -p, rsync -t, git checkout) must not take the serial back after a restart."""
+    zones, cache = tmp_path / "zones", tmp_path / "cache"
+    zones.mkdir()
+    path = zones / "r.example.yaml"
+    path.write_text(zone_text("192.0.2.1"))
+    with_cache = ("--cache-dir", str(cache))
+
+    def served_serial() -> int:
+        server = start_server(zones, *with_cache, tmp=tmp_path)
+        try:
+            return serial(server)
+        finally:
+            assert server.stop() == 0
+
+    first = served_serial()
+    path.write_text(zone_text("192.0.2.2"))
+    os.utime(path, (1577836800, 1577836800))  # 2020-01-01: far behind what was served
+    second = served_serial()
+    assert second > first
+    assert served_serial() == second  # the same text again: the same serial
+    # `geolb check` shows the serial a server on that cache would answer.
+    checked = subprocess.run(
+        [sys.executable, "-m", "geolb", "check", "--zones", str(zones)],
+        capture_output=True, text=True, env={**os.environ, "GEOLB_CACHE_DIR": str(cache)}, check=True,
+    )  # fmt: skip
+    assert f"serial {second})" in checked.stdout

@@ -46,6 +46,19 @@ def test_a_second_instance_on_the_same_address_exits_1_and_the_first_answers_eve
         assert first.stop() == 0
 
 
+def test_an_http_address_in_use_is_one_line_naming_it() -> None:
+    first = start_server()
+    try:
+        http = first.http
+        second = serve("--listen", f"127.0.0.1:{free_port()}", "--http", str(http))
+    finally:
+        assert first.stop() == 0
+    assert second.returncode == 1
+    # One line names the address (before it, at most what start-up logs as it goes, e.g. a map built).
+    assert second.stderr.splitlines()[-1] == f"geolb: cannot listen on {http} (http): address in use", second.stderr
+    assert "stopping" not in second.stderr and "Traceback" not in second.stderr
+
+
 @pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
 def test_an_address_another_program_holds_is_refused_even_with_replace(kind: socket.SocketKind) -> None:
     with socket.socket(socket.AF_INET, kind) as taken:

@@ -215,6 +215,6 @@ def test_country_and_continent_codes_from_check(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"{path}:6: countries: 'UK' is not an ISO 3166-1 country code: use GB (the United Kingdom is GB in ISO 3166-1)",
         f"{path}:6: countries: 'ZZ' is not an ISO 3166-1 alpha-2 country code (such as US, GB or NO)",
-        f"{path}:6: countries: 'EL' is not an ISO 3166-1 country code: use GR (EL is the EU's code for Greece; ISO 3166-1 has GR)",
+        f"{path}:6: countries: 'el' is not an ISO 3166-1 country code: use GR (EL is the EU's code for Greece; ISO 3166-1 has GR)",
         f"{path}:6: continents: 'XX' is not a continent code (AF, AN, AS, EU, NA, OC, SA)",
     ]

@@ -193,7 +193,7 @@ BAD = [
     (
         "EL is GR",
         HEAD + "pools:\n  p:\n    regions:\n      r:\n        countries: [el]\n        endpoints: [192.0.2.1]\n",
-        "FILE:8: countries: 'EL' is not an ISO 3166-1 country code: use GR",
+        "FILE:8: countries: 'el' is not an ISO 3166-1 country code: use GR",
     ),
     (
         "ZZ is no country",
