@@ -195,6 +195,7 @@ class Server:
         self._http_runner: web.AppRunner | None = None
         self._replacing: dict[int, Holder] = {}  # --replace: the geolb main processes sharing our addresses
         self._http_deferred = False  # --replace: our HTTP address is the replaced instance's, ours once it exits
+        self._http_retry: asyncio.Task[None] | None = None  # --replace: the old instance outlived its timeout
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
 
@@ -349,7 +350,7 @@ class Server:
         try:
             await site.start()
         except OSError as exc:
-            if wait_for_replaced and exc.errno == errno.EADDRINUSE:
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(self.options.http):
                 return False
             reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
             raise GeolbError(f"cannot listen on {self.options.http} (http): {reason}") from None
@@ -357,6 +358,28 @@ class Server:
         port = int(http_bound[0][1]) if http_bound else self.options.http.port
         self.http_address = str(HostPort(self.options.http.host, port))
         return True
+
+    def _held_by_replaced(self, address: HostPort) -> bool:
+        """True when only instances that --replace is about to stop hold `address`: then it is ours once they exit.
+        Anything else holding it (raises, naming it) is an error before any instance is stopped."""
+        family, host = resolve(address)
+        holders = instances_on(host, address.port, family, exclude={os.getpid()})
+        strangers = [holder for holder in holders if holder.pid not in self._replacing]
+        if strangers:
+            stranger = strangers[0].pid
+            raise GeolbError(f"cannot listen on {address} (http): address in use by geolb {stranger}, which --replace does not stop")
+        return bool(holders)
+
+    async def _bind_http_later(self) -> None:
+        """The replaced instance still holds our HTTP address: DNS is answered meanwhile; take it once it is free."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if await self._bind_http(wait_for_replaced=False):
+                    log.info("API listening on %s", self.http_address)
+                    return
+            except GeolbError:
+                continue
 
     async def _take_over(self) -> None:
         """--replace, once our workers answer: the instances we share addresses with finish their TCP answers and
@@ -379,7 +402,12 @@ class Server:
         for pid in sorted(set(self._replacing) - waiting):
             log.info("geolb %d has exited: this instance answers alone", pid)
         if self._http_deferred:
-            self._http_deferred = not await self._bind_http(wait_for_replaced=False)
+            try:
+                self._http_deferred = not await self._bind_http(wait_for_replaced=False)
+            except GeolbError as exc:
+                # The old instance is told to stop already: whatever happens, this one keeps answering DNS.
+                log.error("%s; answering DNS meanwhile, trying again every second", exc)
+                self._http_retry = loop.create_task(self._bind_http_later(), name="take the HTTP address")
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
         """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
@@ -656,7 +684,7 @@ class Server:
         if self.cluster is not None:
             await self.cluster.stop()
         self.feed.close()  # the status pages' event streams end, so the API can stop at once
-        for task in (self._load_expiry, self._answer_sampler):
+        for task in (self._load_expiry, self._answer_sampler, self._http_retry):
             if task is not None:
                 task.cancel()
         if self._load_publish is not None:

@@ -59,6 +59,23 @@ def test_an_http_address_in_use_is_one_line_naming_it() -> None:
     assert "stopping" not in second.stderr and "Traceback" not in second.stderr
 
 
+def test_replace_onto_an_http_address_another_program_holds_stops_nothing() -> None:
+    """The old instance is stopped only once the new one can take its place: an HTTP address held by some
+    other program is an error before that, and the old instance goes on answering."""
+    address = f"127.0.0.1:{free_port()}"
+    first = start_server(listen=(address,))
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            replace = serve("--listen", address, "--http", f"127.0.0.1:{taken.getsockname()[1]}", "--replace")
+        assert replace.returncode == 1 and "address in use" in replace.stderr, replace.stderr
+        assert first.proc.poll() is None, "the old instance was stopped"
+        assert first.query("mail.example.com", "A").rcode() == dns.rcode.NOERROR
+    finally:
+        assert first.stop() == 0
+
+
 @pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
 def test_an_address_another_program_holds_is_refused_even_with_replace(kind: socket.SocketKind) -> None:
     with socket.socket(socket.AF_INET, kind) as taken:
