@@ -139,7 +139,8 @@ class Server:
         self.options = options
         self._seen_files = fingerprint(options.zones_dir)  # before loading: a change meanwhile means one more reload
         self.cache_dir, self._private_cache = usable_cache_dir(options.cache_dir)
-        self._served_serials = load_served(self.cache_dir)  # derived serials move forward from the last run's
+        # Derived serials move forward from the last run's (read where they were kept, even when that is read-only now).
+        self._served_serials = load_served((options.cache_dir or default_cache_dir()) if self._private_cache else self.cache_dir)
         result = load_zoneset(options.zones_dir, served=self._served_serials)
         if not result.ok:
             self._drop_private_cache()

@@ -131,6 +131,12 @@ def load_zoneset(directory: str, previous: model.ZoneSet | None = None, served: 
     errors, involved = find_errors(results)
 
     stand_ins = {item.stands_for: item.path for item in listing.ignored}
+    # A renamed file (its zone now declared by a file that did not serve): should an error involve it,
+    # it goes back to that zone's last good version instead of leaving the zone out.
+    gone = {zone.name: path for path, zone in old_by_file.items() if path not in results and path not in stand_ins}
+    for path, result in results.items():
+        if path not in old_by_file and result.origin in gone:
+            old_by_file[path] = old_by_file.pop(gone.pop(result.origin))
     chosen, notes = choose_versions(results, involved, old_by_file, stand_ins)
     if previous is not None:
         warnings.extend(notes)  # what a reload kept: nothing to say to `check` or a start-up

@@ -82,3 +82,17 @@ def test_look_alikes_are_listed_with_the_file_they_stand_for(tmp_path: Path) -> 
         ("c.example.yaml~", "c.example.yaml"),
         ("d.example", "d.example.yaml"),
     }
+
+
+def test_a_renamed_file_that_clashes_with_a_newcomer_keeps_its_zone(tmp_path: Path) -> None:
+    # z.example served from a.yaml with pool p; in one reload a.yaml becomes b.yaml (same zone) and a new
+    # file defines p too: the clash involves both, and z.example goes back to its last good version.
+    write(tmp_path, "a.yaml", "zone: z.example\n" + NS + POOL_P)
+    first = load_zoneset(str(tmp_path))
+    assert first.ok, first.errors
+    (tmp_path / "a.yaml").rename(tmp_path / "b.yaml")
+    write(tmp_path, "c.example.yaml", NS + POOL_P)
+    second = load_zoneset(str(tmp_path), previous=first.zoneset)
+    assert second.errors
+    assert sorted(second.zoneset.zones) == ["z.example."]
+    assert second.zoneset.zones["z.example."] is first.zoneset.zones["z.example."]
