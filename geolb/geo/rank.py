@@ -112,33 +112,34 @@ def rank_by_location(pool: model.Pool, client: model.IPAddress, location: Locati
 
 
 def _by_location(pool: model.Pool, location: Location, exclude: set[str]) -> tuple[RankedRegion, ...]:
-    """Country, then continent, then distance; regions without a location last, in file order.
+    """Country, then continent, then the rest; within each, by distance, regions without a location after
+    located ones, ties in file order (as the region maps order them: regionmap.order_keys).
 
     A client with no location at all gets every region in file order (rule 2c).
     """
     if not location.known:
         return tuple(RankedRegion(r, "no client location: file order") for r in pool.regions if r.name not in exclude)
-    country: list[RankedRegion] = []
-    continent: list[RankedRegion] = []
-    by_distance: list[tuple[float, int, RankedRegion]] = []
-    unlocated: list[RankedRegion] = []
+    ranked: list[tuple[int, float, int, RankedRegion]] = []
     here = location.coordinates
     for index, region in enumerate(pool.regions):
         if region.name in exclude:
             continue
         if location.country is not None and location.country in region.countries:
-            country.append(RankedRegion(region, f"country {location.country}"))
+            tier, why = 0, f"country {location.country}"
         elif location.continent is not None and location.continent in region.continents:
-            continent.append(RankedRegion(region, f"continent {location.continent}"))
-        elif region.location is None:
-            unlocated.append(RankedRegion(region, "region has no location"))
+            tier, why = 1, f"continent {location.continent}"
+        else:
+            tier, why = (2, "") if region.location is not None else (3, "region has no location")
+        if region.location is None:
+            km, text = math.inf, why or "region has no location"
         elif here is None:
-            by_distance.append((0.0, index, RankedRegion(region, "no client location: file order")))
+            km, text = 0.0, why or "no client location: file order"
         else:
             km = great_circle_km(here, region.location)
-            by_distance.append((km, index, RankedRegion(region, f"{km:.0f} km", km)))
-    by_distance.sort(key=lambda item: (item[0], item[1]))
-    return (*country, *continent, *(r for _, _, r in by_distance), *unlocated)
+            text = why or f"{km:.0f} km"
+        ranked.append((tier, km, index, RankedRegion(region, text, None if math.isinf(km) or here is None else km)))
+    ranked.sort(key=lambda item: item[:3])
+    return tuple(item[3] for item in ranked)
 
 
 def _matching_rule(rules: Sequence[model.NetworkRule], client: model.IPAddress) -> model.NetworkRule | None:

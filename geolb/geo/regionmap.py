@@ -27,7 +27,7 @@ from geolb import model
 from geolb.geo.mmdbflat import ALIAS, I32, NO_DATA, FlatDatabase, Ranges
 
 EARTH_RADIUS_KM = 6371.0
-FORMAT = 4  # bump when the map's meaning or layout changes: old cache files are then ignored
+FORMAT = 5  # bump when the map's meaning or layout changes: old cache files are then ignored
 
 
 def geography(pool: model.Pool) -> tuple[object, ...]:
@@ -189,6 +189,8 @@ def order_keys(
         tier[:, column] = np.where(by_country, 0, np.where(by_continent, 1, 2 if location is not None else 3))
         if location is not None:
             distance[:, column] = np.where(located, _distances(places.latitude, places.longitude, location), 0.0)
+        else:
+            distance[:, column] = np.inf  # rule 2b: in a country or continent tier too, after the located regions
     unknown = (places.country == "") & (places.continent == "") & ~located
     tier[unknown] = 0  # rule 2c: every region keeps its file place
     distance[unknown] = 0.0

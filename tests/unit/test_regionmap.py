@@ -60,10 +60,36 @@ TRICKY = model.Pool(
 )
 
 
+# Several regions in one country or continent tier: by distance, the unlocated after the located (SPEC §3 rule 2b).
+TIERS = model.Pool(
+    "tiers",
+    "geo.example.",
+    (
+        region("gb-unplaced", None, "192.0.2.10", countries="GB"),
+        region("gb-far", (-33.9, 151.2), "192.0.2.11", countries="GB"),
+        region("gb-near", (51.5, -0.1), "192.0.2.12", countries="GB"),
+        region("eu-unplaced", None, "192.0.2.13", continents="EU"),
+        region("eu-far", (35.7, 139.7), "192.0.2.14", continents="EU"),
+        region("eu-near", (48.9, 2.3), "192.0.2.15", continents="EU"),
+        region("east", (39.0, -77.5), "192.0.2.1"),
+    ),
+    (),
+    HERE,
+)
+
+
 def zone_pools() -> list[model.Pool]:
     zone = read_zone_file(str(DATA / "geo-zones" / "geo.example.yaml")).zone
     assert zone is not None
-    return [zone.pools["web"], zone.pools["prefs"], TRICKY]
+    return [zone.pools["web"], zone.pools["prefs"], TRICKY, TIERS]
+
+
+def test_within_a_tier_the_nearest_first_and_the_unlocated_last() -> None:
+    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
+    london = ipaddress.ip_address("81.2.69.160")  # GB, EU in the test database
+    expected = ["gb-near", "gb-far", "gb-unplaced", "eu-near", "eu-far", "eu-unplaced", "east"]
+    assert reference(TIERS, locator, london) == expected
+    assert mapped(maps_for([TIERS], locator)["tiers"], london) == expected
 
 
 def maps_for(pools: list[model.Pool], locator: GeoIPLocator | NoLocator) -> dict[str, RegionMap]:
