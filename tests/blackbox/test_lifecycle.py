@@ -13,6 +13,7 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
+from tests.geomaps import CACHE
 from tests.serverproc import DATA, ROOT, geolb_command, start_server
 
 
@@ -35,7 +36,8 @@ def test_ready_line_names_every_listener() -> None:
 
 
 def run_serve(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(geolb_command("serve", *args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    env = {**os.environ, "GEOLB_CACHE_DIR": str(CACHE)}  # the test run's cache, not the user's (maps, serials)
+    return subprocess.run(geolb_command("serve", *args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 def test_invalid_zone_at_start_up_names_file_and_line(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@ from the running one without a lost query (SPEC §7)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
 import dns.rcode
 import pytest
 
+from tests.geomaps import CACHE
 from tests.serverproc import DATA, ROOT, api, geolb_command, start_server, wait_until
 from tests.steadyclient import SteadyClient
 
@@ -28,7 +30,8 @@ def free_port() -> int:
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
     command = geolb_command("serve", "--zones", str(DATA / "zones"), *args)
-    return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    env = {**os.environ, "GEOLB_CACHE_DIR": str(CACHE)}  # the test run's cache, not the user's (maps, serials)
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
 
 
 def test_a_second_instance_on_the_same_address_exits_1_and_the_first_answers_everything() -> None:
