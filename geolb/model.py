@@ -227,6 +227,27 @@ class ShedLoad:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """A pool's `latency:` settings for `steering: latency` (SPEC §10)."""
+
+    min_samples: int = 5  # samples in the window before a network's or country's figure for a region counts
+    min_networks: int = 5  # distinct networks with figures before a country's evidence counts
+    window: float = 7 * 86400.0  # seconds; older samples decay and then drop out
+    margin: float = 0.10  # another region must be faster by more than this share ...
+    margin_ms: float = 5.0  # ... and by more than this many milliseconds to take the answer
+    vantage_radius: float = 1000.0  # km: a vantage point speaks for clients this close to it
+
+    def beats(self, challenger: float, incumbent: float) -> bool:
+        """True when a region measured at `challenger` ms takes the answer from one measured at `incumbent` ms."""
+        gain = incumbent - challenger
+        return gain > self.margin_ms and gain > self.margin * incumbent
+
+
+DEFAULT_LATENCY = Latency()
+STEERING_POLICIES = ("geo", "latency")
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     location: tuple[float, float] | None  # latitude, longitude in degrees
@@ -235,6 +256,7 @@ class Region:
     endpoints: tuple[Endpoint, ...]
     where: Where = field(compare=False)
     selection: Selection = DEFAULT_SELECTION  # the pool's, unless the region sets its own
+    rum_url: str | None = None  # a small object served by this region's load balancers, fetched by rum.js (SPEC §10)
 
 
 @dataclass(frozen=True)
@@ -261,6 +283,8 @@ class Pool:
     where: Where = field(compare=False)
     selection: Selection = DEFAULT_SELECTION  # the default of its regions
     shed_load: ShedLoad | None = None
+    steering: str = "geo"  # one of STEERING_POLICIES: "latency" orders by measured RTT where there is evidence
+    latency: Latency = DEFAULT_LATENCY
 
     def region(self, name: str) -> Region | None:
         for region in self.regions:
@@ -329,6 +353,7 @@ class Zone:
     pools: Mapping[str, Pool]
     digest: str  # of the file's bytes (and its keys'): a reload knows whether it changed
     dnssec: Signing | None = None
+    rum_name: str | None = None  # `rum_name: rum` -> "rum.example.com.": "<token>.rum.example.com." answers with the RUM listener
 
     @property
     def serial(self) -> int:

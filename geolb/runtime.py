@@ -10,6 +10,7 @@ from types import MappingProxyType
 from geolb import model
 from geolb.geo.regionmap import RegionMap
 from geolb.health.state import ALL_UP, HealthView
+from geolb.steer.evidence import NO_EVIDENCE, Evidence
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Snapshot:
     health: HealthView
     maps: Mapping[str, RegionMap] = field(default_factory=lambda: MappingProxyType({}))  # pool name -> its region map
     generation: int = 0  # +1 on every swap; caches keyed on it never serve a stale answer
+    evidence: Evidence = NO_EVIDENCE  # latency steering (SPEC §10): pool name -> its measured RTTs
 
 
 class Runtime:
@@ -40,6 +42,7 @@ class Runtime:
         health: HealthView | None = None,
         maps: Mapping[str, RegionMap] | None = None,
         generation: int | None = None,
+        evidence: Evidence | None = None,
     ) -> Snapshot:
         """One new generation with whatever changed together (a reload brings zones, maps and health at once)."""
         current = self.snapshot
@@ -48,6 +51,7 @@ class Runtime:
             current.health if health is None else health,
             current.maps if maps is None else MappingProxyType(dict(maps)),
             current.generation + 1 if generation is None else generation,
+            current.evidence if evidence is None else MappingProxyType(dict(evidence)),
         )
         self.snapshot = snapshot
         for listener in self._listeners:

@@ -37,7 +37,7 @@ from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
-from geolb.model import IPAddress, ZoneSet
+from geolb.model import IPAddress, IPNetwork, ZoneSet
 from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
@@ -75,6 +75,13 @@ class ServeOptions:
     cookie_secrets: tuple[bytes, ...] = ()  # DNS Cookies (RFC 9018); empty: a random secret for this run
     rate_limits: RateLimits = field(default_factory=RateLimits)  # UDP response rate limiting (off unless a rate is set)
     replace: bool = False  # take over --listen addresses another geolb serves, then stop it
+    # Latency steering (SPEC §10)
+    rum_listen: HostPort | None = None  # the RUM listener (GET /rum.js, POST /v1/rum); None: off
+    rum_addresses: tuple[IPAddress, ...] = ()  # what "<token>.rum.<zone>" answers: the RUM listener's public addresses
+    rum_trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For names the client
+    rum_rate: int = 60  # beacons a minute from one /24 (or /48) before 429
+    rum_max_networks: int = 1_000_000  # per pool; least recently measured dropped first
+    location: tuple[float, float] | None = None  # this instance's place (--location): its checks' times are vantage evidence
 
 
 async def _settled(read: Callable[[], object]) -> None:
