@@ -147,12 +147,15 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False  # has answered a request before
         self.listener: Callable[[], None] | None = None  # a FastCheck waiting on this connection
+        self.first_byte = 0.0  # time.monotonic() of the first byte after the request was sent; 0.0: none yet
         self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
+        if not self.first_byte:
+            self.first_byte = time.monotonic()
         self.buffer += data
         self._wake()
 
@@ -322,8 +325,10 @@ class HttpChecker:
                 conn = await self._connect(key)
             try:
                 assert conn.transport is not None
+                conn.first_byte = 0.0
                 conn.transport.write(target.request)
                 head, body, reusable = await read_response(conn, target.keep)
+                target.answered = conn.first_byte
                 break
             except StaleConnection:
                 conn.close()
@@ -351,6 +356,7 @@ class HttpChecker:
         self._fast.add(fast)
         self._deadlines.setdefault(int(fast.deadline / EXPIRY_TICK) + 1, []).append(fast)
         conn.listener = fast.on_data
+        conn.first_byte = 0.0
         conn.transport.write(target.request)
         return True
 
@@ -435,7 +441,7 @@ class CheckTarget:
     whether its responses need the full reader. The prober holds these, so that a check does
     not hash a HealthKey (a tree of dataclasses) again and again."""
 
-    __slots__ = ("idle", "keep", "key", "request", "slow")
+    __slots__ = ("answered", "idle", "keep", "key", "request", "slow")
 
     def __init__(self, key: model.HealthKey) -> None:
         self.key = key
@@ -443,6 +449,9 @@ class CheckTarget:
         self.keep = BODY_LIMIT if key.check.expect_body is not None else 0  # body bytes to read for expect_body
         self.idle: Connection | None = None
         self.slow = False
+        # time.monotonic() when the latest response's first byte arrived: a check's round-trip time for
+        # vantage points (SPEC §10) runs from its start to here, not to the end of the body.
+        self.answered = 0.0
 
 
 FastDone = Callable[[str | None, str | None, bool], None]  # (error, load text, run check() instead)
@@ -487,6 +496,7 @@ class FastCheck:
             return  # the rest of the body is on its way
         body = bytes(conn.buffer[used : used + min(self.target.keep, frame.length)])
         del conn.buffer[: used + frame.length]
+        self.target.answered = conn.first_byte
         self.end()
         self.checker._release(self.target, conn, keeps_alive(head) and not conn.closed)
         error, load = judge(self.target.key.check, head, body)

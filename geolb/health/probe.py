@@ -1,4 +1,4 @@
-"""One health check attempt -> Outcome(ok, latency, error, load): http/https through HttpChecker, or a TCP connect."""
+"""One health check attempt -> Outcome(ok, latency, error, load, rtt): http/https through HttpChecker, or a TCP connect."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ class Outcome:
     latency: float  # seconds
     error: str | None = None  # why it failed, for logs and /v1/status
     load: float | None = None  # what the load header said (http/https), when it said something readable
+    # Seconds from the check's start to the first response byte (http/https) or to the open connection (tcp),
+    # for a successful check; None otherwise. A vantage point's RTT to the endpoint (SPEC §10): the server's
+    # think time counts (it is what a client waits for), the body's transfer does not.
+    rtt: float | None = None
 
 
 def parse_load(text: str | None) -> float | None:
@@ -46,6 +50,7 @@ async def probe(http: HttpChecker, key: model.HealthKey, source: str | None = No
     check = key.check
     started = time.monotonic()
     load: float | None = None
+    reached: float | None = None  # time.monotonic() of the first response byte or the connection
     task = asyncio.current_task()
     assert task is not None
     expired = False
@@ -60,8 +65,10 @@ async def probe(http: HttpChecker, key: model.HealthKey, source: str | None = No
         if check.type in ("http", "https"):
             error, load_text = await http.check(key)
             load = parse_load(load_text)
+            reached = http.target(key).answered
         elif check.type == "tcp":
-            error = await _tcp(key, source)
+            reached = await _tcp(key, source)
+            error = None
         else:
             error = None
     except asyncio.CancelledError:
@@ -78,16 +85,19 @@ async def probe(http: HttpChecker, key: model.HealthKey, source: str | None = No
         error = _connect_error(exc)
     finally:
         timer.cancel()
-    return Outcome(error is None, time.monotonic() - started, error, load)
+    rtt = reached - started if error is None and reached is not None and reached >= started else None
+    return Outcome(error is None, time.monotonic() - started, error, load, rtt)
 
 
-async def _tcp(key: model.HealthKey, source: str | None) -> str | None:
+async def _tcp(key: model.HealthKey, source: str | None) -> float:
+    """Open and close a connection; when it opened (time.monotonic())."""
     local = None if source is None else (source, 0)
     _reader, writer = await asyncio.open_connection(str(key.address), key.check.port, local_addr=local)
+    opened = time.monotonic()
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
-    return None
+    return opened
 
 
 def _connect_error(exc: OSError | None) -> str:

@@ -152,7 +152,9 @@ class Prober:
         if hand_back:
             self._run_full(entry, started)
         else:
-            self._finished(entry, started, Outcome(error is None, time.monotonic() - started, error, parse_load(load)))
+            answered = entry.target.answered if entry.target is not None else 0.0
+            rtt = answered - started if error is None and answered >= started else None
+            self._finished(entry, started, Outcome(error is None, time.monotonic() - started, error, parse_load(load), rtt))
 
     def _run_full(self, entry: Scheduled, started: float) -> None:
         key = entry.key
