@@ -32,16 +32,19 @@ from geolb.geo.locate import Locator, NoLocator, database_file
 from geolb.geo.regionmap import RegionMap
 from geolb.geo.store import GeoIPReport, MapBuildCancelled, MapBuildError, MapStore, default_cache_dir
 from geolb.handler import AnswerKey, QueryStats
+from geolb.health.probe import Outcome
 from geolb.health.prober import Prober
 from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
-from geolb.model import IPAddress, IPNetwork, ZoneSet
+from geolb.model import HealthKey, IPAddress, IPNetwork, ZoneSet
 from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
+from geolb.steer.evidence import PoolEvidence
+from geolb.steer.feed import VantageFeed
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
 log = logging.getLogger("geolb")
@@ -177,12 +180,15 @@ class Server:
         self._checks_publish: asyncio.Handle | None = None
         self._load_expiry: asyncio.Task[None] | None = None
         self._answer_sampler: asyncio.Task[None] | None = None
+        # Vantage points (SPEC §10): this instance's check times (with --location), every instance's figures.
+        self.vantage = VantageFeed(options.instance, options.location, lambda: self.runtime.snapshot, self._vantages_changed)
+        self._vantage_publish: asyncio.Handle | None = None
         self.prober = Prober(
             self.health,
             self.checks_changed,
             sources=probe_sources(options.probe_sources),
             concurrency=options.probe_concurrency,
-            observe=self.metrics.observe_probe,
+            observe=self.metrics.observe_probe if options.location is None else self._observe_probe,
             on_transition=self._on_transition,
         )
         self.prober.describe(result.zoneset)
@@ -190,8 +196,15 @@ class Server:
         if options.cluster:
             client = EtcdClient(options.cluster)
             self.cluster = ClusterMember(
-                client, options.cluster_prefix, options.instance, self.health, self.publish_health, ttl=lease_ttl(result.zoneset)
+                client,
+                options.cluster_prefix,
+                options.instance,
+                self.health,
+                self.publish_health,
+                ttl=lease_ttl(result.zoneset),
+                on_vantage=self.vantage.peer_report,
             )
+            self.vantage.publish = self.cluster.publish_vantage
         self._cluster_task: asyncio.Task[None] | None = None
         self._cluster_writes: set[asyncio.Task[None]] = set()
         self.metrics.attach(lambda: server_metrics(self))
@@ -336,8 +349,10 @@ class Server:
             if not await self.cluster.connected(CLUSTER_JOIN_WAIT):
                 log.warning("cluster: not joined yet; answering from own checks meanwhile")
         self.runtime.publish(health=self.health.view, maps=maps)
+        self.vantage.tick()  # the first round's times: vantage evidence from the first answers on
         remember_served(self.cache_dir, self.runtime.snapshot.zones, self._served_serials)
         self.prober.schedule(keys)
+        self.vantage.start()
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
         await self._start_workers(reserved)
         self._answer_sampler = asyncio.get_running_loop().create_task(self._sample_answers(), name="sample answers")
@@ -554,8 +569,9 @@ class Server:
             self.cluster.refold()
             self.cluster.sync()
         self.prober.describe(zoneset)
+        self.vantage.zones_changed(zoneset, wanted)
         # Zones, maps and the health the pre-live checks found: one generation, never half of it.
-        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps)
+        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps, evidence=self._steering_evidence(zoneset))
         remember_served(self.cache_dir, zoneset, self._served_serials)
         self.prober.schedule(wanted)
 
@@ -686,6 +702,9 @@ class Server:
             log.info("stopping")
         if self.pool is not None:
             self.pool.stopping = True  # a worker that dies from here on (SIGTERM to the whole group) stays dead
+        await self.vantage.stop()
+        if self._vantage_publish is not None:
+            self._vantage_publish.cancel()
         if self._cluster_task is not None:
             self._cluster_task.cancel()
             await asyncio.gather(self._cluster_task, return_exceptions=True)
@@ -707,6 +726,37 @@ class Server:
             await self._http_runner.cleanup()
         self.locator.close()
         self._drop_private_cache()
+
+    # Vantage points (SPEC §10): this instance's and its peers' figures, laid over the latency pools' evidence.
+
+    def _observe_probe(self, key: HealthKey, outcome: Outcome) -> None:
+        self.metrics.observe_probe(key, outcome)
+        self.vantage.observe(key, outcome)
+
+    def _vantages_changed(self) -> None:
+        """Own or a peer's figures changed: the evidence again, once for everything that changed in this turn."""
+        if self._vantage_publish is None:
+            self._vantage_publish = asyncio.get_running_loop().call_soon(self._publish_steering)
+
+    def _publish_steering(self) -> None:
+        self._vantage_publish = None
+        snapshot = self.runtime.snapshot
+        evidence = self._steering_evidence(snapshot.zones)
+        current = snapshot.evidence
+        if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
+            self.runtime.publish(evidence=evidence)
+
+    def _steering_evidence(self, zones: ZoneSet) -> dict[str, PoolEvidence]:
+        """The evidence of every `steering: latency` pool that has some: here, the instances' vantage figures
+        (VantageBoard.attach lays them over the pool's RUM evidence, once that is wired in)."""
+        evidence: dict[str, PoolEvidence] = {}
+        for pool in zones.pools.values():
+            if pool.steering != "latency":
+                continue
+            found = self.vantage.board.attach(PoolEvidence.empty(pool.name, tuple(r.name for r in pool.regions)))
+            if found.vantages:
+                evidence[pool.name] = found
+        return evidence
 
     def _drop_private_cache(self) -> None:
         if self._private_cache:

@@ -78,6 +78,7 @@ class Backends:
         self.modes = dict.fromkeys(self.addresses, "ok")
         self.loads: dict[str, str | None] = dict.fromkeys(self.addresses)  # X-Load header values; None: no header
         self.failing_for: dict[str, set[str]] = {a: set() for a in self.addresses}  # check sources each one fails
+        self.delays: dict[str, dict[str, float]] = {a: {} for a in self.addresses}  # source -> seconds before answering
         self.hits: Counter[str] = Counter()
         self.last_headers: dict[str, dict[str, str]] = {}
         self.last_remote: dict[str, str | None] = {}  # the address each backend's last check came from
@@ -101,6 +102,10 @@ class Backends:
     def fail_for(self, address: str, *sources: str) -> None:
         """Answer 503 to checks from these source addresses only (none: to nobody in particular)."""
         self.failing_for[address] = set(sources)
+
+    def delay_for(self, address: str, source: str, seconds: float) -> None:
+        """Answer checks from `source` only after `seconds` (a far-away vantage point, seen from here)."""
+        self.delays[address][source] = seconds
 
     def set_load(self, value: str | None, *addresses: str) -> None:
         """The X-Load header /health answers with ("0.95", "42%"), or none."""
@@ -129,6 +134,9 @@ class Backends:
         self.hits[address] += 1
         self.last_headers[address] = dict(request.headers)
         self.last_remote[address] = request.remote
+        delay = self.delays[address].get(request.remote or "")
+        if delay:
+            await asyncio.sleep(delay)
         mode = self.modes[address]
         if request.remote in self.failing_for[address]:
             mode = "fail"

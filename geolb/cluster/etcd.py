@@ -54,6 +54,20 @@ def prefix_end(prefix: str) -> str:
     return (data[:-1] + bytes((data[-1] + 1,))).decode()
 
 
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The stream's lines, however long: aiohttp's own line reader refuses lines over 128 kB, and a watch
+    message holding a chunk of shared RUM figures (cluster/member.py) is longer."""
+    buffer = bytearray()
+    async for data in content.iter_any():
+        scanned = len(buffer)
+        buffer += data
+        end = buffer.find(b"\n", scanned)
+        while end >= 0:
+            yield bytes(buffer[:end])
+            del buffer[: end + 1]
+            end = buffer.find(b"\n")
+
+
 class EtcdClient:
     """One aiohttp session to one of several etcd endpoints (the next is tried when one fails)."""
 
@@ -147,7 +161,7 @@ class EtcdClient:
             ) as response:
                 if response.status != 200:
                     raise EtcdError(f"{endpoint}: watch: status {response.status}")
-                async for line in response.content:
+                async for line in _lines(response.content):
                     if not line.strip():
                         continue
                     message = json.loads(line)

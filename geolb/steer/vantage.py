@@ -170,6 +170,10 @@ class VantageBoard:
     def reports(self, pool: str) -> Mapping[str, VantageReport]:
         return dict(self._reports.get(pool, {}))
 
+    def pools_of(self, instance: str) -> set[str]:
+        """The pools an instance has a report for."""
+        return {pool for pool, reports in self._reports.items() if instance in reports}
+
     def keep(self, pools: Iterable[str]) -> None:
         """Forget the pools not in `pools` (gone in a reload)."""
         wanted = set(pools)

@@ -1,0 +1,98 @@
+"""The vantage feed on the main process's loop: check times in, this instance's reports out, peers' reports in.
+
+It owns a VantageBook (filled from the prober's outcomes when the instance has a
+`--location`) and a VantageBoard (its own reports and, through cluster/member.py,
+its peers'). Every VANTAGE_TICK it works out its own report per `steering: latency`
+pool from the current snapshot's health, and when one moved enough (vantage.moved)
+it goes on the board and to the cluster; whenever the board changes, `changed` is
+called so that the server rebuilds the evidence (VantageBoard.attach).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+from geolb import model
+from geolb.health.probe import Outcome
+from geolb.runtime import Snapshot
+from geolb.steer.vantage import VantageBoard, VantageBook, VantageReport, moved
+
+VANTAGE_TICK = 0.25  # seconds between looks at this instance's figures
+
+
+class VantageFeed:
+    def __init__(
+        self,
+        instance: str,
+        location: tuple[float, float] | None,
+        snapshot: Callable[[], Snapshot],
+        changed: Callable[[], None],
+        publish: Callable[[str, VantageReport | None], None] | None = None,
+    ) -> None:
+        self.instance = instance
+        self.location = location  # None: not a vantage point (peers' reports are still followed)
+        self.snapshot = snapshot  # the current one: zones and health
+        self.changed = changed  # the board changed: rebuild evidence
+        self.publish = publish  # ClusterMember.publish_vantage, in a cluster
+        self.book = VantageBook()
+        self.board = VantageBoard()
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, key: model.HealthKey, outcome: Outcome) -> None:
+        """A check's outcome (Prober's observe hook): its time, when it succeeded."""
+        if outcome.rtt is not None:
+            self.book.record(key, outcome.rtt * 1000.0)
+
+    def peer_report(self, instance: str, pool: str, report: VantageReport | None) -> None:
+        """A peer's report changed (ClusterMember's on_vantage hook)."""
+        if self.board.put(pool, instance, report):
+            self.changed()
+
+    def start(self) -> None:
+        if self.location is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="vantage")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def zones_changed(self, zones: model.ZoneSet, checks: Iterable[model.HealthKey]) -> None:
+        """A reload: forget the pools and checks gone, withdraw our reports of pools no longer steered by latency."""
+        steered = {name for name, pool in zones.pools.items() if pool.steering == "latency"}
+        for pool in self.board.pools_of(self.instance) - steered:
+            self.board.put(pool, self.instance, None)
+            if self.publish is not None:
+                self.publish(pool, None)
+        self.board.keep(zones.pools)
+        self.book.forget(checks)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(VANTAGE_TICK)
+            self.tick()
+
+    def tick(self) -> None:
+        """Own reports of the latency-steered pools, where they moved: onto the board and to the cluster."""
+        if self.location is None:
+            return
+        snapshot = self.snapshot()
+        changed = False
+        for pool in snapshot.zones.pools.values():
+            if pool.steering != "latency":
+                continue
+            vantage = self.book.vantage(pool, snapshot.health, self.instance, self.location)
+            report: VantageReport | None = VantageReport.of(vantage, [r.name for r in pool.regions])
+            if report is not None and not report.covered:
+                report = None
+            if not moved(self.board.report(pool.name, self.instance), report):
+                continue
+            changed |= self.board.put(pool.name, self.instance, report)
+            if self.publish is not None:
+                self.publish(pool.name, report)
+        if changed:
+            self.changed()
