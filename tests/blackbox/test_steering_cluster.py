@@ -2,7 +2,7 @@
 
 Two regions on loopback backends that answer each instance's checks (--probe-source) after a
 different delay, as if the instances stood in different places; clients placed by ECS with the
-GeoIP test database (81.2.69.0/24 is London, 216.160.83.0/24 is Milton, WA).
+GeoIP test database (81.2.69.160/27 is London, 216.160.83.56/29 is Milton, WA).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-serve
 
 CITY_DB = DATA / "GeoIP2-City-Test.mmdb"
 EAST, WEST = "127.0.0.11", "127.0.0.12"  # regions in Frankfurt and Virginia
-LONDON, MILTON = "81.2.69.0/24", "216.160.83.0/24"  # Frankfurt is nearer London, Virginia nearer Milton
+LONDON, MILTON = "81.2.69.160/27", "216.160.83.56/29"  # Frankfurt is nearer London, Virginia nearer Milton
 # Instance a stands in London and b in Milton; each sees the far region's backend fast and the near one slow,
 # so that measured figures turn the distance order round for the clients near each.
 INSTANCES = {
@@ -183,7 +183,7 @@ def test_beacons_to_one_instance_steer_all_three_alike_within_a_second(zones: Pa
         wait_until(lambda: answer(servers[0], LONDON) == {WEST}, 5, "the instance that took the beacons follows them")
         wait_until(lambda: all(answer(s, LONDON) == {WEST} for s in servers), 1.0, "the others within a second")
         assert all(answer(s, MILTON) == {WEST} for s in servers)  # only that network moved (Milton: distance, west)
-        assert all(answer(s, "2.125.160.0/24") == {EAST} for s in servers)
+        assert all(answer(s, "2.125.160.216/29") == {EAST} for s in servers)
     finally:
         for server in servers:
             server.stop()
