@@ -1,6 +1,9 @@
-"""The vantage feed on the main process's loop: check times in, this instance's reports out, peers' reports in.
+"""Steering figures on the main process's loop: this instance's out to the cluster, its peers' in.
 
-It owns a VantageBook (filled from the prober's outcomes when the instance has a
+VantageFeed: check times in, this instance's vantage reports out, peers' reports in.
+RumShare: this instance's RUM aggregates (RumStore.export) out after its own beacons, peers' merged in.
+
+The VantageFeed owns a VantageBook (filled from the prober's outcomes when the instance has a
 `--location`) and a VantageBoard (its own reports and, through cluster/member.py,
 its peers'). Every VANTAGE_TICK it works out its own report per `steering: latency`
 pool from the current snapshot's health, and when one moved enough (vantage.moved)
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from geolb import model
 from geolb.health.probe import Outcome
@@ -20,6 +25,8 @@ from geolb.runtime import Snapshot
 from geolb.steer.vantage import VantageBoard, VantageBook, VantageReport, moved
 
 VANTAGE_TICK = 0.25  # seconds between looks at this instance's figures
+EXPORT_SPACING = 0.25  # seconds at least between two exports of a pool's RUM aggregates ...
+EXPORT_SHARE = 0.1  # ... and at most this share of the loop's time spent exporting (a million networks take a while)
 
 
 class VantageFeed:
@@ -96,3 +103,68 @@ class VantageFeed:
                 self.publish(pool.name, report)
         if changed:
             self.changed()
+
+
+class RumExports(Protocol):
+    """What RumShare needs of the RumStore (steer/aggregate.py)."""
+
+    def export(self, pool_name: str) -> bytes: ...
+
+    def merge(self, instance: str, pool_name: str, data: bytes | None) -> None: ...
+
+
+class RumShare:
+    """This instance's RUM aggregates to the cluster and its peers' into the store.
+
+    Own beacons mark their pool; the pools marked are exported together at most every
+    EXPORT_SPACING seconds (longer when exporting is slow, so that it takes at most
+    EXPORT_SHARE of the loop), and handed to `publish` (ClusterMember.publish_rum, which
+    sends only what differs from what etcd holds). A peer's export is merged into the
+    store, and `changed` is called so that the server rebuilds that pool's evidence.
+    """
+
+    def __init__(self, store: RumExports, publish: Callable[[str, bytes | None], None], changed: Callable[[str], None]) -> None:
+        self.store = store
+        self.publish = publish
+        self.changed = changed
+        self._marked: set[str] = set()  # pools with own figures newer than their last export
+        self._published: set[str] = set()  # pools exported at least once
+        self._flush: asyncio.TimerHandle | None = None
+        self._spacing = EXPORT_SPACING
+        self._last = -EXPORT_SPACING  # time.monotonic() of the last export round
+
+    def beacon_added(self, pool: str) -> None:
+        """Own figures of `pool` changed (a beacon, or measurements loaded at start): export them soon."""
+        self._marked.add(pool)
+        if self._flush is None:
+            delay = max(0.0, self._last + self._spacing - time.monotonic())
+            self._flush = asyncio.get_running_loop().call_later(delay, self._export)
+
+    def peer_rum(self, instance: str, pool: str, data: bytes | None) -> None:
+        """A peer's export of `pool` (None: it is gone) (ClusterMember's on_rum hook)."""
+        self.store.merge(instance, pool, data)
+        self.changed(pool)
+
+    def keep(self, pools: Iterable[str]) -> None:
+        """A reload: withdraw our exports of the pools not in `pools`."""
+        wanted = set(pools)
+        for pool in self._published - wanted:
+            self.publish(pool, None)
+        self._published &= wanted
+        self._marked &= wanted
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+
+    def _export(self) -> None:
+        self._flush = None
+        started = time.monotonic()
+        marked, self._marked = sorted(self._marked), set()
+        for pool in marked:
+            self.publish(pool, self.store.export(pool))
+        self._published.update(marked)
+        took = time.monotonic() - started
+        self._last = started
+        self._spacing = max(EXPORT_SPACING, took / EXPORT_SHARE)

@@ -16,6 +16,7 @@ from geolb.health.httpcheck import HttpChecker
 from geolb.health.probe import probe
 from geolb.health.state import HealthView
 from geolb.steer.evidence import PoolEvidence, Vantage
+from geolb.steer.feed import EXPORT_SPACING, RumShare
 from geolb.steer.vantage import VantageBoard, VantageBook, VantageReport, moved
 
 HERE = model.Where("test.yaml", 1)
@@ -206,3 +207,47 @@ async def test_a_check_records_the_time_to_the_first_response_byte() -> None:
     finally:
         checker.close()
         await runner.cleanup()
+
+
+# --- RUM aggregates to and from the cluster ----------------------------------------------------
+
+
+class Store:
+    """A RumStore's sharing side: numbered exports, merges remembered."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.merged: list[tuple[str, str, bytes | None]] = []
+
+    def export(self, pool_name: str) -> bytes:
+        self.exports += 1
+        return f"{pool_name} {self.exports}".encode()
+
+    def merge(self, instance: str, pool_name: str, data: bytes | None) -> None:
+        self.merged.append((instance, pool_name, data))
+
+
+async def test_own_beacons_are_exported_together_at_most_every_spacing() -> None:
+    store = Store()
+    published: list[tuple[str, bytes | None]] = []
+    changed: list[str] = []
+    share = RumShare(store, lambda pool, data: published.append((pool, data)), changed.append)
+    try:
+        started = time.monotonic()
+        share.beacon_added("web")
+        share.beacon_added("web")
+        share.beacon_added("api")
+        while len(published) < 2:
+            await asyncio.sleep(0.01)
+        assert sorted(published) == [("api", b"api 1"), ("web", b"web 2")]  # one export per pool for the three
+        share.beacon_added("web")
+        while len(published) < 3:
+            assert time.monotonic() - started < 2
+            await asyncio.sleep(0.01)
+        assert published[2] == ("web", b"web 3") and time.monotonic() - started >= EXPORT_SPACING
+        share.peer_rum("b", "web", b"theirs")
+        assert store.merged == [("b", "web", b"theirs")] and changed == ["web"]
+        share.keep(["web"])  # api gone in a reload: our export withdrawn
+        assert published[3:] == [("api", None)]
+    finally:
+        share.close()
