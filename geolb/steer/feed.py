@@ -163,7 +163,7 @@ class RumShare:
         started = time.monotonic()
         marked, self._marked = sorted(self._marked), set()
         for pool in marked:
-            self.publish(pool, self.store.export(pool))
+            self.publish(pool, self.store.export(pool) or None)  # b"": nothing measured in that pool
         self._published.update(marked)
         took = time.monotonic() - started
         self._last = started
