@@ -46,7 +46,9 @@ from geolb.steer.vantage import VantageReport
 log = logging.getLogger("geolb.cluster")
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 STEERING_SPACING = 0.25  # seconds at least between two publications of steering figures
-STEERING_RATE = 4 << 20  # bytes a second at most, on average, of steering figures (a big export waits longer)
+# Bytes a second at most, on average, of steering figures: a big export waits longer before the next. etcd keeps
+# every revision until it is compacted: run it with --auto-compaction-retention (e.g. 1h) when RUM is shared.
+STEERING_RATE = 512 << 10
 RUM_CHUNK = 512 << 10  # bytes of a RUM export per etcd value
 
 OnRum = Callable[[str, str, bytes | None], None]  # (instance, pool, its RumStore.export or None: gone)

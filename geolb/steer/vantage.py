@@ -175,10 +175,9 @@ class VantageBoard:
         return {pool for pool, reports in self._reports.items() if instance in reports}
 
     def keep(self, pools: Iterable[str]) -> None:
-        """Forget the pools not in `pools` (gone in a reload)."""
+        """Forget the evidence made for pools not in `pools` (gone in a reload). Reports stay: a peer's
+        report of a pool this instance does not serve counts once a reload brings that pool here."""
         wanted = set(pools)
-        for name in [p for p in self._reports if p not in wanted]:
-            del self._reports[name]
         for name in [p for p in self._made if p not in wanted]:
             del self._made[name]
 
