@@ -2,7 +2,9 @@
 
 A client costs one AnswerMap lookup whether or not it was seen before. AnswerMaps
 depend on the map, the family and which regions may answer, not on the snapshot,
-so a flap back to an earlier state finds its map again in the memo.
+so a flap back to an earlier state finds its map again in the memo. A pool with
+`steering: latency` and evidence gets a Steered AnswerMap (steer/overlay.py) instead,
+keyed also on the evidence's version; its values carry the evidence kind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from geolb.geo.rank import BUSY, FAIL_OPEN, READY
 from geolb.geo.regionmap import AnswerMap, RegionMap, answer_table
 from geolb.geo.select import Order, Rotation, region_order
 from geolb.health.state import HealthView
+from geolb.steer.evidence import NO_EVIDENCE, Evidence, PoolEvidence
+from geolb.steer.overlay import KINDS, Steered, steer
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class GeoChoice:
     scope: int
     tier: str  # READY, BUSY or FAIL_OPEN
     order: Order | None = None
+    evidence: str = "distance"  # what ordered the regions (steer.overlay.KINDS): network, resolver, country, vantage, distance
 
     @property
     def failed_open(self) -> bool:
@@ -44,9 +49,20 @@ class GeoChoice:
 class PoolFamily:
     """One pool's answers for one family under one HealthView: region per address, candidates and order per region."""
 
-    def __init__(self, pool: model.Pool, family: int, health: HealthView, memo: AnswerMemo, maps: Mapping[str, RegionMap]) -> None:
+    def __init__(
+        self,
+        pool: model.Pool,
+        family: int,
+        health: HealthView,
+        memo: AnswerMemo,
+        maps: Mapping[str, RegionMap],
+        evidence: PoolEvidence | None = None,
+    ) -> None:
         self.pool = pool
         self.family = family
+        self.width = len(pool.regions)  # answers are `kind * width + region` (kinds: 1 without evidence)
+        self.kinds = 1
+        self.resolvers: tuple[Mapping[int, int], Mapping[int, int]] = ({}, {})
         of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
         up = [
             tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)
@@ -74,18 +90,28 @@ class PoolFamily:
         )
         usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
         # None: no endpoint of the family in the pool
-        self.answers = memo.answer_map(maps[pool.name], family, usable) if usable else None
+        self.answers: AnswerMap | None = None
+        if usable and evidence is not None and pool.steering == "latency":
+            steered = memo.steered(maps[pool.name], pool, usable, evidence)
+            self.answers, self.resolvers, self.kinds = steered.answers, steered.resolvers, steered.kinds
+        elif usable:
+            self.answers = memo.answer_map(maps[pool.name], family, usable)
 
     @property
     def failed_open(self) -> bool:
         return self.tier == FAIL_OPEN
 
     def choose(self, address: int, version: int) -> tuple[int, int]:
-        """(region index, scope) for a client; only valid when `answers` is set. The scope holds for the order too."""
+        """(answer, scope) for a client; only valid when `answers` is set. The scope holds for the order too.
+        The answer is `kind * width + region index` (just the region index for a pool without evidence)."""
         assert self.answers is not None
         index, scope = self.answers.lookup(address, version)
-        order = self.orders[index]
+        order = self.orders[index % self.width]
         return index, scope if order is None else max(scope, order.scope_floor(version))
+
+    def choose_resolver(self, address: int, version: int) -> int | None:
+        """The answer for a query without ECS from a resolver with evidence of its own, else None."""
+        return self.resolvers[version == 6].get(address)
 
 
 class AnswerMemo:
@@ -93,11 +119,14 @@ class AnswerMemo:
     build, and the round-robin positions (a health change must not restart every cycle)."""
 
     LIMIT = 64
+    STEERED = 4  # AnswerMaps with networks spliced in: tens of MB each with a million networks
     ROTATIONS = 65536
 
-    def __init__(self, limit: int = LIMIT) -> None:
+    def __init__(self, limit: int = LIMIT, steered: int = STEERED) -> None:
         self.limit = limit
+        self.steered_limit = steered
         self._maps: OrderedDict[tuple[str, int, frozenset[int]], AnswerMap] = OrderedDict()
+        self._steered: OrderedDict[tuple[object, ...], Steered] = OrderedDict()
         self._rotations: dict[tuple[str, str, int], Rotation] = {}
 
     def answer_map(self, region_map: RegionMap, family: int, usable: frozenset[int]) -> AnswerMap:
@@ -111,6 +140,19 @@ class AnswerMemo:
             self._maps.move_to_end(key)
         return known
 
+    def steered(self, region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evidence: PoolEvidence) -> Steered:
+        """A latency pool's answers with its evidence laid over; the family counts only through `usable`."""
+        names = tuple(r.name for r in pool.regions)
+        key = (region_map.key, names, pool.latency, usable, evidence.pool, evidence.version)
+        known = self._steered.get(key)
+        if known is None:
+            known = self._steered[key] = steer(region_map, pool, usable, evidence)
+            while len(self._steered) > self.steered_limit:
+                self._steered.popitem(last=False)
+        else:
+            self._steered.move_to_end(key)
+        return known
+
     def rotation(self, pool: str, region: str, family: int) -> Rotation:
         key = (pool, region, family)
         known = self._rotations.get(key)
@@ -122,24 +164,36 @@ class AnswerMemo:
 
 
 class GeoAnswers:
-    """Choices for one snapshot (zones, health, maps)."""
+    """Choices for one snapshot (zones, health, maps, evidence)."""
 
-    def __init__(self, maps: Mapping[str, RegionMap], health: HealthView, memo: AnswerMemo | None = None) -> None:
+    def __init__(
+        self, maps: Mapping[str, RegionMap], health: HealthView, memo: AnswerMemo | None = None, evidence: Evidence = NO_EVIDENCE
+    ) -> None:
         self.maps = maps
         self.health = health
         self.memo = memo or AnswerMemo()
+        self.evidence = evidence
         self._pools: dict[tuple[str, int], PoolFamily] = {}
 
     def pool_family(self, pool: model.Pool, family: int) -> PoolFamily:
         key = (pool.name, family)
         known = self._pools.get(key)
         if known is None:
-            known = self._pools[key] = PoolFamily(pool, family, self.health, self.memo, self.maps)
+            evidence = self.evidence.get(pool.name) if pool.steering == "latency" else None
+            known = self._pools[key] = PoolFamily(pool, family, self.health, self.memo, self.maps, evidence)
         return known
 
-    def choose(self, pool: model.Pool, family: int, client: model.IPAddress) -> GeoChoice:
+    def choose(self, pool: model.Pool, family: int, client: model.IPAddress, resolver: bool = False) -> GeoChoice:
+        """`resolver`: the client is the query's source (no ECS), so resolver evidence may apply."""
         chosen = self.pool_family(pool, family)
         if chosen.answers is None:
             return GeoChoice(pool.name, family, None, (), 0, chosen.tier)
-        index, scope = chosen.choose(int(client), client.version)
-        return GeoChoice(pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.tier, chosen.orders[index])
+        found = chosen.choose_resolver(int(client), client.version) if resolver and chosen.kinds > 1 else None
+        if found is None:
+            found, scope = chosen.choose(int(client), client.version)
+        else:
+            scope = 0  # a resolver's answer is not the client's: there is no client subnet to scope
+        index, kind = found % chosen.width, found // chosen.width
+        return GeoChoice(
+            pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.tier, chosen.orders[index], KINDS[kind]
+        )

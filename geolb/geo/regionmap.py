@@ -36,6 +36,8 @@ def geography(pool: model.Pool) -> tuple[object, ...]:
         (r.name, r.location, tuple(sorted(r.countries)), tuple(sorted(r.continents))) for r in pool.regions
     )  # fmt: skip
     rules = tuple((str(rule.network), rule.regions) for rule in pool.networks)
+    if pool.steering == "latency":
+        return regions, rules, "per-place"  # latency pools keep one ranking id per place (see build_region_map)
     return regions, rules
 
 
@@ -229,12 +231,13 @@ def build_region_map(
 
     Locations are ranked a chunk at a time (memory bounded by `chunk_cells`); a pool
     of at most `prefix` regions keeps whole rankings, each distinct one once; a larger
-    one keeps the first `prefix` regions of each location's ranking.
+    one keeps the first `prefix` regions of each location's ranking. A pool with `steering: latency` keeps an id
+    per place like a large pool does, so that country and vantage evidence (steer/overlay.py) can tell places apart.
     """
     names = tuple(r.name for r in pool.regions)
     geography = Geography.of(pool)
     width = min(prefix, len(names))
-    whole = width == len(names)  # whole rankings: equal ones share an id
+    whole = width == len(names) and pool.steering != "latency"  # whole rankings: equal ones share an id
     places = database_places(flat)
     count = len(places)
     columns = np.arange(len(names), dtype=np.int64)
@@ -338,10 +341,16 @@ class AnswerMap:
     IPv6 alias of the IPv4 tree continues in an IPv4 index of location rankings.
     """
 
-    def __init__(self, region_map: RegionMap, answer_of_ranking: npt.NDArray[np.int32]) -> None:
+    def __init__(
+        self, region_map: RegionMap, answer_of_ranking: npt.NDArray[np.int32], spliced: tuple[Ranges, Ranges] | None = None
+    ) -> None:
+        """`spliced`: (IPv4, IPv6) ranges whose values are already answers (latency steering's networks laid in)."""
         self.region_map = region_map
-        v4 = region_map.v4.remapped(answer_of_ranking).merged()
-        v6 = region_map.v6.remapped(answer_of_ranking).merged()
+        if spliced is None:
+            v4 = region_map.v4.remapped(answer_of_ranking).merged()
+            v6 = region_map.v6.remapped(answer_of_ranking).merged()
+        else:
+            v4, v6 = spliced
         self.ranges = (len(v4), len(v6))
         self._v4 = _V4Index(v4)
         self.lookup4 = self._v4.lookup  # IPv4 only: address -> (region index, prefix length)
