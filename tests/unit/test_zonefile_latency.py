@@ -96,10 +96,8 @@ def test_bad_latency_keys_are_reported_with_their_line(tmp_path: Path, text: str
 
 
 def test_plain_http_rum_url_and_latency_without_steering_warn(tmp_path: Path) -> None:
-    text = (
-        POOL
-        + "    latency: {min_samples: 3}\n    regions:\n      eu:\n        rum_url: http://eu.example.net/r.gif\n        endpoints: [127.0.0.1]\n"
-    )
+    region = "    regions:\n      eu:\n        rum_url: http://eu.example.net/r.gif\n        endpoints: [127.0.0.1]\n"
+    text = POOL + "    latency: {min_samples: 3}\n" + region
     zone, errors, warnings = read(tmp_path, text)
     assert errors == [] and zone is not None
     assert any(w.startswith("FILE:6: warning: pool web: latency settings apply only with steering: latency") for w in warnings), warnings
