@@ -258,7 +258,8 @@ async def rum_token(request: web.Request) -> web.Response:
 
 
 async def explain_query(request: web.Request) -> web.Response:
-    """GET /v1/explain?name=&type=&client=: the DNS path's own decision, with live health."""
+    """GET /v1/explain?name=&type=&client=[&resolver=1]: the DNS path's own decision, with live health and evidence.
+    `resolver=1`: the client is a resolver asking without ECS (latency steering's resolver evidence may apply)."""
     server = request.app[SERVER_KEY]
     name = request.query.get("name")
     client_text = request.query.get("client")
@@ -267,7 +268,9 @@ async def explain_query(request: web.Request) -> web.Response:
     snapshot = server.runtime.snapshot
     try:
         client = parse_client(client_text)
-        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, request.query.get("type", "A"), client)
+        resolver = request.query.get("resolver", "").lower() in ("1", "true", "yes")
+        qtype = request.query.get("type", "A")
+        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, qtype, client, resolver)
     except ExplainError as exc:
         return json_error(400, str(exc))
     if report["rcode"] == "REFUSED":

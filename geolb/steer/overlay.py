@@ -17,6 +17,7 @@ narrow by the split alone.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -370,3 +371,51 @@ def resolver_answers(
 
 def evidence_kind(encoded: int, regions: int) -> str:
     return KINDS[encoded // regions]
+
+
+# --- explaining -----------------------------------------------------------------------------
+
+
+def figures_text(evidence: PoolEvidence, figures: Figures, unit: str | None = "samples") -> str:
+    """ "us-east 23 ms (214 samples), eu-west 84 ms (198)": the covered regions, fastest first."""
+    covered = sorted(
+        (rtt, name, count) for name, rtt, count in zip(evidence.regions, figures.rtt, figures.samples, strict=True) if rtt is not None
+    )
+    if unit is None:
+        return ", ".join(f"{name} {rtt:.0f} ms" for rtt, name, _count in covered) or "no region measured"
+    parts = [f"{name} {rtt:.0f} ms ({count}{' ' + unit if i == 0 else ''})" for i, (rtt, name, count) in enumerate(covered)]
+    return ", ".join(parts) or "no region measured"
+
+
+def describe(
+    evidence: PoolEvidence | None,
+    pool: model.Pool,
+    kind: str,
+    client: model.IPAddress,
+    country: str | None,
+    place: tuple[float, float] | None,
+) -> dict[str, object]:
+    """What the evidence of `kind` (KINDS) said for this client, for explain: {"kind", "text", "rtt_ms": {region: ms}}."""
+    found: tuple[str, Figures, str | None] | None = None
+    if evidence is not None and kind == "network":
+        table = evidence.table(client.version)
+        row = table.row_of(client)
+        if row is not None:
+            network = ipaddress.ip_network((client, table.prefix), strict=False)
+            found = (f"rum {network}", table.figures(row), "samples")
+    elif evidence is not None and kind == "resolver" and client in evidence.resolvers:
+        found = (f"resolver {client}", evidence.resolvers[client], "samples")
+    elif evidence is not None and kind == "country" and country is not None and country in evidence.countries:
+        figures = evidence.countries[country]
+        found = (f"country {country} ({max(figures.samples, default=0)} networks)", figures, "networks")
+    elif evidence is not None and kind == "vantage" and place is not None and evidence.vantages:
+        near = int(nearest_vantage(evidence.vantages, np.array([place[0]]), np.array([place[1]]), pool.latency.vantage_radius)[0])
+        if near >= 0:
+            vantage = evidence.vantages[near]
+            label = f"vantage {vantage.instance} ({vantage.location[0]:g}, {vantage.location[1]:g})"
+            found = (label, Figures(vantage.rtt, tuple(0 for _ in vantage.rtt)), None)
+    if evidence is None or found is None:
+        return {"kind": "distance", "text": "distance", "rtt_ms": {}}
+    label, figures, unit = found
+    rtt = {name: value for name, value in zip(evidence.regions, figures.rtt, strict=True) if value is not None}
+    return {"kind": kind, "text": f"{label}: {figures_text(evidence, figures, unit)}", "rtt_ms": rtt}

@@ -19,7 +19,7 @@ from geolb.geo.mmdbflat import ALIAS
 from geolb.geo.regionmap import RegionMap, order_keys
 from geolb.health.state import ALL_UP, HealthView
 from geolb.steer.evidence import Figures, NetworkTable, PoolEvidence, Vantage
-from geolb.steer.overlay import compose, geo_rankings, range_values
+from geolb.steer.overlay import compose, describe, geo_rankings, range_values
 from tests.geomaps import region_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -302,3 +302,19 @@ def test_geo_rankings_match_the_map(region_map: RegionMap) -> None:
     for text, row in zip(six, geo_rankings(region_map, POOL, 6, upper).tolist(), strict=True):
         assert tuple(row) == region_map.ranking_of(ipaddress.ip_address(text))[0], text
     assert range_values(region_map, 4, addresses[:1])[0] == map_value(region_map, ipaddress.ip_address(texts[0]))
+
+
+def test_describe_names_the_evidence(region_map: RegionMap) -> None:
+    evidence = make_evidence(region_map, random.Random(11))
+    client = ipaddress.ip_address("81.2.69.200")
+    text = describe(evidence, POOL, "country", client, "GB", (51.5, -0.1))
+    assert text["text"] == "country GB (9 networks): eu-west 10 ms (9 networks), ap 30 ms (9), us-east 80 ms (9), gb 90 ms (9)"
+    near_tokyo = describe(evidence, POOL, "vantage", client, "JP", (35.6, 139.7))
+    assert near_tokyo["text"] == "vantage tokyo (35, 139): ap 5 ms, us-east 100 ms, eu-west 150 ms"
+    resolver = describe(evidence, POOL, "resolver", ipaddress.ip_address("8.8.8.8"), None, None)
+    assert str(resolver["text"]).startswith("resolver 8.8.8.8: eu-west 5 ms (9 samples), us-east 30 ms (9)")
+    key = int(evidence.v4.keys[0])
+    network = ipaddress.ip_network((key << 8, 24))
+    described = describe(evidence, POOL, "network", network.network_address + 7, None, None)
+    assert str(described["text"]).startswith(f"rum {network}: ")
+    assert describe(evidence, POOL, "distance", client, "GB", None) == {"kind": "distance", "text": "distance", "rtt_ms": {}}
