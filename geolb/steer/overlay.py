@@ -243,13 +243,6 @@ def _keys(ranges_hi: npt.NDArray[np.uint64], ranges_lo: npt.NDArray[np.uint64], 
     return pairs.view("S16").ravel()
 
 
-def _unkeys(keys: npt.NDArray[np.generic], width: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-    if width == 32:
-        return np.asarray(keys, dtype=np.uint64), np.zeros(len(keys), dtype=np.uint64)
-    pairs = np.frombuffer(np.ascontiguousarray(keys).tobytes(), dtype=">u8").reshape(-1, 2).astype(np.uint64)
-    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
-
-
 def splice_networks(
     region_map: RegionMap,
     pool: model.Pool,
@@ -267,21 +260,14 @@ def splice_networks(
         return Ranges(width, raw.hi, raw.lo, base_values).merged()
     regions = len(region_map.regions)
     raw_keys = _keys(raw.hi, raw.lo, width)
-    if width == 32:
-        shift = 32 - V4_PREFIX
-        first_keys = _keys(table.keys << np.uint64(shift), np.zeros(len(table), dtype=np.uint64), 32)
-        last_keys = _keys((table.keys << np.uint64(shift)) | np.uint64((1 << shift) - 1), np.zeros(len(table), dtype=np.uint64), 32)
-        after = table.keys + np.uint64(1)
-        after_keys = _keys(after << np.uint64(shift), np.zeros(len(table), dtype=np.uint64), 32)
-        after_ok = after < np.uint64(1 << V4_PREFIX)
-    else:
-        shift = 64 - V6_PREFIX
-        high = table.keys << np.uint64(shift)
-        first_keys = _keys(high, np.zeros(len(table), dtype=np.uint64), 128)
-        last_keys = _keys(high | np.uint64((1 << shift) - 1), np.full(len(table), MASK64, dtype=np.uint64), 128)
-        after = table.keys + np.uint64(1)
-        after_keys = _keys(after << np.uint64(shift), np.zeros(len(table), dtype=np.uint64), 128)
-        after_ok = after < np.uint64(1 << V6_PREFIX)
+    # Network boundaries all have a zero low half (IPv4 has none; an IPv6 /48 ends on a /64), so `hi` alone orders them.
+    shift = (32 - V4_PREFIX) if width == 32 else (64 - V6_PREFIX)
+    zeros = np.zeros(len(table), dtype=np.uint64)
+    first_hi = table.keys << np.uint64(shift)
+    first_keys = _keys(first_hi, zeros, width)
+    last_keys = _keys(first_hi | np.uint64((1 << shift) - 1), zeros if width == 32 else zeros + np.uint64(MASK64), width)
+    after = table.keys + np.uint64(1)
+    after_hi = (after << np.uint64(shift))[after < np.uint64(1 << (V4_PREFIX if width == 32 else V6_PREFIX))]
     # Pieces: each network cut where a range of the map starts inside it.
     inner_first = np.searchsorted(raw_keys, first_keys, "right")
     inner_stop = np.searchsorted(raw_keys, last_keys, "right")
@@ -308,14 +294,18 @@ def splice_networks(
         ruled = pinned_answer[rules] >= 0  # a `networks` rule's region answers first: operator intent
         steered = decided & ~ruled
         piece_values[located[steered]] = answers[steered] + NETWORK * regions
-    boundaries = np.unique(np.concatenate([raw_keys, piece_keys, after_keys[after_ok]]))
-    net = np.searchsorted(first_keys, boundaries, "right") - 1
-    inside = (net >= 0) & (boundaries <= last_keys[np.maximum(net, 0)])
-    piece = np.searchsorted(piece_keys, boundaries, "right") - 1
-    base = np.searchsorted(raw_keys, boundaries, "right") - 1
-    spliced = np.asarray(np.where(inside, piece_values[np.maximum(piece, 0)], base_values[base]), dtype=np.int32)
-    hi, lo = _unkeys(boundaries, width)
-    return Ranges(width, hi, lo, spliced).merged()
+    # New range starts: the networks' first addresses and the addresses after them, where no range starts yet.
+    merged = np.sort(np.concatenate([first_hi, after_hi]), kind="stable")  # two sorted runs
+    extra_hi = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
+    extra_keys = _keys(extra_hi, np.zeros(len(extra_hi), dtype=np.uint64), width)
+    at = np.searchsorted(raw_keys, extra_keys, "left")
+    new = (at >= len(raw_keys)) | (raw_keys[np.minimum(at, len(raw_keys) - 1)] != extra_keys)
+    extra_hi, at = extra_hi[new], at[new]
+    hi = np.insert(raw.hi, at, extra_hi)
+    lo = np.insert(raw.lo, at, np.zeros(len(at), dtype=np.uint64))
+    spliced = base_values[np.insert(np.arange(len(raw_keys)), at, at - 1)]  # a new start continues the range it cuts
+    spliced[np.searchsorted(_keys(hi, lo, width), piece_keys, "left")] = piece_values
+    return Ranges(width, hi, lo, np.asarray(spliced, dtype=np.int32)).merged()
 
 
 # --- the whole overlay -------------------------------------------------------------------
