@@ -342,9 +342,14 @@ class AnswerMap:
     """
 
     def __init__(
-        self, region_map: RegionMap, answer_of_ranking: npt.NDArray[np.int32], spliced: tuple[Ranges, Ranges] | None = None
+        self,
+        region_map: RegionMap,
+        answer_of_ranking: npt.NDArray[np.int32],
+        spliced: tuple[Ranges, Ranges] | None = None,
+        v4_networks: npt.NDArray[np.uint64] | None = None,
     ) -> None:
-        """`spliced`: (IPv4, IPv6) ranges whose values are already answers (latency steering's networks laid in)."""
+        """`spliced`: (IPv4, IPv6) ranges whose values are already answers (latency steering's networks laid in);
+        `v4_networks`: the /24s (address >> 8) with evidence of their own, indexed for one dict lookup each."""
         self.region_map = region_map
         if spliced is None:
             v4 = region_map.v4.remapped(answer_of_ranking).merged()
@@ -352,7 +357,7 @@ class AnswerMap:
         else:
             v4, v6 = spliced
         self.ranges = (len(v4), len(v6))
-        self._v4 = _V4Index(v4)
+        self._v4 = _V4Index(v4) if v4_networks is None else _V4Index24(v4, v4_networks)
         self.lookup4 = self._v4.lookup  # IPv4 only: address -> (region index, prefix length)
         self._v6_hi = np.ascontiguousarray(v6.hi).data
         self._v6_lo = np.ascontiguousarray(v6.lo).data
@@ -434,6 +439,47 @@ class _V4Index:
         first = starts[index]
         last = starts[index + 1] - 1 if index + 1 < self._count else 0xFFFFFFFF
         # prefix_within, inlined: this runs for every IPv4 query in a mixed /16.
+        below = (address ^ (first - 1)).bit_length() - 1 if first else 32
+        above = (address ^ (last + 1)).bit_length() - 1
+        return self._regions[index], 32 - (below if below < above else above)
+
+
+class _V4Index24(_V4Index):
+    """_V4Index and, for the /24s with evidence of their own (latency steering), their region and scope ready when
+    the /24 lies inside one range: spliced networks make most /16s mixed, and clients there should not bisect."""
+
+    def __init__(self, ranges: Ranges, networks: npt.NDArray[np.uint64]) -> None:
+        super().__init__(ranges)
+        wide = np.asarray(ranges.hi, dtype=np.int64)
+        blocks = np.asarray(networks, dtype=np.int64) << 8
+        index = np.searchsorted(wide, blocks, "right") - 1
+        ends = np.append(wide[1:] - 1, 0xFFFFFFFF)
+        uniform = ends[index] >= blocks + 0xFF
+        start_of, end_of = wide[index], ends[index]
+        below = np.where(start_of > 0, _bit_length(blocks ^ (start_of - 1)) - 1, 32)
+        above = _bit_length(blocks ^ (end_of + 1)) - 1
+        scope = 32 - np.minimum(np.minimum(below, above), 32)
+        codes = np.asarray(ranges.values)[index].astype(np.int64) * 256 + scope
+        keep = np.flatnonzero(uniform)
+        shared: dict[int, tuple[int, int]] = {}
+        by24: dict[int, tuple[int, int]] = {}
+        for key, code in zip((blocks[keep] >> 8).tolist(), codes[keep].tolist(), strict=True):
+            if self._by16[key >> 8] is None:
+                by24[key] = shared.setdefault(code, (code >> 8, code & 0xFF))
+        self._by24 = by24
+
+    def lookup(self, address: int) -> tuple[int, int]:
+        ready = self._by16[address >> 16]
+        if ready is not None:
+            return ready
+        ready = self._by24.get(address >> 8)
+        if ready is not None:
+            return ready
+        top = address >> 16
+        starts = self._starts
+        index = bisect.bisect_right(starts, address, self._low[top], self._high[top]) - 1
+        first = starts[index]
+        last = starts[index + 1] - 1 if index + 1 < self._count else 0xFFFFFFFF
         below = (address ^ (first - 1)).bit_length() - 1 if first else 32
         above = (address ^ (last + 1)).bit_length() - 1
         return self._regions[index], 32 - (below if below < above else above)

@@ -328,7 +328,7 @@ def steer(region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evide
     columns = columns_of(evidence, pool)
     v4 = splice_networks(region_map, pool, evidence.v4, encoded, allowed, columns)
     v6 = splice_networks(region_map, pool, evidence.v6, encoded, allowed, columns)
-    answers = AnswerMap(region_map, encoded, (v4, v6))
+    answers = AnswerMap(region_map, encoded, (v4, v6), evidence.v4.keys)
     return Steered(answers, resolver_answers(region_map, pool, evidence, encoded, allowed, columns))
 
 
