@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -34,12 +34,15 @@ from geolb.dns.names import labels_to_key
 from geolb.dns.peers import peer_address, remembered
 from geolb.dns.ratelimit import KIND_NAMES, OK, SLIP, RateLimiter, RateLimits, kind_of, truncated
 from geolb.dnssec.sign import Signer, rrsig_records
-from geolb.geo.choose import AnswerMemo, GeoAnswers
+from geolb.geo.choose import AnswerMemo, GeoAnswers, SteerJob, steer_jobs
 from geolb.geo.entry import GeoEntry, RegionRecords
 from geolb.geo.rank import BUSY, FAIL_OPEN
+from geolb.geo.regionmap import RegionMap
+from geolb.health.state import HealthView
 from geolb.model import BADCOOKIE, NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
-from geolb.steer.overlay import KINDS
+from geolb.steer.evidence import Evidence
+from geolb.steer.overlay import KINDS, Steered
 from geolb.steer.tokens import Sighting
 
 log = logging.getLogger("geolb.dns")
@@ -189,9 +192,20 @@ class QueryHandler:
             # Room for every pool's two families twice over (the state before a flap and after),
             # so a zone set with many pools never rebuilds the maps it uses on every snapshot.
             self._answer_maps.limit = max(AnswerMemo.LIMIT, 4 * len(snapshot.maps))
+            self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 2 * len(snapshot.evidence))
             known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps, snapshot.evidence))
             self._geo_for = known
         return known[1]
+
+    def steer_jobs(self, zones: model.ZoneSet, maps: Mapping[str, RegionMap], health: HealthView, evidence: Evidence) -> list[SteerJob]:
+        """The Steered maps (latency pools with evidence) that this state will need and the memo lacks: a worker builds
+        them in a thread before it swaps the state in, so that no query waits for one (adopt them with adopt_steered)."""
+        self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 2 * len(evidence))
+        return steer_jobs(self._answer_maps, zones, maps, health, evidence)
+
+    def adopt_steered(self, jobs: Sequence[SteerJob], built: Sequence[Steered]) -> None:
+        for job, steered in zip(jobs, built, strict=True):
+            self._answer_maps.add_steered(job.key, steered)
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The response to `data` from the peer `host`, or None to drop the packet. Never raises.

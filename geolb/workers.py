@@ -34,6 +34,7 @@ from geolb import model
 from geolb.dns.ratelimit import RateLimits
 from geolb.errors import GeolbError
 from geolb.eventloop import loop_factory
+from geolb.geo.choose import SteerJob
 from geolb.geo.store import MapStore
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
@@ -43,6 +44,7 @@ from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, Snapshot, settle_memory
 from geolb.steer.evidence import Evidence
+from geolb.steer.overlay import Steered
 from geolb.steer.tokens import Sighting
 
 log = logging.getLogger("geolb.workers")
@@ -142,6 +144,8 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
         rate_limits=config.rate_limits,
         rum_addresses=config.rum_addresses,
     )
+    first_jobs = handler.steer_jobs(runtime.snapshot.zones, runtime.snapshot.maps, runtime.snapshot.health, runtime.snapshot.evidence)
+    handler.adopt_steered(first_jobs, _build(first_jobs))  # before the first query: nothing is answered yet
     listeners = DnsListeners(handler, config.tcp)
     try:
         await listeners.start(config.listen)
@@ -161,6 +165,15 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
             if kind == "generation":
                 generation: Generation = message[1]
                 maps = None if generation.map_keys is None else maps_of(generation.map_keys)
+                current = runtime.snapshot
+                jobs = handler.steer_jobs(
+                    current.zones if generation.zones is None else generation.zones,
+                    current.maps if maps is None else maps,
+                    generation.health,
+                    current.evidence if generation.evidence is None else generation.evidence,
+                )
+                if jobs:  # latency pools' maps for the new state, built while the current one keeps answering
+                    handler.adopt_steered(jobs, await asyncio.to_thread(_build, jobs))
                 runtime.publish(
                     zones=generation.zones, health=generation.health, maps=maps, generation=generation.number, evidence=generation.evidence
                 )
@@ -197,6 +210,10 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     await asyncio.gather(follower, sweeper, sighter, return_exceptions=True)
     await listeners.stop(DRAIN_TIMEOUT)
     channel.close()
+
+
+def _build(jobs: Sequence[SteerJob]) -> list[Steered]:
+    return [job.run() for job in jobs]
 
 
 @dataclass(frozen=True)

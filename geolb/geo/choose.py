@@ -46,6 +46,18 @@ class GeoChoice:
         return tuple(self.candidates[i] for i in self.order.indices(int(client), client.version, max_answers, rng))
 
 
+def answering_endpoints(pool: model.Pool, family: int, health: HealthView) -> tuple[str, list[tuple[model.Endpoint, ...]]]:
+    """(tier, per region the endpoints that may answer): SPEC §3 rules 3, 4 and 7."""
+    of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
+    up = [tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)]
+    ready = [tuple(e for e in endpoints if not health.is_busy(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, up, strict=True)]
+    if any(ready):
+        return READY, ready
+    if any(up):
+        return BUSY, up
+    return FAIL_OPEN, of_family
+
+
 class PoolFamily:
     """One pool's answers for one family under one HealthView: region per address, candidates and order per region."""
 
@@ -63,19 +75,7 @@ class PoolFamily:
         self.width = len(pool.regions)  # answers are `kind * width + region` (kinds: 1 without evidence)
         self.kinds = 1
         self.resolvers: tuple[Mapping[int, int], Mapping[int, int]] = ({}, {})
-        of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
-        up = [
-            tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)
-        ]
-        ready = [
-            tuple(e for e in endpoints if not health.is_busy(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, up, strict=True)
-        ]
-        if any(ready):
-            self.tier, chosen = READY, ready
-        elif any(up):
-            self.tier, chosen = BUSY, up
-        else:
-            self.tier, chosen = FAIL_OPEN, of_family
+        self.tier, chosen = answering_endpoints(pool, family, health)
         self.candidates: tuple[tuple[model.Endpoint, ...], ...] = tuple(chosen)
         self.orders: tuple[Order | None, ...] = tuple(
             None
@@ -119,7 +119,8 @@ class AnswerMemo:
     build, and the round-robin positions (a health change must not restart every cycle)."""
 
     LIMIT = 64
-    STEERED = 4  # AnswerMaps with networks spliced in: tens of MB each with a million networks
+    STEERED = 4  # AnswerMaps with networks spliced in: tens of MB each with a million networks ...
+    STEERED_NETWORKS = 4_000_000  # ... so those kept hold at most this many networks together (the newest always kept)
     ROTATIONS = 65536
 
     def __init__(self, limit: int = LIMIT, steered: int = STEERED) -> None:
@@ -142,16 +143,26 @@ class AnswerMemo:
 
     def steered(self, region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evidence: PoolEvidence) -> Steered:
         """A latency pool's answers with its evidence laid over; the family counts only through `usable`."""
-        names = tuple(r.name for r in pool.regions)
-        key = (region_map.key, names, pool.latency, usable, evidence.pool, evidence.version)
+        key = steered_key(region_map, pool, usable, evidence)
         known = self._steered.get(key)
         if known is None:
-            known = self._steered[key] = steer(region_map, pool, usable, evidence)
-            while len(self._steered) > self.steered_limit:
-                self._steered.popitem(last=False)
+            known = steer(region_map, pool, usable, evidence)
+            self.add_steered(key, known)
         else:
             self._steered.move_to_end(key)
         return known
+
+    def has_steered(self, key: tuple[object, ...]) -> bool:
+        return key in self._steered
+
+    def add_steered(self, key: tuple[object, ...], steered: Steered) -> None:
+        """Keep a Steered map (built here or ahead, off the query path), dropping the least recently used beyond the bounds."""
+        self._steered[key] = steered
+        self._steered.move_to_end(key)
+        networks = sum(s.networks for s in self._steered.values())
+        while len(self._steered) > 1 and (len(self._steered) > self.steered_limit or networks > self.STEERED_NETWORKS):
+            _key, dropped = self._steered.popitem(last=False)
+            networks -= dropped.networks
 
     def rotation(self, pool: str, region: str, family: int) -> Rotation:
         key = (pool, region, family)
@@ -161,6 +172,44 @@ class AnswerMemo:
                 self._rotations.clear()  # pools gone by reloads: start their cycles afresh
             known = self._rotations[key] = Rotation()
         return known
+
+
+def steered_key(region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evidence: PoolEvidence) -> tuple[object, ...]:
+    """What a Steered map depends on: the map, the pool's regions and latency settings, the usable regions, the evidence."""
+    return (region_map.key, tuple(r.name for r in pool.regions), pool.latency, usable, evidence.pool, evidence.version)
+
+
+@dataclass(frozen=True)
+class SteerJob:
+    """One Steered map a state will need, to build ahead (pure numpy: a worker runs it in a thread, off its loop)."""
+
+    key: tuple[object, ...]
+    region_map: RegionMap
+    pool: model.Pool
+    usable: frozenset[int]
+    evidence: PoolEvidence
+
+    def run(self) -> Steered:
+        return steer(self.region_map, self.pool, self.usable, self.evidence)
+
+
+def steer_jobs(
+    memo: AnswerMemo, zones: model.ZoneSet, maps: Mapping[str, RegionMap], health: HealthView, evidence: Evidence
+) -> list[SteerJob]:
+    """The Steered maps that answering with (zones, maps, health, evidence) needs and `memo` lacks."""
+    jobs: dict[tuple[object, ...], SteerJob] = {}
+    for name, pool_evidence in evidence.items():
+        pool = zones.pools.get(name)
+        region_map = maps.get(name)
+        if pool is None or region_map is None or pool.steering != "latency":
+            continue
+        for family in (4, 6):
+            _tier, chosen = answering_endpoints(pool, family, health)
+            usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
+            key = steered_key(region_map, pool, usable, pool_evidence)
+            if usable and not memo.has_steered(key):
+                jobs[key] = SteerJob(key, region_map, pool, usable, pool_evidence)
+    return list(jobs.values())
 
 
 class GeoAnswers:

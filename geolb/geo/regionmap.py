@@ -444,6 +444,9 @@ class _V4Index:
         return self._regions[index], 32 - (below if below < above else above)
 
 
+BY24_LIMIT = 262_144  # /24s with their answer ready in a dict (about 20 MB); the others bisect
+
+
 class _V4Index24(_V4Index):
     """_V4Index and, for the /24s with evidence of their own (latency steering), their region and scope ready when
     the /24 lies inside one range: spliced networks make most /16s mixed, and clients there should not bisect."""
@@ -460,7 +463,7 @@ class _V4Index24(_V4Index):
         above = _bit_length(blocks ^ (end_of + 1)) - 1
         scope = 32 - np.minimum(np.minimum(below, above), 32)
         codes = np.asarray(ranges.values)[index].astype(np.int64) * 256 + scope
-        keep = np.flatnonzero(uniform)
+        keep = np.flatnonzero(uniform)[:BY24_LIMIT]
         shared: dict[int, tuple[int, int]] = {}
         by24: dict[int, tuple[int, int]] = {}
         for key, code in zip((blocks[keep] >> 8).tolist(), codes[keep].tolist(), strict=True):

@@ -317,6 +317,7 @@ class Steered:
 
     answers: AnswerMap  # values: kind * regions + region
     resolvers: tuple[Mapping[int, int], Mapping[int, int]]  # IPv4, IPv6: resolver address -> encoded answer (no-ECS queries)
+    networks: int = 0  # spliced in: what its memory grows with
     kinds: int = len(KINDS)
 
 
@@ -329,7 +330,7 @@ def steer(region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evide
     v4 = splice_networks(region_map, pool, evidence.v4, encoded, allowed, columns)
     v6 = splice_networks(region_map, pool, evidence.v6, encoded, allowed, columns)
     answers = AnswerMap(region_map, encoded, (v4, v6), evidence.v4.keys)
-    return Steered(answers, resolver_answers(region_map, pool, evidence, encoded, allowed, columns))
+    return Steered(answers, resolver_answers(region_map, pool, evidence, encoded, allowed, columns), evidence.networks)
 
 
 def resolver_answers(

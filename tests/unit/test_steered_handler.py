@@ -138,3 +138,16 @@ def test_evidence_travels_to_workers_intact(setting: tuple[model.ZoneSet, dict[s
     got, sent = back.evidence["steered"], evidence["steered"]
     assert got.regions == sent.regions and got.resolvers == sent.resolvers and got.countries == sent.countries
     assert (got.v4.keys == sent.v4.keys).all() and got.version == sent.version
+
+
+def test_steered_maps_are_built_ahead_and_kept_within_bounds(setting: tuple[model.ZoneSet, dict[str, object], Evidence]) -> None:
+    zoneset, maps, evidence = setting
+    fast = handler(setting, True)
+    jobs = fast.steer_jobs(zoneset, maps, ALL_UP, evidence)  # type: ignore[arg-type]
+    assert len(jobs) == 2  # IPv4 may answer from every region, IPv6 not from gb: two usable sets
+    fast.adopt_steered(jobs, [job.run() for job in jobs])
+    assert fast.steer_jobs(zoneset, maps, ALL_UP, evidence) == []  # type: ignore[arg-type]
+    memo = AnswerMemo(steered=1)
+    for job in jobs:
+        memo.add_steered(job.key, job.run())
+    assert not memo.has_steered(jobs[0].key) and memo.has_steered(jobs[1].key)  # the newest kept
