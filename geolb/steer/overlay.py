@@ -81,10 +81,9 @@ def geo_rankings(region_map: RegionMap, pool: model.Pool, version: int, addresse
         pinned = np.array(region_map.rules[rule - 1], dtype=np.int16)
         rows = np.flatnonzero(rules == rule)
         block = out[rows]
-        rest = ~np.isin(block, pinned)
-        # Stable: the pinned regions, then the location's ranking without them.
-        order = np.argsort(~rest, axis=1, kind="stable")
-        kept = np.take_along_axis(block, order, axis=1)
+        pinned_here = np.isin(block, pinned)
+        # The location's ranking with its pinned regions moved to the end (stable), behind the pinned ones: cut to width.
+        kept = np.take_along_axis(block, np.argsort(pinned_here, axis=1, kind="stable"), axis=1)
         merged = np.concatenate([np.broadcast_to(pinned, (len(rows), len(pinned))), kept], axis=1)[:, :width]
         out[rows] = merged
     return out

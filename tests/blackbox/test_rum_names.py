@@ -66,6 +66,21 @@ def test_token_names_answer_with_the_rum_addresses_and_are_recorded(tmp_path: Pa
         assert sighting(server, "never-asked") is None
 
 
+def test_latency_pool_without_evidence_answers_by_distance_and_says_so(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "rum-test.example.yaml").write_text(ZONE)
+    with running(zones, "--workers", "1", tmp=tmp_path) as server:
+        for _ in range(3):  # the full path once, then the packet cache
+            reply = server.query("www.rum-test.example", "A", ecs="81.2.69.0/24")
+            assert [r.address for r in reply.answer[0]] == ["127.0.0.11"]
+        status, report = api(server, "GET", "/v1/explain?name=www.rum-test.example&type=A&client=81.2.69.0/24", token=None)
+        assert status == 200
+        assert report["geo"]["evidence"] == {"kind": "distance", "text": "distance", "rtt_ms": {}}
+        _, metrics = api(server, "GET", "/metrics", token=None)
+        assert 'geolb_geo_answers_by_evidence_total{pool="web",kind="distance"} 3.0' in metrics
+
+
 def test_without_rum_addresses_a_token_gets_nodata_but_is_recorded(tmp_path: Path) -> None:
     zones = tmp_path / "zones"
     zones.mkdir()
