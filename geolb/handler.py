@@ -287,7 +287,7 @@ class QueryHandler:
         for entry in entries:
             if isinstance(entry, GeoEntry):
                 tier = entry.choices.tier
-                width, steered = entry.choices.width, entry.choices.kinds > 1
+                width, steered = entry.choices.width, entry.choices.pool.steering == "latency"
                 for index, count in enumerate(entry.counts):
                     if count:
                         kind = KINDS[index // width] if steered else None

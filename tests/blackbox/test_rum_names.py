@@ -78,7 +78,7 @@ def test_latency_pool_without_evidence_answers_by_distance_and_says_so(tmp_path:
         assert status == 200
         assert report["geo"]["evidence"] == {"kind": "distance", "text": "distance", "rtt_ms": {}}
         _, metrics = api(server, "GET", "/metrics", token=None)
-        assert 'geolb_geo_answers_by_evidence_total{pool="web",kind="distance"} 3.0' in metrics
+        assert 'geolb_geo_answers_by_evidence_total{kind="distance",pool="web"} 3.0' in metrics
 
 
 def test_without_rum_addresses_a_token_gets_nodata_but_is_recorded(tmp_path: Path) -> None:
