@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -138,6 +139,17 @@ def probe_sources(addresses: tuple[IPAddress, ...]) -> dict[int, str]:
             raise GeolbError(f"--probe-source {address}: cannot send from it ({exc.strerror})") from None
         sources[address.version] = str(address)
     return sources
+
+
+def rum_addresses(options: ServeOptions) -> tuple[IPAddress, ...]:
+    """What "<token>.<rum_name>" answers: --rum-address, else the RUM listener's own address when it is a specific one."""
+    if options.rum_addresses or options.rum_listen is None:
+        return options.rum_addresses
+    try:
+        address = ipaddress.ip_address(options.rum_listen.host)
+    except ValueError:
+        return ()  # a host name: the operator names the public addresses
+    return () if address.is_unspecified else (address,)
 
 
 class Server:
@@ -462,7 +474,7 @@ class Server:
             nsid,
             secrets,
             options.rate_limits,
-            options.rum_addresses,
+            rum_addresses(options),
         )
         self.pool = WorkerPool(self.options.workers, config, self.tokens.note)
         self.pool.spawn()

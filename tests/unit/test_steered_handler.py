@@ -151,3 +151,15 @@ def test_steered_maps_are_built_ahead_and_kept_within_bounds(setting: tuple[mode
     for job in jobs:
         memo.add_steered(job.key, job.run())
     assert not memo.has_steered(jobs[0].key) and memo.has_steered(jobs[1].key)  # the newest kept
+
+
+def test_rum_addresses_default_to_a_specific_rum_listener() -> None:
+    from geolb.net.listeners import HostPort
+    from geolb.server import ServeOptions, rum_addresses
+
+    given = (ipaddress.ip_address("192.0.2.80"),)
+    assert rum_addresses(ServeOptions(rum_addresses=given, rum_listen=HostPort("127.0.0.9", 8080))) == given
+    assert rum_addresses(ServeOptions(rum_listen=HostPort("127.0.0.9", 8080))) == (ipaddress.ip_address("127.0.0.9"),)
+    assert rum_addresses(ServeOptions(rum_listen=HostPort("0.0.0.0", 8080))) == ()
+    assert rum_addresses(ServeOptions(rum_listen=HostPort("localhost", 8080))) == ()
+    assert rum_addresses(ServeOptions()) == ()
