@@ -170,6 +170,7 @@ class QueryHandler:
         self.stats = QueryStats()
         self.client_errors = ClientErrorLog()
         self.signer = Signer()
+        self.signer.rum_types = frozenset(model.address_rtype(a) for a in self.rum_addresses)
         self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
         self.cache = PacketCache() if fast_path else None
         if self.cache is not None:

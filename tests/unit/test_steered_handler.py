@@ -163,3 +163,24 @@ def test_rum_addresses_default_to_a_specific_rum_listener() -> None:
     assert rum_addresses(ServeOptions(rum_listen=HostPort("0.0.0.0", 8080))) == ()
     assert rum_addresses(ServeOptions(rum_listen=HostPort("localhost", 8080))) == ()
     assert rum_addresses(ServeOptions()) == ()
+
+
+def test_token_names_in_a_signed_zone_validate_and_their_nsec_names_the_rum_families(tmp_path: Path) -> None:
+    import dns.rdatatype
+
+    from tests.unit.test_dnssec import ask, dnskeys, signed_zones, validate_all
+
+    zones = signed_zones(tmp_path)
+    with open(zones / "example.com.yaml", "a") as handle:
+        handle.write("rum_name: rum\n")
+    zoneset = load_zoneset(str(zones)).zoneset
+    maps = region_maps(zoneset, GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb")))
+    signed = QueryHandler(Runtime(zoneset, maps=maps), random.Random(1), rum_addresses=[ipaddress.ip_address("192.0.2.80")])
+    keys = dnskeys(signed)
+    answer = dns.message.from_wire(ask(signed, "tok.rum.example.com", "A"))
+    assert [str(r) for rrset in answer.answer for r in rrset if rrset.rdtype == dns.rdatatype.A] == ["192.0.2.80"]
+    assert validate_all(answer, keys) == ["tok.rum.example.com. A"]
+    nodata = dns.message.from_wire(ask(signed, "tok.rum.example.com", "AAAA"))
+    assert validate_all(nodata, keys) == ["example.com. SOA", "tok.rum.example.com. NSEC"]
+    (nsec,) = [rrset for rrset in nodata.authority if rrset.rdtype == dns.rdatatype.NSEC]
+    assert " A " in f" {nsec[0].to_text()} " and "AAAA" not in nsec[0].to_text()  # A exists, AAAA does not
