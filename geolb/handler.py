@@ -413,11 +413,10 @@ class QueryHandler:
             version = {QTYPE_A: 4, QTYPE_AAAA: 6}.get(target.qtype)
             addresses = [a for a in self.rum_addresses if a.version == version]
             if addresses:
-                rrset = model.RRset(
-                    query.name, model.address_rtype(addresses[0]), RUM_TTL, tuple(model.address_rdata(a) for a in addresses)
-                )
-                return Lookup(NOERROR, True, (rrset,), zone=found.zone)
-        return Lookup(NOERROR, True, authority=(target.negative_soa,), zone=found.zone)
+                rdatas = tuple(model.address_rdata(a) for a in addresses)
+                rrset = model.RRset(target.owner, model.address_rtype(addresses[0]), RUM_TTL, rdatas)
+                return Lookup(NOERROR, True, (*found.answer, rrset), zone=found.zone)
+        return Lookup(NOERROR, True, found.answer, authority=(target.negative_soa,), zone=found.zone)
 
     def take_sightings(self) -> list[Sighting]:
         """The sightings since the last call (the worker sends them to the main process's TokenBook)."""

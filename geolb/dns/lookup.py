@@ -33,6 +33,7 @@ class RumTarget:
     listener's addresses and records who asked for the token."""
 
     token: str  # the label under the rum name, lower case; "" for the rum name itself (NODATA)
+    owner: str  # the name asked (or a CNAME chain's end)
     qtype: int
     negative_soa: model.RRset
 
@@ -77,7 +78,14 @@ def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN
                 return Lookup(NOERROR, True, tuple(chain), zone=first_zone)  # the resolver follows it from here
             if step.cname is None:
                 return Lookup(
-                    result.rcode, True, (*chain, *result.answer), result.authority, result.additional, result.geo, zone=first_zone
+                    result.rcode,
+                    True,
+                    (*chain, *result.answer),
+                    result.authority,
+                    result.additional,
+                    result.geo,
+                    zone=first_zone,
+                    rum=result.rum,
                 )
         assert step.cname is not None
         chain.append(step.cname)
@@ -102,7 +110,7 @@ def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
     if rum_name is not None and name.endswith(rum_name):
         token = rum_token(name, rum_name)
         if token is not None:
-            return _Step(Lookup(NOERROR, True, zone=zone.name, rum=RumTarget(token, qtype, negative_soa(zone))))
+            return _Step(Lookup(NOERROR, True, zone=zone.name, rum=RumTarget(token, name, qtype, negative_soa(zone))))
     if zone.delegations:
         cut = _delegation_at_or_above(zone, name)
         if cut is not None and not (cut == name and qtype == QTYPE_DS):

@@ -26,6 +26,7 @@ pools:
         endpoints: [127.0.0.11]
 records:
   www: [{type: GEO, pool: web}]
+  probe: [{type: CNAME, value: chained.rum}]
 """
 
 
@@ -56,6 +57,11 @@ def test_token_names_answer_with_the_rum_addresses_and_are_recorded(tmp_path: Pa
             reply = server.query("second.rum.rum-test.example", "A", ecs=network)
             assert [r.address for r in reply.answer[0]] == ["127.0.0.53", "127.0.0.54"]
             wait_until(lambda n=network: (sighting(server, "second") or {}).get("network") == n, 5, f"sighting with {network}")
+
+        # Through a CNAME: the chain, then the addresses, and the token is recorded.
+        chained = server.query("probe.rum-test.example", "A")
+        assert [rrset.rdtype for rrset in chained.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+        wait_until(lambda: sighting(server, "chained") is not None, 5, "the chained token's sighting")
 
         # Other types and the rum name itself: NODATA with the SOA; deeper names: NXDOMAIN.
         for name, rdtype in (("tok3n.rum.rum-test.example", "TXT"), ("rum.rum-test.example", "A")):
