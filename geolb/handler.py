@@ -193,7 +193,7 @@ class QueryHandler:
             # Room for every pool's two families twice over (the state before a flap and after),
             # so a zone set with many pools never rebuilds the maps it uses on every snapshot.
             self._answer_maps.limit = max(AnswerMemo.LIMIT, 4 * len(snapshot.maps))
-            self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 2 * len(snapshot.evidence))
+            self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 4 * len(snapshot.evidence))  # likewise, for latency pools
             known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps, snapshot.evidence))
             self._geo_for = known
         return known[1]
@@ -201,7 +201,7 @@ class QueryHandler:
     def steer_jobs(self, zones: model.ZoneSet, maps: Mapping[str, RegionMap], health: HealthView, evidence: Evidence) -> list[SteerJob]:
         """The Steered maps (latency pools with evidence) that this state will need and the memo lacks: a worker builds
         them in a thread before it swaps the state in, so that no query waits for one (adopt them with adopt_steered)."""
-        self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 2 * len(evidence))
+        self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 4 * len(evidence))
         return steer_jobs(self._answer_maps, zones, maps, health, evidence)
 
     def adopt_steered(self, jobs: Sequence[SteerJob], built: Sequence[Steered]) -> None:
