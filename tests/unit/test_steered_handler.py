@@ -184,3 +184,23 @@ def test_token_names_in_a_signed_zone_validate_and_their_nsec_names_the_rum_fami
     assert validate_all(nodata, keys) == ["example.com. SOA", "tok.rum.example.com. NSEC"]
     (nsec,) = [rrset for rrset in nodata.authority if rrset.rdtype == dns.rdatatype.NSEC]
     assert " A " in f" {nsec[0].to_text()} " and "AAAA" not in nsec[0].to_text()  # A exists, AAAA does not
+
+
+def test_explain_names_the_evidence(setting: tuple[model.ZoneSet, dict[str, object], Evidence]) -> None:
+    from geolb.explain import explain, render_text
+
+    zoneset, maps, evidence = setting
+    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
+    answers = GeoAnswers(maps, ALL_UP, AnswerMemo(), evidence)  # type: ignore[arg-type]
+    networks = [ipaddress.ip_network((int(key) << 8, 24)) for key in evidence["steered"].v4.keys]
+    pool = zoneset.pools["steered"]
+    measured = next(n for n in networks if answers.choose(pool, 4, n.network_address).evidence == "network")
+    report = explain(zoneset, answers, locator, "www.steer.example", "A", measured)
+    assert report["geo"]["evidence"]["kind"] == "network"
+    assert report["geo"]["evidence"]["text"].startswith(f"rum {measured}: ")
+    assert f";; latency evidence: rum {measured}: " in render_text(report)
+    resolver = explain(zoneset, answers, locator, "www.steer.example", "A", ipaddress.ip_network("8.8.8.8/32"), resolver=True)
+    assert resolver["geo"]["evidence"]["text"] == "resolver 8.8.8.8: ap 3 ms (9 samples), us-east 40 ms (9), eu-west 90 ms (9)"
+    assert resolver["geo"]["region"] == "ap"
+    plain = explain(zoneset, answers, locator, "www.steer.example", "A", ipaddress.ip_network("10.0.0.0/8"))
+    assert plain["geo"]["evidence"] == {"kind": "distance", "text": "distance", "rtt_ms": {}}
