@@ -85,6 +85,16 @@ BAD = [
         POOL + REGION + "rum_name: rum\nrecords:\n  x.rum: [{type: A, value: 192.0.2.1}]\n",
         "FILE:9: rum_name rum.example.com. answers every name under it, but the zone has records at x.rum.example.com.",
     ),
+    (
+        "rum_name delegated",
+        POOL + REGION + "rum_name: rum.sub\nrecords:\n  sub: [{type: NS, value: ns.other.example.}]\n",
+        "FILE:9: rum_name rum.sub.example.com. is below the delegation sub.example.com.",
+    ),
+    (
+        "rum_name clash with GEO",
+        POOL + REGION + "rum_name: rum\nrecords:\n  rum: [{type: GEO, pool: web}]\n",
+        "FILE:9: rum_name rum.example.com. answers every name under it, but the zone has records at rum.example.com.",
+    ),
 ]
 
 
