@@ -1,18 +1,41 @@
 """Beacons -> per-pool figures (SPEC §10): robust medians per network, resolver and country, with a decaying window,
 bounded memory, the margin's leaders, saved under the cache directory and shared as aggregates through etcd.
 
-SKELETON: the interface the rest of geolb is written against; the aggregate helper fills it in.
+Each (key, region) cell keeps a ring of its last RING samples (RTT and time) and BUCKETS counters of samples per
+window/BUCKETS of time: its figure is the median of the ring's samples in the window (a 5000 ms sample among
+20 ms ones does not move it), its sample count the counters of the window (so samples drop out up to
+window/BUCKETS late, and figures change only on a new beacon or at a bucket boundary).
+
+Privacy: a client is only ever kept as its network (IPv4 /24, IPv6 /48), in memory, on disk and in what is
+shared with peers; never a full client address. Resolver addresses (the DNS server's own clients) are kept whole.
+Peers share aggregates (per cell: median, count, and per row the last beacon time), never raw beacons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import io
+import ipaddress
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
 
 from geolb import model
-from geolb.steer.evidence import PoolEvidence
+from geolb.steer.evidence import V4_PREFIX, V6_PREFIX, Figures, NetworkTable, PoolEvidence
+
+log = logging.getLogger("geolb.steer")
 
 # geo_order(pool, version, addresses) -> int16 [n, k]: for each address (the network's first address: the whole of
 # it for IPv4, its upper 64 bits for IPv6, as uint64) the pool's region indices in §3 rule-2 order (-1 padded, k <= 32).
@@ -20,12 +43,496 @@ from geolb.steer.evidence import PoolEvidence
 # Provided by steer/overlay.py (`geo_rankings`), vectorized: called once per evidence build for new rows only.
 GeoOrder = Callable[[model.Pool, int, npt.NDArray[np.uint64]], npt.NDArray[np.int16]]
 
+RING = 8  # samples kept per (key, region): the median of these is the figure
+BUCKETS = 8  # sample counters per (key, region), each window/BUCKETS long
+FORMAT = 1  # of saved files and exports
+V6_FLAG = np.uint64(1 << 62)  # a network code with this bit is an IPv6 /48, else an IPv4 /24
+NO_MEDIAN = 0xFFFF  # quantized median: none
+COUNT_MAX = 0xFFFF
+QUANTUM = 10.0  # quantized medians are in 1/10 ms
+
+F32 = npt.NDArray[np.float32]
+U16 = npt.NDArray[np.uint16]
+U32 = npt.NDArray[np.uint32]
+U64 = npt.NDArray[np.uint64]
+I16 = npt.NDArray[np.int16]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+KeyT = TypeVar("KeyT", bound=Hashable)
+
+
+def network_code(network: model.IPNetwork) -> int:
+    """The row key of the /24 or /48 a network is in: its prefix bits, with V6_FLAG for IPv6."""
+    if network.version == 4:
+        return int(network.network_address) >> (32 - V4_PREFIX)
+    return (int(network.network_address) >> (128 - V6_PREFIX)) | int(V6_FLAG)
+
+
+def code_network(code: int) -> model.IPNetwork:
+    if code & int(V6_FLAG):
+        return ipaddress.IPv6Network(((code & ~int(V6_FLAG)) << (128 - V6_PREFIX), V6_PREFIX))
+    return ipaddress.IPv4Network((code << (32 - V4_PREFIX), V4_PREFIX))
+
+
+def quantize(median: F32, count: npt.NDArray[Any]) -> U16:
+    """Medians as they are shared: 1/10 ms in a uint16, NO_MEDIAN where there is no sample."""
+    q: U16 = np.clip(np.rint(np.nan_to_num(median, nan=0.0) * QUANTUM), 1, NO_MEDIAN - 1).astype(np.uint16)
+    q[(count == 0) | np.isnan(median)] = NO_MEDIAN
+    return q
+
+
+def dequantize(q: U16) -> F32:
+    out = q.astype(np.float32) / np.float32(QUANTUM)
+    out[q == NO_MEDIAN] = np.nan
+    return out
+
+
+def sorted_medians(ordered: F32, n: npt.NDArray[np.int64], axis: int) -> F32:
+    """Medians along `axis` of values sorted ascending there, of which the first `n` count (NaN where n == 0)."""
+    lo = np.expand_dims(np.maximum((n - 1) // 2, 0), axis)
+    hi = np.expand_dims(np.maximum(n // 2, 0), axis)
+    a = np.take_along_axis(ordered, lo, axis).squeeze(axis)
+    b = np.take_along_axis(ordered, hi, axis).squeeze(axis)
+    med = ((a + b) / 2).astype(np.float32)
+    med[n == 0] = np.nan
+    return med
+
+
+def column_medians(values: F32) -> tuple[F32, npt.NDArray[np.int64]]:
+    """Per column: the median of the non-NaN values, and how many there are."""
+    n = (~np.isnan(values)).sum(axis=0).astype(np.int64)
+    return sorted_medians(np.sort(values, axis=0), n, 0), n  # np.sort puts NaN last
+
+
+def weighted_medians(values: F32, weights: U32) -> tuple[F32, U32]:
+    """Along the last axis: the lower weighted median of `values` (NaN where the weights sum to 0), and the sum."""
+    filled = np.where(weights > 0, np.nan_to_num(values, nan=np.inf), np.inf).astype(np.float32)
+    order = np.argsort(filled, axis=-1, kind="stable")
+    v = np.take_along_axis(filled, order, -1)
+    cum = np.cumsum(np.take_along_axis(weights, order, -1), axis=-1, dtype=np.uint64)
+    total = cum[..., -1]
+    at = np.argmax(2 * cum >= total[..., None], axis=-1)
+    med = np.take_along_axis(v, at[..., None], -1)[..., 0]
+    med[total == 0] = np.nan
+    return med.astype(np.float32), np.minimum(total, np.iinfo(np.uint32).max).astype(np.uint32)
+
+
+def choose_leaders(rtt: F32, previous: I16, latency: model.Latency, incumbent: I16 | None = None) -> I16:
+    """The margin (SPEC §10) per row: the previous leader stays unless a covered region `beats` it.
+
+    A row without a covered previous leader starts from `incumbent` (when covered) or its fastest region.
+    """
+    n = len(rtt)
+    if n == 0:
+        return np.zeros(0, dtype=np.int16)
+    rows = np.arange(n)
+    covered = ~np.isnan(rtt)
+    filled = np.where(covered, rtt, np.inf)
+    fastest = np.argmin(filled, axis=1).astype(np.int16)
+    lead = previous.astype(np.int16, copy=True)
+    lost = (lead < 0) | (lead >= rtt.shape[1]) | ~covered[rows, np.clip(lead, 0, rtt.shape[1] - 1)]
+    lead[lost] = fastest[lost]
+    if incumbent is not None:
+        usable = lost & (incumbent >= 0) & covered[rows, np.clip(incumbent, 0, rtt.shape[1] - 1)]
+        lead[usable] = incumbent[usable]
+    held = rtt[rows, lead]
+    gain = held - filled[rows, fastest]
+    switch = (gain > latency.margin_ms) & (gain > latency.margin * held)
+    lead[switch] = fastest[switch]
+    return lead
+
+
+class _Rings(Generic[KeyT]):
+    """Rows of per-region sample rings and counters for one kind of key (networks or resolvers), in numpy arrays."""
+
+    def __init__(self, regions: int) -> None:
+        self.regions = regions
+        self.index: dict[KeyT, int] = {}
+        self.keys: list[KeyT | None] = []
+        self.free: list[int] = []
+        self._allocate(0)
+
+    def _allocate(self, cap: int) -> None:
+        r = self.regions
+        self.used = np.zeros(cap, dtype=np.bool_)
+        self.code = np.zeros(cap, dtype=np.uint64)  # networks: network_code; resolvers: unused
+        self.last = np.zeros(cap, dtype=np.float64)  # time of the row's latest beacon
+        self.country = np.full(cap, -1, dtype=np.int16)
+        self.epoch = np.zeros(cap, dtype=np.int64)  # the latest bucket epoch the row's counters were advanced to
+        self.ring_rtt = np.full((cap, r, RING), np.nan, dtype=np.float32)
+        self.ring_at = np.zeros((cap, r, RING), dtype=np.uint32)
+        self.ring_pos = np.zeros((cap, r), dtype=np.uint8)
+        self.counts = np.zeros((cap, r, BUCKETS), dtype=np.uint16)
+        # figures as of `cache_epoch`, recomputed for stale rows only
+        self.median = np.full((cap, r), np.nan, dtype=np.float32)
+        self.count = np.zeros((cap, r), dtype=np.uint16)
+        self.stale = np.zeros(cap, dtype=np.bool_)
+        self.cache_epoch: int | None = None
+
+    ARRAYS = ("used", "code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts", "median", "count", "stale")
+
+    @property
+    def cap(self) -> int:
+        return len(self.used)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _grow(self) -> None:
+        old = {name: getattr(self, name) for name in self.ARRAYS}
+        cache_epoch = self.cache_epoch
+        cap = self.cap
+        self._allocate(max(16, 2 * cap))
+        for name, array in old.items():
+            getattr(self, name)[:cap] = array
+        self.cache_epoch = cache_epoch
+        self.keys.extend([None] * (self.cap - cap))
+        self.free.extend(range(self.cap - 1, cap - 1, -1))  # popped from the end: lowest row first
+
+    def row(self, key: KeyT, now: float, epoch: int, limit: int) -> int:
+        """The row of `key`, made (dropping the least recently measured rows when at `limit`) if new."""
+        row = self.index.get(key)
+        if row is not None:
+            return row
+        if len(self.index) >= limit:
+            self.evict(max(1, limit // 64) + len(self.index) - limit)
+        if not self.free:
+            self._grow()
+        row = self.free.pop()
+        self.index[key] = row
+        self.keys[row] = key
+        self.used[row] = True
+        self.last[row] = now
+        self.country[row] = -1
+        self.epoch[row] = epoch
+        self.ring_rtt[row] = np.nan
+        self.ring_at[row] = 0
+        self.ring_pos[row] = 0
+        self.counts[row] = 0
+        self.median[row] = np.nan
+        self.count[row] = 0
+        self.stale[row] = True
+        return row
+
+    def evict(self, n: int) -> None:
+        """Drop the `n` least recently measured rows (ties: the lower row first)."""
+        rows = np.flatnonzero(self.used)
+        if n <= 0 or not len(rows):
+            return
+        if n < len(rows):
+            rows = rows[np.argsort(self.last[rows], kind="stable")[:n]]
+        for row in rows.tolist():
+            self.drop(row)
+
+    def drop(self, row: int) -> None:
+        key = self.keys[row]
+        if key is not None:
+            del self.index[key]
+        self.keys[row] = None
+        self.used[row] = False
+        self.stale[row] = False
+        self.free.append(row)
+
+    def fold(self, row: int, columns: npt.NDArray[np.intp], values: F32, now: float, epoch: int) -> None:
+        """One beacon's RTTs into a row."""
+        behind = epoch - int(self.epoch[row])
+        if behind > 0:  # the counters of epochs that fell out of the window start again at 0
+            if behind >= BUCKETS:
+                self.counts[row] = 0
+            else:
+                self.counts[row][:, [(int(self.epoch[row]) + i) % BUCKETS for i in range(1, behind + 1)]] = 0
+            self.epoch[row] = epoch
+        elif behind <= -BUCKETS:
+            return  # older than the window already
+        pos = self.ring_pos[row, columns].astype(np.intp)
+        self.ring_rtt[row, columns, pos] = values
+        self.ring_at[row, columns, pos] = np.uint32(min(max(now, 0), 2**32 - 1))
+        self.ring_pos[row, columns] = (pos + 1) % RING
+        slot = epoch % BUCKETS
+        self.counts[row, columns, slot] = np.minimum(self.counts[row, columns, slot].astype(np.uint32) + 1, COUNT_MAX)
+        self.last[row] = max(float(self.last[row]), now)
+        self.stale[row] = True
+
+    def figures(self, epoch: int, epoch_len: float) -> tuple[npt.NDArray[np.intp], F32, U16]:
+        """(rows in use, their medians [n, regions] (NaN: no sample in the window), their counts in the window)."""
+        if self.cache_epoch != epoch:
+            self.stale[:] = self.used
+            self.cache_epoch = epoch
+        stale = np.flatnonzero(self.stale)
+        if len(stale):
+            at = np.floor(self.ring_at[stale] / epoch_len).astype(np.int64)
+            rtt = self.ring_rtt[stale]
+            valid = (at > epoch - BUCKETS) & ~np.isnan(rtt)
+            ordered = np.sort(np.where(valid, rtt, np.inf), axis=-1)
+            self.median[stale] = sorted_medians(ordered, valid.sum(axis=-1), -1)
+            last = self.epoch[stale][:, None]
+            slot_epoch = last - ((last - np.arange(BUCKETS)[None, :]) % BUCKETS)
+            live = (slot_epoch > epoch - BUCKETS)[:, None, :]
+            counted = (self.counts[stale].astype(np.uint32) * live).sum(axis=-1)
+            self.count[stale] = np.minimum(counted, COUNT_MAX)
+            self.stale[stale] = False
+        rows = np.flatnonzero(self.used)
+        return rows, self.median[rows], self.count[rows]
+
+    def set_columns(self, order: Sequence[int]) -> None:
+        """Rearrange the region columns: new column j is old column order[j], or empty when that is -1."""
+        take = np.array([max(o, 0) for o in order], dtype=np.intp)
+        empty = np.array([o < 0 for o in order], dtype=np.bool_)
+        self.regions = len(order)
+        for name, fill in (("ring_rtt", np.nan), ("ring_at", 0), ("ring_pos", 0), ("counts", 0), ("median", np.nan), ("count", 0)):
+            array = getattr(self, name)
+            if array.shape[1] == 0:
+                moved = np.zeros((array.shape[0], len(order), *array.shape[2:]), dtype=array.dtype)
+                moved[...] = fill
+            else:
+                moved = array[:, take]
+                moved[:, empty] = fill
+            setattr(self, name, moved)
+
+    def rebucket(self, epoch_len: float) -> None:
+        """Counters for a new window length, rebuilt from the rings (counts beyond the rings' samples are lost)."""
+        at = np.floor(self.ring_at / epoch_len).astype(np.int64)
+        has = ~np.isnan(self.ring_rtt)
+        self.epoch[:] = np.where(has, at, np.iinfo(np.int64).min).max(axis=(1, 2)).clip(min=0)
+        self.counts[:] = 0
+        rows, cols, ks = np.nonzero(has)
+        np.add.at(self.counts, (rows, cols, at[rows, cols, ks] % BUCKETS), 1)
+        self.stale[:] = self.used
+        self.cache_epoch = None
+
+    def state(self) -> dict[str, npt.NDArray[Any]]:
+        """The rows in use, as arrays to save (figure caches left out)."""
+        rows = np.flatnonzero(self.used)
+        return {
+            name: getattr(self, name)[rows] for name in ("code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts")
+        }
+
+    def restore(self, keys: Sequence[KeyT], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        n = len(keys)
+        cap = 16
+        while cap < n:
+            cap *= 2
+        self.regions = arrays["ring_rtt"].shape[1]
+        self._allocate(cap)
+        for name, array in arrays.items():
+            getattr(self, name)[:n] = array
+        self.used[:n] = True
+        self.stale[:n] = True
+        self.keys = [*keys, *([None] * (cap - n))]
+        self.index = {key: row for row, key in enumerate(keys)}
+        self.free = list(range(cap - 1, n - 1, -1))
+
+
+@dataclass
+class _Aggregates:
+    """One instance's aggregates of a pool: what export() carries and evidence() combines."""
+
+    regions: tuple[str, ...]
+    countries: tuple[str, ...]
+    net_code: U64  # [m], unique
+    net_last: U32  # [m] seconds
+    net_country: I16  # [m] index in countries, -1: unknown
+    net_median: U16  # [m, regions] quantized
+    net_count: U16
+    resolvers: tuple[model.IPAddress, ...]
+    res_last: U32
+    res_median: U16
+    res_count: U16
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            name: getattr(self, name)
+            for name in ("net_code", "net_last", "net_country", "net_median", "net_count", "res_last", "res_median", "res_count")
+        }
+
+    def check(self) -> None:
+        """ValueError unless the arrays fit together."""
+        m, r, k = len(self.net_code), len(self.regions), len(self.resolvers)
+        shapes = {
+            "net_last": (m,),
+            "net_country": (m,),
+            "net_median": (m, r),
+            "net_count": (m, r),
+            "res_last": (k,),
+            "res_median": (k, r),
+            "res_count": (k, r),
+        }
+        for name, shape in shapes.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, not {shape}")
+        if len(self.net_country) and int(self.net_country.max(initial=-1)) >= len(self.countries):
+            raise ValueError("country index out of range")
+        if len(np.unique(self.net_code)) != m or len(set(self.resolvers)) != k:
+            raise ValueError("duplicate keys")
+
+    def upsert(self, newer: _Aggregates) -> _Aggregates:
+        """These aggregates with the rows of `newer` (a delta export of the same instance) replacing or added."""
+        if newer.regions != self.regions:
+            return newer
+        countries = tuple(sorted(set(self.countries) | set(newer.countries)))
+        ours = _remap_countries(self.net_country, self.countries, countries)
+        theirs = _remap_countries(newer.net_country, newer.countries, countries)
+        keep = ~np.isin(self.net_code, newer.net_code)
+        fresh = set(newer.resolvers)
+        keep_res = np.array([a not in fresh for a in self.resolvers], dtype=np.bool_)
+        return _Aggregates(
+            self.regions,
+            countries,
+            np.concatenate([self.net_code[keep], newer.net_code]),
+            np.concatenate([self.net_last[keep], newer.net_last]),
+            np.concatenate([ours[keep], theirs]),
+            np.concatenate([self.net_median[keep], newer.net_median]),
+            np.concatenate([self.net_count[keep], newer.net_count]),
+            tuple(a for a, k in zip(self.resolvers, keep_res.tolist(), strict=True) if k) + newer.resolvers,
+            np.concatenate([self.res_last[keep_res], newer.res_last]),
+            np.concatenate([self.res_median[keep_res], newer.res_median]),
+            np.concatenate([self.res_count[keep_res], newer.res_count]),
+        )
+
+
+def _remap_countries(index: I16, old: Sequence[str], new: Sequence[str]) -> I16:
+    position = {c: i for i, c in enumerate(new)}
+    table = np.array([position[c] for c in old] + [-1], dtype=np.int16)  # -1 indexes the trailing -1
+    return table[index.astype(np.intp)]
+
+
+def _address_order(address: model.IPAddress) -> tuple[int, int]:
+    return (address.version, int(address))
+
+
+@dataclass
+class _PoolRum:
+    """One pool's own rows, its peers' aggregates and what the last evidence build decided."""
+
+    name: str
+    regions: tuple[str, ...]
+    window: float
+    networks: _Rings[int]
+    resolvers: _Rings[model.IPAddress]
+    countries: list[str] = field(default_factory=list)
+    country_index: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, _Aggregates] = field(default_factory=dict)
+    beacons: int = 0
+    changed: bool = True  # since the last evidence build
+    built_epoch: int | None = None
+    version: int = 0
+    built: PoolEvidence | None = None
+    lead_codes: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # sorted network codes ...
+    lead_regions: I16 = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # ... and their leaders
+    resolver_leads: dict[model.IPAddress, int] = field(default_factory=dict)
+    country_leads: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def epoch_len(self) -> float:
+        return self.window / BUCKETS
+
+    def epoch(self, now: float) -> int:
+        return math.floor(now / self.epoch_len)
+
+    def sync(self, pool: model.Pool) -> None:
+        """Columns in the pool's region order (by name; gone regions dropped) and counters for its window."""
+        names = tuple(region.name for region in pool.regions)
+        if names != self.regions:
+            order = [self.regions.index(n) if n in self.regions else -1 for n in names]
+            self.networks.set_columns(order)
+            self.resolvers.set_columns(order)
+            moved = np.array([names.index(n) if n in names else -1 for n in self.regions] + [-1], dtype=np.int16)
+            self.lead_regions = moved[self.lead_regions.astype(np.intp)]
+            self.resolver_leads = {k: int(moved[v]) for k, v in self.resolver_leads.items()}
+            self.country_leads = {k: int(moved[v]) for k, v in self.country_leads.items()}
+            self.regions = names
+            self.changed = True
+        window = pool.latency.window
+        if window != self.window:
+            self.window = window
+            self.networks.rebucket(self.epoch_len)
+            self.resolvers.rebucket(self.epoch_len)
+            self.changed = True
+
+    def country_of(self, country: str) -> int:
+        index = self.country_index.get(country)
+        if index is None:
+            index = self.country_index[country] = len(self.countries)
+            self.countries.append(country)
+        return index
+
+    def own(self, now: float) -> _Aggregates:
+        """This instance's aggregates as of `now`: rows with a sample in the window."""
+        epoch = self.epoch(now)
+        rows, median, count = self.networks.figures(epoch, self.epoch_len)
+        keep = count.any(axis=1)
+        rows, median, count = rows[keep], median[keep], count[keep]
+        res_rows, res_median, res_count = self.resolvers.figures(epoch, self.epoch_len)
+        res_keep = res_count.any(axis=1)
+        res_rows, res_median, res_count = res_rows[res_keep], res_median[res_keep], res_count[res_keep]
+        resolvers: list[model.IPAddress] = []
+        for row in res_rows.tolist():
+            key = self.resolvers.keys[row]
+            assert key is not None
+            resolvers.append(key)
+        return _Aggregates(
+            self.regions,
+            tuple(self.countries),
+            self.networks.code[rows],
+            self.networks.last[rows].astype(np.uint32),
+            self.networks.country[rows],
+            quantize(median, count),
+            count,
+            tuple(resolvers),
+            self.resolvers.last[res_rows].astype(np.uint32),
+            quantize(res_median, res_count),
+            res_count,
+        )
+
+
+def _columns(regions: Sequence[str], source: Sequence[str]) -> list[tuple[int, int]]:
+    """(our column, the source's column) for each region both have."""
+    at = {name: i for i, name in enumerate(source)}
+    return [(j, at[name]) for j, name in enumerate(regions) if name in at]
+
+
+def _combine(rows: int, regions: Sequence[str], parts: Sequence[tuple[npt.NDArray[np.intp], _Aggregates, U16, U16]]) -> tuple[F32, U32]:
+    """Per cell of `rows` union rows: the count-weighted median of the parts' medians, and their summed counts.
+
+    parts: (union row of each of the part's rows, the part, its medians, its counts), in instance-name order.
+    """
+    width = len(regions)
+    if len(parts) == 1:
+        inverse, source, median, count = parts[0]
+        out_median = np.full((rows, width), np.nan, dtype=np.float32)
+        out_count = np.zeros((rows, width), dtype=np.uint32)
+        for j, c in _columns(regions, source.regions):
+            out_median[inverse, j] = dequantize(median[:, c])
+            out_count[inverse, j] = count[:, c]
+        return out_median, out_count
+    values = np.full((rows, width, len(parts)), np.nan, dtype=np.float32)
+    weights = np.zeros((rows, width, len(parts)), dtype=np.uint32)
+    for s, (inverse, source, median, count) in enumerate(parts):
+        for j, c in _columns(regions, source.regions):
+            values[inverse, j, s] = dequantize(median[:, c])
+            weights[inverse, j, s] = np.where(median[:, c] == NO_MEDIAN, 0, count[:, c])
+    return weighted_medians(values, weights)
+
 
 class RumStore:
-    """Every pool's beacons, folded as they arrive; `evidence` makes the PoolEvidence the answer path reads."""
+    """Every pool's beacons, folded as they arrive; `evidence` makes the PoolEvidence the answer path reads.
 
-    def __init__(self, max_networks: int = 1_000_000) -> None:
-        raise NotImplementedError
+    `instance` names this instance's aggregates among its peers' (the same name the peers merge them under).
+    """
+
+    def __init__(self, max_networks: int = 1_000_000, instance: str = "") -> None:
+        self.max_networks = max_networks
+        self.instance = instance
+        self._pools: dict[str, _PoolRum] = {}
+
+    def _pool(self, pool: model.Pool) -> _PoolRum:
+        rum = self._pools.get(pool.name)
+        if rum is None:
+            regions = tuple(region.name for region in pool.regions)
+            rum = _PoolRum(pool.name, regions, pool.latency.window, _Rings(len(regions)), _Rings(len(regions)))
+            self._pools[pool.name] = rum
+        rum.sync(pool)
+        return rum
 
     def add(
         self,
@@ -36,7 +543,364 @@ class RumStore:
         country: str | None = None,  # the client network's GeoIP country
         resolver: model.IPAddress | None = None,  # from resolver discovery, when the token was seen
     ) -> None:
-        raise NotImplementedError
+        rum = self._pool(pool)
+        at = {name: i for i, name in enumerate(rum.regions)}
+        pairs = [(at[name], ms) for name, ms in rtt.items() if name in at and math.isfinite(ms) and ms > 0]
+        if not pairs:
+            return
+        columns = np.array([c for c, _ in pairs], dtype=np.intp)
+        values = np.array([ms for _, ms in pairs], dtype=np.float32)
+        epoch = rum.epoch(now)
+        row = rum.networks.row(network_code(network), now, epoch, self.max_networks)
+        rum.networks.code[row] = network_code(network)
+        rum.networks.fold(row, columns, values, now, epoch)
+        if country:
+            rum.networks.country[row] = rum.country_of(country)
+        if resolver is not None:
+            rum.resolvers.fold(rum.resolvers.row(resolver, now, epoch, self.max_networks), columns, values, now, epoch)
+        rum.beacons += 1
+        rum.changed = True
+
+    def dirty(self, pool_name: str, now: float) -> bool:
+        """Whether evidence(pool, now) may differ from the last one built: new beacons or peers, or a bucket boundary passed."""
+        rum = self._pools.get(pool_name)
+        return rum is not None and (rum.changed or rum.built_epoch != rum.epoch(now))
 
     def evidence(self, pool: model.Pool, now: float, geo_order: GeoOrder | None = None) -> PoolEvidence:
-        raise NotImplementedError
+        rum = self._pool(pool)
+        latency = pool.latency
+        sources = sorted([(self.instance, rum.own(now)), *rum.peers.items()], key=lambda item: item[0])
+        oldest = (rum.epoch(now) - BUCKETS + 1) * rum.epoch_len  # as the rows' own samples drop out
+        regions = rum.regions
+
+        # networks: the union of every source's rows seen within the window
+        live = [(source, source.net_last >= oldest) for _, source in sources]
+        codes = np.unique(np.concatenate([s.net_code[keep] for s, keep in live]))
+        countries = sorted({c for s, _ in live for c in s.countries})
+        net_country = np.full(len(codes), -1, dtype=np.int16)
+        country_last = np.full(len(codes), -1, dtype=np.int64)
+        parts = []
+        for source, keep in live:
+            inverse = np.searchsorted(codes, source.net_code[keep])
+            parts.append((inverse, source, source.net_median[keep], source.net_count[keep]))
+            # a network's country: the freshest source's that knows one (ties: the first by instance name)
+            theirs = _remap_countries(source.net_country[keep], source.countries, countries)
+            seen = np.where(theirs >= 0, source.net_last[keep].astype(np.int64), -1)
+            newer = seen > country_last[inverse]
+            net_country[inverse[newer]] = theirs[newer]
+            country_last[inverse[newer]] = seen[newer]
+        median, count = _combine(len(codes), regions, parts)
+        rtt = np.where(count >= latency.min_samples, median, np.float32(np.nan)).astype(np.float32)
+
+        # countries: the median of their networks' medians, with min_networks behind a region's figure
+        country_figures: dict[str, Figures] = {}
+        country_rtt: list[F32] = []
+        country_n: list[npt.NDArray[np.int64]] = []
+        country_names: list[str] = []
+        with_country = np.flatnonzero(net_country >= 0)
+        by_country = with_country[np.argsort(net_country[with_country], kind="stable")]
+        bounds = np.searchsorted(net_country[by_country], np.arange(len(countries) + 1))
+        for c, name in enumerate(countries):
+            members = rtt[by_country[bounds[c] : bounds[c + 1]]]
+            med, n = column_medians(members)
+            med[n < latency.min_networks] = np.nan
+            if not np.isnan(med).all():
+                country_rtt.append(med)
+                country_n.append(n)
+                country_names.append(name)
+        if country_names:
+            crtt = np.stack(country_rtt)
+            previous = np.array([rum.country_leads.get(name, -1) for name in country_names], dtype=np.int16)
+            leads = choose_leaders(crtt, previous, latency)
+            rum.country_leads = dict(zip(country_names, leads.tolist(), strict=True))
+            for name, figures, n, lead in zip(country_names, crtt, country_n, leads.tolist(), strict=True):
+                country_figures[name] = Figures(_optional(figures), tuple(int(x) for x in n), lead)
+        else:
+            rum.country_leads = {}
+
+        # the network tables: covered rows only, leaders kept across builds
+        covered = ~np.isnan(rtt).all(axis=1)
+        codes, rtt, count = codes[covered], rtt[covered], count[covered]
+        known = np.searchsorted(rum.lead_codes, codes)
+        known_ok = known < len(rum.lead_codes)
+        known_ok[known_ok] = rum.lead_codes[known[known_ok]] == codes[known_ok]
+        previous = np.full(len(codes), -1, dtype=np.int16)
+        previous[known_ok] = rum.lead_regions[known[known_ok]]
+        incumbent = None
+        if geo_order is not None:
+            incumbent = self._geo_incumbents(pool, geo_order, codes, rtt, previous)
+        leaders = choose_leaders(rtt, previous, latency, incumbent)
+        rum.lead_codes, rum.lead_regions = codes, leaders
+        v6 = (codes & V6_FLAG) != 0
+        tables = [
+            NetworkTable(version, codes[rows] & ~V6_FLAG, rtt[rows], count[rows], leaders[rows]) for version, rows in ((4, ~v6), (6, v6))
+        ]
+
+        # resolvers: as networks, the union over the sources
+        addresses = sorted(
+            {a for _, s in sources for a, last in zip(s.resolvers, s.res_last.tolist(), strict=True) if last >= oldest}, key=_address_order
+        )
+        position = {a: i for i, a in enumerate(addresses)}
+        res_parts = []
+        for _, source in sources:
+            keep = source.res_last >= oldest
+            inverse = np.array([position[a] for a, k in zip(source.resolvers, keep.tolist(), strict=True) if k], dtype=np.intp)
+            res_parts.append((inverse, source, source.res_median[keep], source.res_count[keep]))
+        res_median, res_count = _combine(len(addresses), regions, res_parts)
+        res_rtt = np.where(res_count >= latency.min_samples, res_median, np.float32(np.nan)).astype(np.float32)
+        res_covered = np.flatnonzero(~np.isnan(res_rtt).all(axis=1))
+        res_keys = [addresses[i] for i in res_covered.tolist()]
+        previous = np.array([rum.resolver_leads.get(a, -1) for a in res_keys], dtype=np.int16)
+        res_leads = choose_leaders(res_rtt[res_covered], previous, latency)
+        rum.resolver_leads = dict(zip(res_keys, res_leads.tolist(), strict=True))
+        resolver_figures = {
+            a: Figures(_optional(res_rtt[i]), tuple(int(x) for x in res_count[i]), lead)
+            for a, i, lead in zip(res_keys, res_covered.tolist(), res_leads.tolist(), strict=True)
+        }
+
+        evidence = PoolEvidence(
+            pool.name,
+            regions,
+            tables[0],
+            tables[1],
+            MappingProxyType(resolver_figures),
+            MappingProxyType(country_figures),
+        )
+        if rum.built is None or not _same(rum.built, evidence):
+            if rum.built is not None or not _same(evidence, PoolEvidence.empty(pool.name, regions)):
+                rum.version += 1
+            rum.built = replace(evidence, version=rum.version)
+        rum.changed = False
+        rum.built_epoch = rum.epoch(now)
+        return rum.built
+
+    @staticmethod
+    def _geo_incumbents(pool: model.Pool, geo_order: GeoOrder, codes: U64, rtt: F32, previous: I16) -> I16 | None:
+        """Per row without a covered leader yet: the first covered region in the distance order (-1: none)."""
+        rows = np.arange(len(codes))
+        width = rtt.shape[1]
+        covered = ~np.isnan(rtt)
+        new = (previous < 0) | ~covered[rows, np.clip(previous, 0, max(width - 1, 0))]
+        if not new.any():
+            return None
+        incumbent = np.full(len(codes), -1, dtype=np.int16)
+        v6 = (codes & V6_FLAG) != 0
+        for version, shift, family in ((4, 32 - V4_PREFIX, ~v6), (6, 64 - V6_PREFIX, v6)):
+            wanted = np.flatnonzero(new & family)
+            if not len(wanted):
+                continue
+            addresses = ((codes[wanted] & ~V6_FLAG) << np.uint64(shift)).astype(np.uint64)
+            order = np.asarray(geo_order(pool, version, addresses), dtype=np.int16).reshape(len(wanted), -1)
+            chosen = np.full(len(wanted), -1, dtype=np.int16)
+            for j in range(order.shape[1]):
+                idx = order[:, j]
+                ok = (chosen < 0) & (idx >= 0) & (idx < width)
+                ok[ok] = covered[wanted[ok], idx[ok]]
+                chosen[ok] = idx[ok]
+            incumbent[wanted] = chosen
+        return incumbent
+
+    def stats(self, pool_name: str) -> dict[str, int]:
+        """For /v1/status and /metrics: this instance's rows, the countries of the last evidence, beacons accepted."""
+        rum = self._pools.get(pool_name)
+        if rum is None:
+            return {"networks": 0, "resolvers": 0, "countries": 0, "beacons": 0, "peers": 0}
+        return {
+            "networks": len(rum.networks),
+            "resolvers": len(rum.resolvers),
+            "countries": len(rum.built.countries) if rum.built else 0,
+            "beacons": rum.beacons,
+            "peers": len(rum.peers),
+        }
+
+    def retain(self, pool_names: Iterable[str]) -> None:
+        """Forget the pools not named (after a reload removed them)."""
+        keep = set(pool_names)
+        for name in [n for n in self._pools if n not in keep]:
+            del self._pools[name]
+
+    # --- persistence -------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        """Every pool's rows to `folder`/<pool>.npz, each written to a temporary file and renamed into place."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for rum in self._pools.values():
+            meta = {
+                "format": FORMAT,
+                "pool": rum.name,
+                "regions": list(rum.regions),
+                "window": rum.window,
+                "ring": RING,
+                "buckets": BUCKETS,
+                "countries": rum.countries,
+                "beacons": rum.beacons,
+                "resolvers": [str(key) for key in rum.resolvers.keys if key is not None],
+                "resolver_leads": {str(k): v for k, v in rum.resolver_leads.items()},
+                "country_leads": rum.country_leads,
+            }
+            arrays = {f"net_{k}": v for k, v in rum.networks.state().items()}
+            arrays |= {f"res_{k}": v for k, v in rum.resolvers.state().items()}
+            arrays |= {"lead_codes": rum.lead_codes, "lead_regions": rum.lead_regions}
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".rum-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    np.savez_compressed(out, allow_pickle=False, **arrays)
+                os.replace(temporary, folder / f"{quote(rum.name, safe='')}.npz")
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+
+    def load(self, folder: Path) -> None:
+        """The pools saved in `folder`; an unreadable, corrupt or old-format file is passed over with a warning."""
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.npz")):
+            try:
+                rum = self._read(path)
+            except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+                log.warning("RUM measurements in %s ignored: %s", path, exc)
+                continue
+            self._pools[rum.name] = rum
+
+    def _read(self, path: Path) -> _PoolRum:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+        if meta.get("format") != FORMAT or meta.get("ring") != RING or meta.get("buckets") != BUCKETS:
+            raise ValueError(f"format {meta.get('format')}, not {FORMAT}")
+        regions = tuple(str(r) for r in meta["regions"])
+        window = float(meta["window"])
+        if not window > 0:
+            raise ValueError("bad window")
+        rum = _PoolRum(str(meta["pool"]), regions, window, _Rings(len(regions)), _Rings(len(regions)))
+        rum.countries = [str(c) for c in meta["countries"]]
+        rum.country_index = {c: i for i, c in enumerate(rum.countries)}
+        rum.beacons = int(meta["beacons"])
+        net = {k[4:]: v for k, v in arrays.items() if k.startswith("net_")}
+        res = {k[4:]: v for k, v in arrays.items() if k.startswith("res_")}
+        for part in (net, res):
+            n = len(part["code"])
+            if part["ring_rtt"].shape != (n, len(regions), RING) or part["counts"].shape != (n, len(regions), BUCKETS):
+                raise ValueError("arrays do not fit the regions")
+            if any(len(a) != n for a in part.values()) or int(part["country"].max(initial=-1)) >= len(rum.countries):
+                raise ValueError("arrays do not fit together")
+        net_keys = [int(c) for c in net["code"].tolist()]
+        res_keys = [ipaddress.ip_address(a) for a in meta["resolvers"]]
+        if len(set(net_keys)) != len(net_keys) or len(res_keys) != len(res["code"]):
+            raise ValueError("keys do not fit the arrays")
+        rum.networks.restore(net_keys, net)
+        rum.resolvers.restore(res_keys, res)
+        rum.lead_codes = arrays["lead_codes"].astype(np.uint64)
+        rum.lead_regions = arrays["lead_regions"].astype(np.int16)
+        if rum.lead_codes.shape != rum.lead_regions.shape:
+            raise ValueError("leaders do not fit together")
+        rum.resolver_leads = {ipaddress.ip_address(k): int(v) for k, v in meta["resolver_leads"].items()}
+        rum.country_leads = {str(k): int(v) for k, v in meta["country_leads"].items()}
+        return rum
+
+    # --- cluster sharing ----------------------------------------------------------------
+
+    def export(self, pool_name: str, since: float | None = None, now: float | None = None) -> bytes:
+        """This instance's own aggregates of a pool as of `now` (default: the time now), only rows measured at or
+        after `since` when given (a delta: merge() adds it to what it holds of this instance)."""
+        rum = self._pools.get(pool_name)
+        if rum is None:
+            return b""
+        own = rum.own(time.time() if now is None else now)
+        if since is not None:
+            keep = own.net_last >= since
+            keep_res = own.res_last >= since
+            own = _Aggregates(
+                own.regions,
+                own.countries,
+                own.net_code[keep],
+                own.net_last[keep],
+                own.net_country[keep],
+                own.net_median[keep],
+                own.net_count[keep],
+                tuple(a for a, k in zip(own.resolvers, keep_res.tolist(), strict=True) if k),
+                own.res_last[keep_res],
+                own.res_median[keep_res],
+                own.res_count[keep_res],
+            )
+        meta = {
+            "format": FORMAT,
+            "pool": pool_name,
+            "regions": list(own.regions),
+            "countries": list(own.countries),
+            "resolvers": [str(a) for a in own.resolvers],
+            "delta": since is not None,
+        }
+        out = io.BytesIO()
+        np.savez_compressed(out, allow_pickle=False, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **own.arrays())
+        return out.getvalue()
+
+    def merge(self, instance: str, pool_name: str, data: bytes | None) -> None:
+        """A peer's export of a pool (None: forget that peer); a bad one is passed over with a warning."""
+        rum = self._pools.get(pool_name)
+        if data is None:
+            if rum is not None and rum.peers.pop(instance, None) is not None:
+                rum.changed = True
+            return
+        if instance == self.instance:
+            return
+        try:
+            aggregates, delta = _decode(data, pool_name)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            log.warning("RUM aggregates of %s from %s ignored: %s", pool_name, instance, exc)
+            return
+        if rum is None:
+            rum = _PoolRum(
+                pool_name,
+                aggregates.regions,
+                model.DEFAULT_LATENCY.window,
+                _Rings(len(aggregates.regions)),
+                _Rings(len(aggregates.regions)),
+            )
+            self._pools[pool_name] = rum
+        held = rum.peers.get(instance)
+        rum.peers[instance] = held.upsert(aggregates) if delta and held is not None else aggregates
+        rum.changed = True
+
+
+def _decode(data: bytes, pool_name: str) -> tuple[_Aggregates, bool]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    if meta.get("format") != FORMAT or meta.get("pool") != pool_name:
+        raise ValueError(f"format {meta.get('format')} of pool {meta.get('pool')!r}")
+    aggregates = _Aggregates(
+        tuple(str(r) for r in meta["regions"]),
+        tuple(str(c) for c in meta["countries"]),
+        arrays["net_code"].astype(np.uint64),
+        arrays["net_last"].astype(np.uint32),
+        arrays["net_country"].astype(np.int16),
+        arrays["net_median"].astype(np.uint16),
+        arrays["net_count"].astype(np.uint16),
+        tuple(ipaddress.ip_address(a) for a in meta["resolvers"]),
+        arrays["res_last"].astype(np.uint32),
+        arrays["res_median"].astype(np.uint16),
+        arrays["res_count"].astype(np.uint16),
+    )
+    aggregates.check()
+    return aggregates, bool(meta.get("delta"))
+
+
+def _optional(row: F32) -> tuple[float | None, ...]:
+    return tuple(None if math.isnan(v) else float(v) for v in row.tolist())
+
+
+def _same(a: PoolEvidence, b: PoolEvidence) -> bool:
+    """Whether two builds carry the same evidence (the version aside)."""
+    if a.regions != b.regions or a.resolvers != b.resolvers or a.countries != b.countries or a.vantages != b.vantages:
+        return False
+    for x, y in ((a.v4, b.v4), (a.v6, b.v6)):
+        if not (
+            np.array_equal(x.keys, y.keys)
+            and np.array_equal(x.rtt, y.rtt, equal_nan=True)
+            and np.array_equal(x.samples, y.samples)
+            and np.array_equal(x.leader, y.leader)
+        ):
+            return False
+    return True
