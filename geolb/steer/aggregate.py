@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import math
 import os
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -105,16 +105,37 @@ def column_medians(values: F32) -> tuple[F32, npt.NDArray[np.int64]]:
 
 
 def weighted_medians(values: F32, weights: U32) -> tuple[F32, U32]:
-    """Along the last axis: the lower weighted median of `values` (NaN where the weights sum to 0), and the sum."""
+    """Along the (short) last axis: the lower weighted median of `values` (NaN where the weights sum to 0), and the sum.
+
+    The value v_s with less than half the weight below it and at least half at or below it; O(S²) but no sort.
+    """
     filled = np.where(weights > 0, np.nan_to_num(values, nan=np.inf), np.inf).astype(np.float32)
-    order = np.argsort(filled, axis=-1, kind="stable")
-    v = np.take_along_axis(filled, order, -1)
-    cum = np.cumsum(np.take_along_axis(weights, order, -1), axis=-1, dtype=np.uint64)
-    total = cum[..., -1]
-    at = np.argmax(2 * cum >= total[..., None], axis=-1)
-    med = np.take_along_axis(v, at[..., None], -1)[..., 0]
-    med[total == 0] = np.nan
-    return med.astype(np.float32), np.minimum(total, np.iinfo(np.uint32).max).astype(np.uint32)
+    total = weights.sum(axis=-1, dtype=np.uint64)
+    med = np.full(total.shape, np.nan, dtype=np.float32)
+    for s in range(values.shape[-1]):
+        candidate = filled[..., s]
+        below = np.zeros(total.shape, dtype=np.uint64)
+        upto = np.zeros(total.shape, dtype=np.uint64)
+        for t in range(values.shape[-1]):
+            other = filled[..., t]
+            below += np.where(other < candidate, weights[..., t], 0)
+            upto += np.where(other <= candidate, weights[..., t], 0)
+        hit = (weights[..., s] > 0) & (2 * below < total) & (2 * upto >= total)
+        med[hit] = candidate[hit]
+    return med, np.minimum(total, np.iinfo(np.uint32).max).astype(np.uint32)
+
+
+def union(keys: Sequence[U64]) -> tuple[U64, list[npt.NDArray[np.intp]]]:
+    """The sorted distinct keys of several unique-key arrays, and where each array's keys are in it."""
+    joined = np.concatenate([*keys, np.zeros(0, dtype=np.uint64)])
+    order = np.argsort(joined, kind="stable")
+    ordered = joined[order]
+    first = np.ones(len(ordered), dtype=np.bool_)
+    first[1:] = ordered[1:] != ordered[:-1]
+    position = np.empty(len(joined), dtype=np.intp)
+    position[order] = np.cumsum(first) - 1
+    bounds = np.cumsum([0] + [len(k) for k in keys])
+    return ordered[first], [position[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def choose_leaders(rtt: F32, previous: I16, latency: model.Latency, incumbent: I16 | None = None) -> I16:
@@ -142,8 +163,63 @@ def choose_leaders(rtt: F32, previous: I16, latency: model.Latency, incumbent: I
     return lead
 
 
+# compare-exchange pairs that sort 8 values (Knuth's 19-comparator network): a vectorized sort of the rings
+SORT8 = (
+    (0, 2),
+    (1, 3),
+    (4, 6),
+    (5, 7),
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+    (0, 1),
+    (2, 3),
+    (4, 5),
+    (6, 7),
+    (2, 4),
+    (3, 5),
+    (1, 4),
+    (3, 6),
+    (1, 2),
+    (3, 4),
+    (5, 6),
+)
+
+
+def ring_medians(values: F32, valid: Bools) -> F32:
+    """Per cell of [RING, n, r] samples: the median of the valid ones (NaN where none is). Overwrites `values`."""
+    values[~valid] = np.inf  # sorted last
+    slots = list(values)
+    if len(slots) == 8:
+        for i, j in SORT8:
+            low = np.minimum(slots[i], slots[j])
+            np.maximum(slots[i], slots[j], out=slots[j])
+            slots[i] = low
+    else:
+        slots = list(np.sort(values, axis=0))
+    n = np.zeros(slots[0].shape, dtype=np.int8)
+    for k in range(len(slots)):
+        n += valid[k]
+    low_index, high_index = (n - 1) // 2, n // 2
+    low_value, high_value = slots[0].copy(), slots[0].copy()
+    for k in range(1, len(slots)):
+        np.copyto(low_value, slots[k], where=low_index == k)
+        np.copyto(high_value, slots[k], where=high_index == k)
+    med: F32 = ((low_value + high_value) / 2).astype(np.float32)
+    med[n == 0] = np.nan
+    return med
+
+
 class _Rings(Generic[KeyT]):
-    """Rows of per-region sample rings and counters for one kind of key (networks or resolvers), in numpy arrays."""
+    """Rows of per-region sample rings and counters for one kind of key (networks or resolvers), in numpy arrays.
+
+    Ring slots and counters are the leading axis ([RING, rows, regions]), so each is one contiguous array to sort.
+    """
+
+    ROW_AXIS: ClassVar[frozenset[str]] = frozenset({"ring_rtt", "ring_at", "counts"})  # [slot, row, region]; others [row, ...]
+    ARRAYS = ("used", "code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts", "median", "count", "stale")
+    SAVED = ("code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts")
 
     def __init__(self, regions: int) -> None:
         self.regions = regions
@@ -159,17 +235,15 @@ class _Rings(Generic[KeyT]):
         self.last = np.zeros(cap, dtype=np.float64)  # time of the row's latest beacon
         self.country = np.full(cap, -1, dtype=np.int16)
         self.epoch = np.zeros(cap, dtype=np.int64)  # the latest bucket epoch the row's counters were advanced to
-        self.ring_rtt = np.full((cap, r, RING), np.nan, dtype=np.float32)
-        self.ring_at = np.zeros((cap, r, RING), dtype=np.uint32)
+        self.ring_rtt = np.full((RING, cap, r), np.nan, dtype=np.float32)
+        self.ring_at = np.zeros((RING, cap, r), dtype=np.uint32)  # whole seconds
         self.ring_pos = np.zeros((cap, r), dtype=np.uint8)
-        self.counts = np.zeros((cap, r, BUCKETS), dtype=np.uint16)
+        self.counts = np.zeros((BUCKETS, cap, r), dtype=np.uint16)  # slot: epoch % BUCKETS
         # figures as of `cache_epoch`, recomputed for stale rows only
         self.median = np.full((cap, r), np.nan, dtype=np.float32)
         self.count = np.zeros((cap, r), dtype=np.uint16)
         self.stale = np.zeros(cap, dtype=np.bool_)
         self.cache_epoch: int | None = None
-
-    ARRAYS = ("used", "code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts", "median", "count", "stale")
 
     @property
     def cap(self) -> int:
@@ -184,7 +258,10 @@ class _Rings(Generic[KeyT]):
         cap = self.cap
         self._allocate(max(16, 2 * cap))
         for name, array in old.items():
-            getattr(self, name)[:cap] = array
+            if name in self.ROW_AXIS:
+                getattr(self, name)[:, :cap] = array
+            else:
+                getattr(self, name)[:cap] = array
         self.cache_epoch = cache_epoch
         self.keys.extend([None] * (self.cap - cap))
         self.free.extend(range(self.cap - 1, cap - 1, -1))  # popped from the end: lowest row first
@@ -205,10 +282,10 @@ class _Rings(Generic[KeyT]):
         self.last[row] = now
         self.country[row] = -1
         self.epoch[row] = epoch
-        self.ring_rtt[row] = np.nan
-        self.ring_at[row] = 0
+        self.ring_rtt[:, row] = np.nan
+        self.ring_at[:, row] = 0
         self.ring_pos[row] = 0
-        self.counts[row] = 0
+        self.counts[:, row] = 0
         self.median[row] = np.nan
         self.count[row] = 0
         self.stale[row] = True
@@ -233,24 +310,24 @@ class _Rings(Generic[KeyT]):
         self.stale[row] = False
         self.free.append(row)
 
-    def fold(self, row: int, columns: npt.NDArray[np.intp], values: F32, now: float, epoch: int) -> None:
-        """One beacon's RTTs into a row."""
+    def fold(self, row: int, columns: npt.NDArray[np.intp], values: F32, second: int, epoch: int) -> None:
+        """One beacon's RTTs (at whole second `second`, in bucket epoch `epoch`) into a row."""
         behind = epoch - int(self.epoch[row])
         if behind > 0:  # the counters of epochs that fell out of the window start again at 0
             if behind >= BUCKETS:
-                self.counts[row] = 0
+                self.counts[:, row] = 0
             else:
-                self.counts[row][:, [(int(self.epoch[row]) + i) % BUCKETS for i in range(1, behind + 1)]] = 0
+                self.counts[[(int(self.epoch[row]) + i) % BUCKETS for i in range(1, behind + 1)], row] = 0
             self.epoch[row] = epoch
         elif behind <= -BUCKETS:
             return  # older than the window already
         pos = self.ring_pos[row, columns].astype(np.intp)
-        self.ring_rtt[row, columns, pos] = values
-        self.ring_at[row, columns, pos] = np.uint32(min(max(now, 0), 2**32 - 1))
+        self.ring_rtt[pos, row, columns] = values
+        self.ring_at[pos, row, columns] = second
         self.ring_pos[row, columns] = (pos + 1) % RING
         slot = epoch % BUCKETS
-        self.counts[row, columns, slot] = np.minimum(self.counts[row, columns, slot].astype(np.uint32) + 1, COUNT_MAX)
-        self.last[row] = max(float(self.last[row]), now)
+        self.counts[slot, row, columns] = np.minimum(self.counts[slot, row, columns].astype(np.uint32) + 1, COUNT_MAX)
+        self.last[row] = max(float(self.last[row]), second)
         self.stale[row] = True
 
     def figures(self, epoch: int, epoch_len: float) -> tuple[npt.NDArray[np.intp], F32, U16]:
@@ -260,15 +337,16 @@ class _Rings(Generic[KeyT]):
             self.cache_epoch = epoch
         stale = np.flatnonzero(self.stale)
         if len(stale):
-            at = np.floor(self.ring_at[stale] / epoch_len).astype(np.int64)
-            rtt = self.ring_rtt[stale]
-            valid = (at > epoch - BUCKETS) & ~np.isnan(rtt)
-            ordered = np.sort(np.where(valid, rtt, np.inf), axis=-1)
-            self.median[stale] = sorted_medians(ordered, valid.sum(axis=-1), -1)
-            last = self.epoch[stale][:, None]
-            slot_epoch = last - ((last - np.arange(BUCKETS)[None, :]) % BUCKETS)
-            live = (slot_epoch > epoch - BUCKETS)[:, None, :]
-            counted = (self.counts[stale].astype(np.uint32) * live).sum(axis=-1)
+            # a sample counts while its epoch is one of the window's BUCKETS latest: from second `first` on
+            first = np.uint32(min(max(math.ceil((epoch - BUCKETS + 1) * epoch_len), 0), 2**32 - 1))
+            rtt = self.ring_rtt[:, stale]
+            self.median[stale] = ring_medians(rtt, (self.ring_at[:, stale] >= first) & ~np.isnan(rtt))
+            last = self.epoch[stale]
+            slot_epoch = last[None, :] - ((last[None, :] - np.arange(BUCKETS)[:, None]) % BUCKETS)  # [BUCKETS, n]
+            live = slot_epoch > epoch - BUCKETS
+            counted = np.zeros((len(stale), self.regions), dtype=np.uint32)
+            for slot in range(BUCKETS):
+                counted += np.where(live[slot][:, None], self.counts[slot, stale], 0)
             self.count[stale] = np.minimum(counted, COUNT_MAX)
             self.stale[stale] = False
         rows = np.flatnonzero(self.used)
@@ -281,41 +359,43 @@ class _Rings(Generic[KeyT]):
         self.regions = len(order)
         for name, fill in (("ring_rtt", np.nan), ("ring_at", 0), ("ring_pos", 0), ("counts", 0), ("median", np.nan), ("count", 0)):
             array = getattr(self, name)
-            if array.shape[1] == 0:
-                moved = np.zeros((array.shape[0], len(order), *array.shape[2:]), dtype=array.dtype)
+            if array.shape[-1] == 0:
+                moved = np.zeros((*array.shape[:-1], len(order)), dtype=array.dtype)
                 moved[...] = fill
             else:
-                moved = array[:, take]
-                moved[:, empty] = fill
+                moved = array[..., take]
+                moved[..., empty] = fill
             setattr(self, name, moved)
+        self.stale[:] = self.used
 
     def rebucket(self, epoch_len: float) -> None:
         """Counters for a new window length, rebuilt from the rings (counts beyond the rings' samples are lost)."""
         at = np.floor(self.ring_at / epoch_len).astype(np.int64)
         has = ~np.isnan(self.ring_rtt)
-        self.epoch[:] = np.where(has, at, np.iinfo(np.int64).min).max(axis=(1, 2)).clip(min=0)
+        self.epoch[:] = np.where(has, at, 0).max(axis=(0, 2), initial=0)
         self.counts[:] = 0
-        rows, cols, ks = np.nonzero(has)
-        np.add.at(self.counts, (rows, cols, at[rows, cols, ks] % BUCKETS), 1)
+        ks, rows, cols = np.nonzero(has)
+        np.add.at(self.counts, (at[ks, rows, cols] % BUCKETS, rows, cols), 1)
         self.stale[:] = self.used
         self.cache_epoch = None
 
     def state(self) -> dict[str, npt.NDArray[Any]]:
         """The rows in use, as arrays to save (figure caches left out)."""
         rows = np.flatnonzero(self.used)
-        return {
-            name: getattr(self, name)[rows] for name in ("code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts")
-        }
+        return {name: getattr(self, name)[:, rows] if name in self.ROW_AXIS else getattr(self, name)[rows] for name in self.SAVED}
 
     def restore(self, keys: Sequence[KeyT], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
         n = len(keys)
         cap = 16
         while cap < n:
             cap *= 2
-        self.regions = arrays["ring_rtt"].shape[1]
+        self.regions = arrays["ring_rtt"].shape[2]
         self._allocate(cap)
-        for name, array in arrays.items():
-            getattr(self, name)[:n] = array
+        for name in self.SAVED:
+            if name in self.ROW_AXIS:
+                getattr(self, name)[:, :n] = arrays[name]
+            else:
+                getattr(self, name)[:n] = arrays[name]
         self.used[:n] = True
         self.stale[:n] = True
         self.keys = [*keys, *([None] * (cap - n))]
@@ -417,6 +497,7 @@ class _PoolRum:
     built_epoch: int | None = None
     version: int = 0
     built: PoolEvidence | None = None
+    built_latency: model.Latency | None = None
     lead_codes: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # sorted network codes ...
     lead_regions: I16 = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # ... and their leaders
     resolver_leads: dict[model.IPAddress, int] = field(default_factory=dict)
@@ -550,14 +631,15 @@ class RumStore:
             return
         columns = np.array([c for c, _ in pairs], dtype=np.intp)
         values = np.array([ms for _, ms in pairs], dtype=np.float32)
-        epoch = rum.epoch(now)
-        row = rum.networks.row(network_code(network), now, epoch, self.max_networks)
+        second = min(max(int(now), 0), 2**32 - 1)  # as the rings keep it
+        epoch = rum.epoch(second)
+        row = rum.networks.row(network_code(network), second, epoch, self.max_networks)
         rum.networks.code[row] = network_code(network)
-        rum.networks.fold(row, columns, values, now, epoch)
+        rum.networks.fold(row, columns, values, second, epoch)
         if country:
             rum.networks.country[row] = rum.country_of(country)
         if resolver is not None:
-            rum.resolvers.fold(rum.resolvers.row(resolver, now, epoch, self.max_networks), columns, values, now, epoch)
+            rum.resolvers.fold(rum.resolvers.row(resolver, second, epoch, self.max_networks), columns, values, second, epoch)
         rum.beacons += 1
         rum.changed = True
 
@@ -569,19 +651,20 @@ class RumStore:
     def evidence(self, pool: model.Pool, now: float, geo_order: GeoOrder | None = None) -> PoolEvidence:
         rum = self._pool(pool)
         latency = pool.latency
+        if rum.built is not None and not rum.changed and rum.built_epoch == rum.epoch(now) and rum.built_latency == latency:
+            return rum.built
         sources = sorted([(self.instance, rum.own(now)), *rum.peers.items()], key=lambda item: item[0])
         oldest = (rum.epoch(now) - BUCKETS + 1) * rum.epoch_len  # as the rows' own samples drop out
         regions = rum.regions
 
         # networks: the union of every source's rows seen within the window
         live = [(source, source.net_last >= oldest) for _, source in sources]
-        codes = np.unique(np.concatenate([s.net_code[keep] for s, keep in live]))
+        codes, inverses = union([s.net_code[keep] for s, keep in live])
         countries = sorted({c for s, _ in live for c in s.countries})
         net_country = np.full(len(codes), -1, dtype=np.int16)
         country_last = np.full(len(codes), -1, dtype=np.int64)
         parts = []
-        for source, keep in live:
-            inverse = np.searchsorted(codes, source.net_code[keep])
+        for (source, keep), inverse in zip(live, inverses, strict=True):
             parts.append((inverse, source, source.net_median[keep], source.net_count[keep]))
             # a network's country: the freshest source's that knows one (ties: the first by instance name)
             theirs = _remap_countries(source.net_country[keep], source.countries, countries)
@@ -672,6 +755,7 @@ class RumStore:
             rum.built = replace(evidence, version=rum.version)
         rum.changed = False
         rum.built_epoch = rum.epoch(now)
+        rum.built_latency = latency
         return rum.built
 
     @staticmethod
@@ -758,7 +842,7 @@ class RumStore:
         for path in sorted(folder.glob("*.npz")):
             try:
                 rum = self._read(path)
-            except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            except Exception as exc:  # whatever damage the file has: the measurements are not worth a crash
                 log.warning("RUM measurements in %s ignored: %s", path, exc)
                 continue
             self._pools[rum.name] = rum
@@ -780,11 +864,13 @@ class RumStore:
         net = {k[4:]: v for k, v in arrays.items() if k.startswith("net_")}
         res = {k[4:]: v for k, v in arrays.items() if k.startswith("res_")}
         for part in (net, res):
-            n = len(part["code"])
-            if part["ring_rtt"].shape != (n, len(regions), RING) or part["counts"].shape != (n, len(regions), BUCKETS):
-                raise ValueError("arrays do not fit the regions")
-            if any(len(a) != n for a in part.values()) or int(part["country"].max(initial=-1)) >= len(rum.countries):
-                raise ValueError("arrays do not fit together")
+            n, r = len(part["code"]), len(regions)
+            shapes = {"ring_rtt": (RING, n, r), "ring_at": (RING, n, r), "counts": (BUCKETS, n, r), "ring_pos": (n, r)}
+            shapes |= {"last": (n,), "country": (n,), "epoch": (n,)}
+            if any(part[name].shape != shape for name, shape in shapes.items()):
+                raise ValueError("arrays do not fit the regions or each other")
+            if int(part["country"].max(initial=-1)) >= len(rum.countries) or (part["ring_pos"] >= RING).any():
+                raise ValueError("indices out of range")
         net_keys = [int(c) for c in net["code"].tolist()]
         res_keys = [ipaddress.ip_address(a) for a in meta["resolvers"]]
         if len(set(net_keys)) != len(net_keys) or len(res_keys) != len(res["code"]):
@@ -847,7 +933,7 @@ class RumStore:
             return
         try:
             aggregates, delta = _decode(data, pool_name)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        except Exception as exc:  # a peer's damaged or foreign data: not worth a crash
             log.warning("RUM aggregates of %s from %s ignored: %s", pool_name, instance, exc)
             return
         if rum is None:
