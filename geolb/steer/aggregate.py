@@ -217,9 +217,9 @@ class _Rings(Generic[KeyT]):
     Ring slots and counters are the leading axis ([RING, rows, regions]), so each is one contiguous array to sort.
     """
 
-    ROW_AXIS: ClassVar[frozenset[str]] = frozenset({"ring_rtt", "ring_at", "counts"})  # [slot, row, region]; others [row, ...]
-    ARRAYS = ("used", "code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts", "median", "count", "stale")
-    SAVED = ("code", "last", "country", "epoch", "ring_rtt", "ring_at", "ring_pos", "counts")
+    ROW_AXIS: ClassVar[frozenset[str]] = frozenset({"ring_rtt", "counts"})  # [slot, row, region]; others [row, ...]
+    ARRAYS = ("used", "code", "last", "country", "epoch", "ring_rtt", "ring_pos", "counts", "median", "count", "stale")
+    SAVED = ("code", "last", "country", "epoch", "ring_rtt", "ring_pos", "counts")
 
     def __init__(self, regions: int) -> None:
         self.regions = regions
@@ -236,7 +236,6 @@ class _Rings(Generic[KeyT]):
         self.country = np.full(cap, -1, dtype=np.int16)
         self.epoch = np.zeros(cap, dtype=np.int64)  # the latest bucket epoch the row's counters were advanced to
         self.ring_rtt = np.full((RING, cap, r), np.nan, dtype=np.float32)
-        self.ring_at = np.zeros((RING, cap, r), dtype=np.uint32)  # whole seconds
         self.ring_pos = np.zeros((cap, r), dtype=np.uint8)
         self.counts = np.zeros((BUCKETS, cap, r), dtype=np.uint16)  # slot: epoch % BUCKETS
         # figures as of `cache_epoch`, recomputed for stale rows only
@@ -283,7 +282,6 @@ class _Rings(Generic[KeyT]):
         self.country[row] = -1
         self.epoch[row] = epoch
         self.ring_rtt[:, row] = np.nan
-        self.ring_at[:, row] = 0
         self.ring_pos[row] = 0
         self.counts[:, row] = 0
         self.median[row] = np.nan
@@ -323,30 +321,30 @@ class _Rings(Generic[KeyT]):
             return  # older than the window already
         pos = self.ring_pos[row, columns].astype(np.intp)
         self.ring_rtt[pos, row, columns] = values
-        self.ring_at[pos, row, columns] = second
         self.ring_pos[row, columns] = (pos + 1) % RING
         slot = epoch % BUCKETS
         self.counts[slot, row, columns] = np.minimum(self.counts[slot, row, columns].astype(np.uint32) + 1, COUNT_MAX)
         self.last[row] = max(float(self.last[row]), second)
         self.stale[row] = True
 
-    def figures(self, epoch: int, epoch_len: float) -> tuple[npt.NDArray[np.intp], F32, U16]:
+    def figures(self, epoch: int) -> tuple[npt.NDArray[np.intp], F32, U16]:
         """(rows in use, their medians [n, regions] (NaN: no sample in the window), their counts in the window)."""
         if self.cache_epoch != epoch:
             self.stale[:] = self.used
             self.cache_epoch = epoch
         stale = np.flatnonzero(self.stale)
         if len(stale):
-            # a sample counts while its epoch is one of the window's BUCKETS latest: from second `first` on
-            first = np.uint32(min(max(math.ceil((epoch - BUCKETS + 1) * epoch_len), 0), 2**32 - 1))
-            rtt = self.ring_rtt[:, stale]
-            self.median[stale] = ring_medians(rtt, (self.ring_at[:, stale] >= first) & ~np.isnan(rtt))
             last = self.epoch[stale]
             slot_epoch = last[None, :] - ((last[None, :] - np.arange(BUCKETS)[:, None]) % BUCKETS)  # [BUCKETS, n]
             live = slot_epoch > epoch - BUCKETS
             counted = np.zeros((len(stale), self.regions), dtype=np.uint32)
             for slot in range(BUCKETS):
                 counted += np.where(live[slot][:, None], self.counts[slot, stale], 0)
+            # the rings fill in time order: the newest `counted` samples of a ring are the ones in the window
+            rtt = self.ring_rtt[:, stale]
+            newest = self.ring_pos[stale].astype(np.int16) - 1
+            age = (newest[None, :, :] - np.arange(RING, dtype=np.int16)[:, None, None]) % RING  # [RING, n, r]: 0 newest
+            self.median[stale] = ring_medians(rtt, (age < counted[None, :, :]) & ~np.isnan(rtt))
             self.count[stale] = np.minimum(counted, COUNT_MAX)
             self.stale[stale] = False
         rows = np.flatnonzero(self.used)
@@ -357,7 +355,7 @@ class _Rings(Generic[KeyT]):
         take = np.array([max(o, 0) for o in order], dtype=np.intp)
         empty = np.array([o < 0 for o in order], dtype=np.bool_)
         self.regions = len(order)
-        for name, fill in (("ring_rtt", np.nan), ("ring_at", 0), ("ring_pos", 0), ("counts", 0), ("median", np.nan), ("count", 0)):
+        for name, fill in (("ring_rtt", np.nan), ("ring_pos", 0), ("counts", 0), ("median", np.nan), ("count", 0)):
             array = getattr(self, name)
             if array.shape[-1] == 0:
                 moved = np.zeros((*array.shape[:-1], len(order)), dtype=array.dtype)
@@ -368,14 +366,19 @@ class _Rings(Generic[KeyT]):
             setattr(self, name, moved)
         self.stale[:] = self.used
 
-    def rebucket(self, epoch_len: float) -> None:
-        """Counters for a new window length, rebuilt from the rings (counts beyond the rings' samples are lost)."""
-        at = np.floor(self.ring_at / epoch_len).astype(np.int64)
-        has = ~np.isnan(self.ring_rtt)
-        self.epoch[:] = np.where(has, at, 0).max(axis=(0, 2), initial=0)
-        self.counts[:] = 0
-        ks, rows, cols = np.nonzero(has)
-        np.add.at(self.counts, (at[ks, rows, cols] % BUCKETS, rows, cols), 1)
+    def rebucket(self, old_len: float, new_len: float) -> None:
+        """Counters for a new window: each old bucket's count moves to the new bucket of its middle."""
+        rows = np.flatnonzero(self.used)
+        last = self.epoch[rows]
+        new_last = np.floor((last + 0.5) * old_len / new_len).astype(np.int64)
+        counts = np.zeros_like(self.counts[:, rows])
+        for slot in range(BUCKETS):
+            slot_epoch = last - ((last - slot) % BUCKETS)
+            moved = np.floor((slot_epoch + 0.5) * old_len / new_len).astype(np.int64)
+            keep = np.flatnonzero(moved > new_last - BUCKETS)
+            np.add.at(counts, (moved[keep] % BUCKETS, keep), self.counts[slot, rows[keep]])
+        self.counts[:, rows] = counts
+        self.epoch[rows] = new_last
         self.stale[:] = self.used
         self.cache_epoch = None
 
@@ -525,9 +528,10 @@ class _PoolRum:
             self.changed = True
         window = pool.latency.window
         if window != self.window:
+            old_len = self.epoch_len
             self.window = window
-            self.networks.rebucket(self.epoch_len)
-            self.resolvers.rebucket(self.epoch_len)
+            self.networks.rebucket(old_len, self.epoch_len)
+            self.resolvers.rebucket(old_len, self.epoch_len)
             self.changed = True
 
     def country_of(self, country: str) -> int:
@@ -540,10 +544,10 @@ class _PoolRum:
     def own(self, now: float) -> _Aggregates:
         """This instance's aggregates as of `now`: rows with a sample in the window."""
         epoch = self.epoch(now)
-        rows, median, count = self.networks.figures(epoch, self.epoch_len)
+        rows, median, count = self.networks.figures(epoch)
         keep = count.any(axis=1)
         rows, median, count = rows[keep], median[keep], count[keep]
-        res_rows, res_median, res_count = self.resolvers.figures(epoch, self.epoch_len)
+        res_rows, res_median, res_count = self.resolvers.figures(epoch)
         res_keep = res_count.any(axis=1)
         res_rows, res_median, res_count = res_rows[res_keep], res_median[res_keep], res_count[res_keep]
         resolvers: list[model.IPAddress] = []
@@ -631,7 +635,7 @@ class RumStore:
             return
         columns = np.array([c for c, _ in pairs], dtype=np.intp)
         values = np.array([ms for _, ms in pairs], dtype=np.float32)
-        second = min(max(int(now), 0), 2**32 - 1)  # as the rings keep it
+        second = min(max(int(now), 0), 2**32 - 1)  # as exports carry it
         epoch = rum.epoch(second)
         row = rum.networks.row(network_code(network), second, epoch, self.max_networks)
         rum.networks.code[row] = network_code(network)
@@ -865,7 +869,7 @@ class RumStore:
         res = {k[4:]: v for k, v in arrays.items() if k.startswith("res_")}
         for part in (net, res):
             n, r = len(part["code"]), len(regions)
-            shapes = {"ring_rtt": (RING, n, r), "ring_at": (RING, n, r), "counts": (BUCKETS, n, r), "ring_pos": (n, r)}
+            shapes = {"ring_rtt": (RING, n, r), "counts": (BUCKETS, n, r), "ring_pos": (n, r)}
             shapes |= {"last": (n,), "country": (n,), "epoch": (n,)}
             if any(part[name].shape != shape for name, shape in shapes.items()):
                 raise ValueError("arrays do not fit the regions or each other")

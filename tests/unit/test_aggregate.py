@@ -109,6 +109,18 @@ def test_samples_older_than_the_window_drop_out() -> None:
     assert store.stats("web")["networks"] == 2  # still remembered until evicted
 
 
+def test_a_new_window_keeps_the_samples_it_still_covers() -> None:
+    store = RumStore()
+    measure(store, "192.0.2.0/24", {"east": 30.0}, pool=make_pool("east", "west", window=8 * DAY))
+    measure(store, "198.51.100.0/24", {"east": 40.0}, at=NOW + 6 * DAY, pool=make_pool("east", "west", window=8 * DAY))
+    longer = make_pool("east", "west", window=16 * DAY)
+    assert store.evidence(longer, NOW + 12 * DAY).networks == 2
+    shorter = make_pool("east", "west", window=4 * DAY)
+    evidence = store.evidence(shorter, NOW + 7 * DAY)
+    assert rtts(evidence, "192.0.2.0/24") is None
+    assert rtts(evidence, "198.51.100.0/24") == (40.0, None)
+
+
 def test_a_country_needs_min_networks_each_counted_once() -> None:
     store = RumStore()
     measure(store, "10.0.0.0/24", {"east": 10.0}, count=50, country="DE")  # one busy network ...
