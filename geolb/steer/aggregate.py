@@ -329,9 +329,18 @@ class _Rings(Generic[KeyT]):
 
     def figures(self, epoch: int) -> tuple[npt.NDArray[np.intp], F32, U16]:
         """(rows in use, their medians [n, regions] (NaN: no sample in the window), their counts in the window)."""
-        if self.cache_epoch != epoch:
+        if self.cache_epoch is None or epoch < self.cache_epoch:
             self.stale[:] = self.used
-            self.cache_epoch = epoch
+        elif epoch > self.cache_epoch:  # only rows with samples in the epochs that left the window change
+            rows = np.flatnonzero(self.used & ~self.stale)
+            last = self.epoch[rows]
+            left = np.zeros(len(rows), dtype=np.bool_)
+            for slot in range(BUCKETS):
+                slot_epoch = last - ((last - slot) % BUCKETS)
+                gone = (slot_epoch <= epoch - BUCKETS) & (slot_epoch > self.cache_epoch - BUCKETS)
+                left |= gone & self.counts[slot, rows].any(axis=1)
+            self.stale[rows[left]] = True
+        self.cache_epoch = epoch
         stale = np.flatnonzero(self.stale)
         if len(stale):
             last = self.epoch[stale]
@@ -588,7 +597,7 @@ def _combine(rows: int, regions: Sequence[str], parts: Sequence[tuple[npt.NDArra
         out_count = np.zeros((rows, width), dtype=np.uint32)
         for j, c in _columns(regions, source.regions):
             out_median[inverse, j] = dequantize(median[:, c])
-            out_count[inverse, j] = count[:, c]
+            out_count[inverse, j] = np.where(median[:, c] == NO_MEDIAN, 0, count[:, c])
         return out_median, out_count
     values = np.full((rows, width, len(parts)), np.nan, dtype=np.float32)
     weights = np.zeros((rows, width, len(parts)), dtype=np.uint32)
@@ -810,8 +819,13 @@ class RumStore:
     # --- persistence -------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
-        """Every pool's rows to `folder`/<pool>.npz, each written to a temporary file and renamed into place."""
+        """Every pool's rows to `folder`/<pool>.npz, each written to a temporary file and renamed into place;
+        the files of pools no longer held are removed."""
         folder.mkdir(parents=True, exist_ok=True)
+        names = {f"{quote(name, safe='')}.npz" for name in self._pools}
+        for path in folder.glob("*.npz"):
+            if path.name not in names:
+                path.unlink(missing_ok=True)
         for rum in self._pools.values():
             meta = {
                 "format": FORMAT,
@@ -895,8 +909,8 @@ class RumStore:
         """This instance's own aggregates of a pool as of `now` (default: the time now), only rows measured at or
         after `since` when given (a delta: merge() adds it to what it holds of this instance)."""
         rum = self._pools.get(pool_name)
-        if rum is None:
-            return b""
+        if rum is None:  # nothing measured: an export that says so
+            rum = _PoolRum(pool_name, (), model.DEFAULT_LATENCY.window, _Rings(0), _Rings(0))
         own = rum.own(time.time() if now is None else now)
         if since is not None:
             keep = own.net_last >= since

@@ -313,6 +313,9 @@ def test_save_and_load_give_the_same_evidence(tmp_path: Path) -> None:
     assert rtts(loaded.evidence(make_pool("a", "b", "c", name="api"), NOW + 100), "192.0.2.0/24") == (5.0, 6.0, 50.0)
     measure(loaded, "10.0.5.0/24", {"east": 99.0}, count=8, at=NOW + 200)  # a loaded store goes on measuring
     assert rtts(loaded.evidence(POOL, NOW + 300), "10.0.5.0/24") == (99.0, 55.0)
+    loaded.retain(["web"])
+    loaded.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.npz"]  # api's file went with the pool
 
 
 def test_corrupt_or_foreign_files_are_passed_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -349,8 +352,9 @@ def test_merged_exports_give_every_instance_the_same_figures() -> None:
     assert v6 is not None and v6.rtt == (None, pytest.approx(33.3)) and v6.samples == (0, 14)  # shared in 1/10 ms
     assert c.stats("web")["peers"] == 2
     c.merge("a", "web", None)
-    c.merge("b", "web", None)
+    c.merge("b", "web", RumStore().export("web", now=at))  # b measures nothing any more
     assert c.evidence(POOL, at).networks == 0
+    assert c.stats("web")["peers"] == 1
 
 
 def test_a_delta_export_updates_what_a_peer_holds() -> None:
