@@ -98,6 +98,14 @@ def sorted_medians(ordered: F32, n: npt.NDArray[np.int64], axis: int) -> F32:
     return med
 
 
+def any_in_row(values: npt.NDArray[Any]) -> Bools:
+    """Per row of [n, r]: whether any value is nonzero (a loop over the few columns beats numpy's reduce along rows)."""
+    found = np.zeros(len(values), dtype=np.bool_)
+    for column in range(values.shape[1]):
+        found |= values[:, column] != 0
+    return found
+
+
 def column_medians(values: F32) -> tuple[F32, npt.NDArray[np.int64]]:
     """Per column: the median of the non-NaN values, and how many there are."""
     n = (~np.isnan(values)).sum(axis=0).astype(np.int64)
@@ -338,7 +346,7 @@ class _Rings(Generic[KeyT]):
             for slot in range(BUCKETS):
                 slot_epoch = last - ((last - slot) % BUCKETS)
                 gone = (slot_epoch <= epoch - BUCKETS) & (slot_epoch > self.cache_epoch - BUCKETS)
-                left |= gone & self.counts[slot, rows].any(axis=1)
+                left |= gone & any_in_row(self.counts[slot][rows])
             self.stale[rows[left]] = True
         self.cache_epoch = epoch
         stale = np.flatnonzero(self.stale)
@@ -554,10 +562,10 @@ class _PoolRum:
         """This instance's aggregates as of `now`: rows with a sample in the window."""
         epoch = self.epoch(now)
         rows, median, count = self.networks.figures(epoch)
-        keep = count.any(axis=1)
+        keep = any_in_row(count)
         rows, median, count = rows[keep], median[keep], count[keep]
         res_rows, res_median, res_count = self.resolvers.figures(epoch)
-        res_keep = res_count.any(axis=1)
+        res_keep = any_in_row(res_count)
         res_rows, res_median, res_count = res_rows[res_keep], res_median[res_keep], res_count[res_keep]
         resolvers: list[model.IPAddress] = []
         for row in res_rows.tolist():
@@ -715,7 +723,7 @@ class RumStore:
             rum.country_leads = {}
 
         # the network tables: covered rows only, leaders kept across builds
-        covered = ~np.isnan(rtt).all(axis=1)
+        covered = any_in_row(~np.isnan(rtt))
         codes, rtt, count = codes[covered], rtt[covered], count[covered]
         known = np.searchsorted(rum.lead_codes, codes)
         known_ok = known < len(rum.lead_codes)
@@ -744,7 +752,7 @@ class RumStore:
             res_parts.append((inverse, source, source.res_median[keep], source.res_count[keep]))
         res_median, res_count = _combine(len(addresses), regions, res_parts)
         res_rtt = np.where(res_count >= latency.min_samples, res_median, np.float32(np.nan)).astype(np.float32)
-        res_covered = np.flatnonzero(~np.isnan(res_rtt).all(axis=1))
+        res_covered = np.flatnonzero(any_in_row(~np.isnan(res_rtt)))
         res_keys = [addresses[i] for i in res_covered.tolist()]
         previous = np.array([rum.resolver_leads.get(a, -1) for a in res_keys], dtype=np.int16)
         res_leads = choose_leaders(res_rtt[res_covered], previous, latency)
