@@ -1,10 +1,11 @@
 """Beacons -> per-pool figures (SPEC §10): robust medians per network, resolver and country, with a decaying window,
 bounded memory, the margin's leaders, saved under the cache directory and shared as aggregates through etcd.
 
-Each (key, region) cell keeps a ring of its last RING samples (RTT and time) and BUCKETS counters of samples per
-window/BUCKETS of time: its figure is the median of the ring's samples in the window (a 5000 ms sample among
-20 ms ones does not move it), its sample count the counters of the window (so samples drop out up to
-window/BUCKETS late, and figures change only on a new beacon or at a bucket boundary).
+Each (key, region) cell keeps a ring of its last RING RTTs and BUCKETS counters of samples per window/BUCKETS
+of time. Its sample count is the sum of the counters still in the window (so a sample drops out up to
+window/BUCKETS late, and figures change only on a new beacon or at a bucket boundary); its figure is the median
+of the newest min(count, RING) RTTs of the ring (a 5000 ms sample among 20 ms ones does not move it).
+All of it is numpy arrays, [slot, row, region], rows reused and doubled as needed: about 110 bytes a cell.
 
 Privacy: a client is only ever kept as its network (IPv4 /24, IPv6 /48), in memory, on disk and in what is
 shared with peers; never a full client address. Resolver addresses (the DNS server's own clients) are kept whole.
@@ -56,7 +57,6 @@ U16 = npt.NDArray[np.uint16]
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
 I16 = npt.NDArray[np.int16]
-I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 KeyT = TypeVar("KeyT", bound=Hashable)
 
@@ -66,12 +66,6 @@ def network_code(network: model.IPNetwork) -> int:
     if network.version == 4:
         return int(network.network_address) >> (32 - V4_PREFIX)
     return (int(network.network_address) >> (128 - V6_PREFIX)) | int(V6_FLAG)
-
-
-def code_network(code: int) -> model.IPNetwork:
-    if code & int(V6_FLAG):
-        return ipaddress.IPv6Network(((code & ~int(V6_FLAG)) << (128 - V6_PREFIX), V6_PREFIX))
-    return ipaddress.IPv4Network((code << (32 - V4_PREFIX), V4_PREFIX))
 
 
 def quantize(median: F32, count: npt.NDArray[Any]) -> U16:
@@ -172,27 +166,12 @@ def choose_leaders(rtt: F32, previous: I16, latency: model.Latency, incumbent: I
 
 
 # compare-exchange pairs that sort 8 values (Knuth's 19-comparator network): a vectorized sort of the rings
+# fmt: off
 SORT8 = (
-    (0, 2),
-    (1, 3),
-    (4, 6),
-    (5, 7),
-    (0, 4),
-    (1, 5),
-    (2, 6),
-    (3, 7),
-    (0, 1),
-    (2, 3),
-    (4, 5),
-    (6, 7),
-    (2, 4),
-    (3, 5),
-    (1, 4),
-    (3, 6),
-    (1, 2),
-    (3, 4),
-    (5, 6),
+    (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7), (0, 1), (2, 3),
+    (4, 5), (6, 7), (2, 4), (3, 5), (1, 4), (3, 6), (1, 2), (3, 4), (5, 6),
 )
+# fmt: on
 
 
 def ring_medians(values: F32, valid: Bools) -> F32:

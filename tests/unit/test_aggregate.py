@@ -14,7 +14,7 @@ import pytest
 
 from geolb import model
 from geolb.errors import Where
-from geolb.steer.aggregate import RumStore, weighted_medians
+from geolb.steer.aggregate import RING, RumStore, ring_medians, weighted_medians
 from geolb.steer.evidence import Figures, PoolEvidence
 
 HERE = Where("test", 1)
@@ -398,3 +398,16 @@ def test_weighted_medians(values: list[float], weights: list[int], median: float
     med, total = weighted_medians(np.array([values], dtype=np.float32), np.array([weights], dtype=np.uint32))
     assert (None if np.isnan(med[0]) else float(med[0])) == median
     assert int(total[0]) == sum(weights)
+
+
+def test_ring_medians_match_numpy_for_any_valid_subset() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.uniform(1, 500, (RING, 2000, 3)).astype(np.float32)
+    valid = rng.random((RING, 2000, 3)) < 0.6
+    expected = np.full((2000, 3), np.nan, dtype=np.float32)
+    for row in range(2000):
+        for column in range(3):
+            picked = values[valid[:, row, column], row, column]
+            if len(picked):
+                expected[row, column] = np.median(picked)
+    np.testing.assert_allclose(ring_medians(values.copy(), valid), expected, rtol=1e-6)
