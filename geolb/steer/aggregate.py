@@ -595,6 +595,80 @@ def _combine(rows: int, regions: Sequence[str], parts: Sequence[tuple[npt.NDArra
     return weighted_medians(values, weights)
 
 
+def _networks(
+    regions: Sequence[str], sources: Sequence[_Aggregates], oldest: float, latency: model.Latency
+) -> tuple[U64, F32, U32, I16, list[str]]:
+    """The union of the sources' networks seen since `oldest`: codes (sorted), RTTs judged by min_samples, counts,
+    and each network's country (an index in the returned list; the freshest source's, ties to the first source)."""
+    live = [(source, source.net_last >= oldest) for source in sources]
+    codes, inverses = union([s.net_code[keep] for s, keep in live])
+    countries = sorted({c for s, _ in live for c in s.countries})
+    net_country = np.full(len(codes), -1, dtype=np.int16)
+    country_last = np.full(len(codes), -1, dtype=np.int64)
+    parts = []
+    for (source, keep), inverse in zip(live, inverses, strict=True):
+        parts.append((inverse, source, source.net_median[keep], source.net_count[keep]))
+        theirs = _remap_countries(source.net_country[keep], source.countries, countries)
+        seen = np.where(theirs >= 0, source.net_last[keep].astype(np.int64), -1)
+        newer = seen > country_last[inverse]
+        net_country[inverse[newer]] = theirs[newer]
+        country_last[inverse[newer]] = seen[newer]
+    median, count = _combine(len(codes), regions, parts)
+    rtt = np.where(count >= latency.min_samples, median, np.float32(np.nan)).astype(np.float32)
+    return codes, rtt, count, net_country, countries
+
+
+def _countries(rum: _PoolRum, rtt: F32, net_country: I16, countries: Sequence[str], latency: model.Latency) -> dict[str, Figures]:
+    """Per country: the median of its networks' figures, each network once, where min_networks have one."""
+    names: list[str] = []
+    figures: list[F32] = []
+    networks: list[npt.NDArray[np.int64]] = []
+    with_country = np.flatnonzero(net_country >= 0)
+    by_country = with_country[np.argsort(net_country[with_country], kind="stable")]
+    bounds = np.searchsorted(net_country[by_country], np.arange(len(countries) + 1))
+    for c, name in enumerate(countries):
+        med, n = column_medians(rtt[by_country[bounds[c] : bounds[c + 1]]])
+        med[n < latency.min_networks] = np.nan
+        if not np.isnan(med).all():
+            names.append(name)
+            figures.append(med)
+            networks.append(n)
+    if not names:
+        rum.country_leads = {}
+        return {}
+    previous = np.array([rum.country_leads.get(name, -1) for name in names], dtype=np.int16)
+    leads = choose_leaders(np.stack(figures), previous, latency)
+    rum.country_leads = dict(zip(names, leads.tolist(), strict=True))
+    return {
+        name: Figures(_optional(med), tuple(int(x) for x in n), lead)
+        for name, med, n, lead in zip(names, figures, networks, leads.tolist(), strict=True)
+    }
+
+
+def _resolvers(rum: _PoolRum, sources: Sequence[_Aggregates], oldest: float, latency: model.Latency) -> dict[model.IPAddress, Figures]:
+    """Per resolver seen since `oldest`: as a network, combined over the sources, leaders kept across builds."""
+    addresses = sorted(
+        {a for s in sources for a, last in zip(s.resolvers, s.res_last.tolist(), strict=True) if last >= oldest}, key=_address_order
+    )
+    position = {a: i for i, a in enumerate(addresses)}
+    parts = []
+    for source in sources:
+        keep = source.res_last >= oldest
+        inverse = np.array([position[a] for a, k in zip(source.resolvers, keep.tolist(), strict=True) if k], dtype=np.intp)
+        parts.append((inverse, source, source.res_median[keep], source.res_count[keep]))
+    median, count = _combine(len(addresses), rum.regions, parts)
+    rtt = np.where(count >= latency.min_samples, median, np.float32(np.nan)).astype(np.float32)
+    covered = np.flatnonzero(any_in_row(~np.isnan(rtt)))
+    keys = [addresses[i] for i in covered.tolist()]
+    previous = np.array([rum.resolver_leads.get(a, -1) for a in keys], dtype=np.int16)
+    leads = choose_leaders(rtt[covered], previous, latency)
+    rum.resolver_leads = dict(zip(keys, leads.tolist(), strict=True))
+    return {
+        a: Figures(_optional(rtt[i]), tuple(int(x) for x in count[i]), lead)
+        for a, i, lead in zip(keys, covered.tolist(), leads.tolist(), strict=True)
+    }
+
+
 class RumStore:
     """Every pool's beacons, folded as they arrive; `evidence` makes the PoolEvidence the answer path reads.
 
@@ -649,59 +723,41 @@ class RumStore:
         return rum is not None and (rum.changed or rum.built_epoch != rum.epoch(now))
 
     def evidence(self, pool: model.Pool, now: float, geo_order: GeoOrder | None = None) -> PoolEvidence:
+        """The pool's evidence as of `now`: own and peers' aggregates combined, judged by the pool's `latency`.
+
+        The same object (and version) as last time while nothing changed. A network without a covered leader
+        (new, or its leader lost its figure) starts from the first covered region of `geo_order`, else its fastest.
+        """
         rum = self._pool(pool)
         latency = pool.latency
         if rum.built is not None and not rum.changed and rum.built_epoch == rum.epoch(now) and rum.built_latency == latency:
             return rum.built
-        sources = sorted([(self.instance, rum.own(now)), *rum.peers.items()], key=lambda item: item[0])
+        sources = [source for _, source in sorted([(self.instance, rum.own(now)), *rum.peers.items()], key=lambda item: item[0])]
         oldest = (rum.epoch(now) - BUCKETS + 1) * rum.epoch_len  # as the rows' own samples drop out
-        regions = rum.regions
+        codes, rtt, count, net_country, countries = _networks(rum.regions, sources, oldest, latency)
+        country_figures = _countries(rum, rtt, net_country, countries, latency)
+        v4, v6 = self._network_tables(pool, rum, codes, rtt, count, geo_order)
+        evidence = PoolEvidence(
+            pool.name,
+            rum.regions,
+            v4,
+            v6,
+            MappingProxyType(_resolvers(rum, sources, oldest, latency)),
+            MappingProxyType(country_figures),
+        )
+        if rum.built is None or not _same(rum.built, evidence):
+            if rum.built is not None or not _same(evidence, PoolEvidence.empty(pool.name, rum.regions)):
+                rum.version += 1
+            rum.built = replace(evidence, version=rum.version)
+        rum.changed = False
+        rum.built_epoch = rum.epoch(now)
+        rum.built_latency = latency
+        return rum.built
 
-        # networks: the union of every source's rows seen within the window
-        live = [(source, source.net_last >= oldest) for _, source in sources]
-        codes, inverses = union([s.net_code[keep] for s, keep in live])
-        countries = sorted({c for s, _ in live for c in s.countries})
-        net_country = np.full(len(codes), -1, dtype=np.int16)
-        country_last = np.full(len(codes), -1, dtype=np.int64)
-        parts = []
-        for (source, keep), inverse in zip(live, inverses, strict=True):
-            parts.append((inverse, source, source.net_median[keep], source.net_count[keep]))
-            # a network's country: the freshest source's that knows one (ties: the first by instance name)
-            theirs = _remap_countries(source.net_country[keep], source.countries, countries)
-            seen = np.where(theirs >= 0, source.net_last[keep].astype(np.int64), -1)
-            newer = seen > country_last[inverse]
-            net_country[inverse[newer]] = theirs[newer]
-            country_last[inverse[newer]] = seen[newer]
-        median, count = _combine(len(codes), regions, parts)
-        rtt = np.where(count >= latency.min_samples, median, np.float32(np.nan)).astype(np.float32)
-
-        # countries: the median of their networks' medians, with min_networks behind a region's figure
-        country_figures: dict[str, Figures] = {}
-        country_rtt: list[F32] = []
-        country_n: list[npt.NDArray[np.int64]] = []
-        country_names: list[str] = []
-        with_country = np.flatnonzero(net_country >= 0)
-        by_country = with_country[np.argsort(net_country[with_country], kind="stable")]
-        bounds = np.searchsorted(net_country[by_country], np.arange(len(countries) + 1))
-        for c, name in enumerate(countries):
-            members = rtt[by_country[bounds[c] : bounds[c + 1]]]
-            med, n = column_medians(members)
-            med[n < latency.min_networks] = np.nan
-            if not np.isnan(med).all():
-                country_rtt.append(med)
-                country_n.append(n)
-                country_names.append(name)
-        if country_names:
-            crtt = np.stack(country_rtt)
-            previous = np.array([rum.country_leads.get(name, -1) for name in country_names], dtype=np.int16)
-            leads = choose_leaders(crtt, previous, latency)
-            rum.country_leads = dict(zip(country_names, leads.tolist(), strict=True))
-            for name, figures, n, lead in zip(country_names, crtt, country_n, leads.tolist(), strict=True):
-                country_figures[name] = Figures(_optional(figures), tuple(int(x) for x in n), lead)
-        else:
-            rum.country_leads = {}
-
-        # the network tables: covered rows only, leaders kept across builds
+    def _network_tables(
+        self, pool: model.Pool, rum: _PoolRum, codes: U64, rtt: F32, count: U32, geo_order: GeoOrder | None
+    ) -> tuple[NetworkTable, NetworkTable]:
+        """The covered networks by IP version, with their leaders (kept across builds)."""
         covered = any_in_row(~np.isnan(rtt))
         codes, rtt, count = codes[covered], rtt[covered], count[covered]
         known = np.searchsorted(rum.lead_codes, codes)
@@ -712,51 +768,13 @@ class RumStore:
         incumbent = None
         if geo_order is not None:
             incumbent = self._geo_incumbents(pool, geo_order, codes, rtt, previous)
-        leaders = choose_leaders(rtt, previous, latency, incumbent)
+        leaders = choose_leaders(rtt, previous, pool.latency, incumbent)
         rum.lead_codes, rum.lead_regions = codes, leaders
         v6 = (codes & V6_FLAG) != 0
-        tables = [
-            NetworkTable(version, codes[rows] & ~V6_FLAG, rtt[rows], count[rows], leaders[rows]) for version, rows in ((4, ~v6), (6, v6))
-        ]
-
-        # resolvers: as networks, the union over the sources
-        addresses = sorted(
-            {a for _, s in sources for a, last in zip(s.resolvers, s.res_last.tolist(), strict=True) if last >= oldest}, key=_address_order
+        return (
+            NetworkTable(4, codes[~v6], rtt[~v6], count[~v6], leaders[~v6]),
+            NetworkTable(6, codes[v6] & ~V6_FLAG, rtt[v6], count[v6], leaders[v6]),
         )
-        position = {a: i for i, a in enumerate(addresses)}
-        res_parts = []
-        for _, source in sources:
-            keep = source.res_last >= oldest
-            inverse = np.array([position[a] for a, k in zip(source.resolvers, keep.tolist(), strict=True) if k], dtype=np.intp)
-            res_parts.append((inverse, source, source.res_median[keep], source.res_count[keep]))
-        res_median, res_count = _combine(len(addresses), regions, res_parts)
-        res_rtt = np.where(res_count >= latency.min_samples, res_median, np.float32(np.nan)).astype(np.float32)
-        res_covered = np.flatnonzero(any_in_row(~np.isnan(res_rtt)))
-        res_keys = [addresses[i] for i in res_covered.tolist()]
-        previous = np.array([rum.resolver_leads.get(a, -1) for a in res_keys], dtype=np.int16)
-        res_leads = choose_leaders(res_rtt[res_covered], previous, latency)
-        rum.resolver_leads = dict(zip(res_keys, res_leads.tolist(), strict=True))
-        resolver_figures = {
-            a: Figures(_optional(res_rtt[i]), tuple(int(x) for x in res_count[i]), lead)
-            for a, i, lead in zip(res_keys, res_covered.tolist(), res_leads.tolist(), strict=True)
-        }
-
-        evidence = PoolEvidence(
-            pool.name,
-            regions,
-            tables[0],
-            tables[1],
-            MappingProxyType(resolver_figures),
-            MappingProxyType(country_figures),
-        )
-        if rum.built is None or not _same(rum.built, evidence):
-            if rum.built is not None or not _same(evidence, PoolEvidence.empty(pool.name, regions)):
-                rum.version += 1
-            rum.built = replace(evidence, version=rum.version)
-        rum.changed = False
-        rum.built_epoch = rum.epoch(now)
-        rum.built_latency = latency
-        return rum.built
 
     @staticmethod
     def _geo_incumbents(pool: model.Pool, geo_order: GeoOrder, codes: U64, rtt: F32, previous: I16) -> I16 | None:
