@@ -7,6 +7,7 @@ N client /24s (default 100,000) with R regions (default 5) each send 5 beacons; 
     a build after a bucket boundary (window/8: rows whose oldest samples left are recomputed);
   - export: bytes per network, and a build combining this instance with one peer;
   - save/load: file size and times.
+Times are CPU time of this process (the build is single-threaded): wall time is the same on an idle machine.
 
     .venv/bin/python bench/rum_bench.py [--networks 100000] [--regions 5]
 """
@@ -55,10 +56,11 @@ def fill(store: RumStore, pool: model.Pool, networks: int, seed: int = 1) -> flo
 
 
 def timed(call: object) -> float:
+    """CPU seconds of a call: steadier than wall time on a shared machine (the build is single-threaded numpy)."""
     assert callable(call)
-    started = time.perf_counter()
+    started = time.process_time()
     call()
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 def main() -> None:
