@@ -14,7 +14,6 @@ Peers share aggregates (per cell: median, count, and per row the last beacon tim
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import itertools
 import json
@@ -23,6 +22,7 @@ import math
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -926,8 +926,8 @@ class RumStore:
         2 of count. With `since`, only rows measured at or after it: a delta that merge() lays over what it holds
         of this instance; rows dropped here leave a peer only with the next full export (or the window)."""
         rum = self._pools.get(pool_name)
-        if rum is None:  # nothing measured: an export that says so
-            rum = _PoolRum(pool_name, (), model.DEFAULT_LATENCY.window, _Rings(0), _Rings(0))
+        if rum is None:
+            return b""  # nothing measured in that pool
         own = rum.own(time.time() if now is None else now)
         if since is not None:
             keep = own.net_last >= since
@@ -945,22 +945,12 @@ class RumStore:
                 own.res_median[keep_res],
                 own.res_count[keep_res],
             )
-        meta = {
-            "format": FORMAT,
-            "pool": pool_name,
-            "regions": list(own.regions),
-            "countries": list(own.countries),
-            "resolvers": [str(a) for a in own.resolvers],
-            "delta": since is not None,
-        }
-        out = io.BytesIO()
-        np.savez_compressed(out, allow_pickle=False, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **own.arrays())
-        return out.getvalue()
+        return _encode(pool_name, own, delta=since is not None)
 
     def merge(self, instance: str, pool_name: str, data: bytes | None) -> None:
-        """A peer's export of a pool (None: forget that peer); a bad one is passed over with a warning."""
+        """A peer's export of a pool (None or b"": forget that peer); a bad one is passed over with a warning."""
         rum = self._pools.get(pool_name)
-        if data is None:
+        if not data:
             if rum is not None and rum.peers.pop(instance, None) is not None:
                 rum.changed = True
             return
@@ -985,27 +975,82 @@ class RumStore:
         rum.changed = True
 
 
-def _decode(data: bytes, pool_name: str) -> tuple[_Aggregates, bool]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    meta = json.loads(arrays.pop("meta").tobytes())
-    if meta.get("format") != FORMAT or meta.get("pool") != pool_name:
-        raise ValueError(f"format {meta.get('format')} of pool {meta.get('pool')!r}")
-    aggregates = _Aggregates(
-        tuple(str(r) for r in meta["regions"]),
-        tuple(str(c) for c in meta["countries"]),
-        arrays["net_code"].astype(np.uint64),
-        arrays["net_last"].astype(np.uint32),
-        arrays["net_country"].astype(np.int16),
-        arrays["net_median"].astype(np.uint16),
-        arrays["net_count"].astype(np.uint16),
-        tuple(ipaddress.ip_address(a) for a in meta["resolvers"]),
-        arrays["res_last"].astype(np.uint32),
-        arrays["res_median"].astype(np.uint16),
-        arrays["res_count"].astype(np.uint16),
+EXPORT_MAGIC = b"geolb-rum\x01"
+
+
+def _encode(pool_name: str, aggregates: _Aggregates, delta: bool) -> bytes:
+    """Aggregates as bytes: the same aggregates always give the same bytes (peers compare digests).
+
+    EXPORT_MAGIC, then zlib of: a JSON header's length (uint32) and the header, then the arrays, little-endian,
+    rows sorted by key, network keys as differences (they compress to little), cell arrays region-major.
+    """
+    order = np.argsort(aggregates.net_code, kind="stable")
+    codes = aggregates.net_code[order]
+    countries = sorted(set(aggregates.countries))
+    country = _remap_countries(aggregates.net_country[order], aggregates.countries, countries)
+    by_address = sorted(range(len(aggregates.resolvers)), key=lambda i: _address_order(aggregates.resolvers[i]))
+    resolvers = np.array(by_address, dtype=np.intp)
+    header = {
+        "format": FORMAT,
+        "pool": pool_name,
+        "regions": list(aggregates.regions),
+        "countries": countries,
+        "resolvers": [str(aggregates.resolvers[i]) for i in by_address],
+        "networks": len(codes),
+        "delta": delta,
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    arrays = (
+        np.diff(codes, prepend=np.uint64(0)).astype("<u8"),
+        aggregates.net_last[order].astype("<u4"),
+        country.astype("<i2"),
+        aggregates.net_median[order].T.astype("<u2"),
+        aggregates.net_count[order].T.astype("<u2"),
+        aggregates.res_last[resolvers].astype("<u4"),
+        aggregates.res_median[resolvers].T.astype("<u2"),
+        aggregates.res_count[resolvers].T.astype("<u2"),
     )
+    body = b"".join([len(head).to_bytes(4, "little"), head, *(np.ascontiguousarray(a).tobytes() for a in arrays)])
+    return EXPORT_MAGIC + zlib.compress(body, 6)
+
+
+def _decode(data: bytes, pool_name: str) -> tuple[_Aggregates, bool]:
+    """The aggregates of an export and whether it is a delta; ValueError (or another error) when it is not one."""
+    if not data.startswith(EXPORT_MAGIC):
+        raise ValueError("not a geolb RUM export")
+    body = zlib.decompress(data[len(EXPORT_MAGIC) :])
+    size = int.from_bytes(body[:4], "little")
+    header = json.loads(body[4 : 4 + size])
+    if header.get("format") != FORMAT or header.get("pool") != pool_name:
+        raise ValueError(f"format {header.get('format')} of pool {header.get('pool')!r}")
+    m, k, r = int(header["networks"]), len(header["resolvers"]), len(header["regions"])
+    at = 4 + size
+
+    def take(dtype: str, *shape: int) -> npt.NDArray[Any]:
+        nonlocal at
+        count = math.prod(shape)
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=at).reshape(shape)
+        at += array.nbytes
+        return array
+
+    codes = np.cumsum(take("<u8", m), dtype=np.uint64)
+    aggregates = _Aggregates(
+        tuple(str(name) for name in header["regions"]),
+        tuple(str(c) for c in header["countries"]),
+        codes,
+        take("<u4", m).astype(np.uint32),
+        take("<i2", m).astype(np.int16),
+        take("<u2", r, m).T.astype(np.uint16),
+        take("<u2", r, m).T.astype(np.uint16),
+        tuple(ipaddress.ip_address(a) for a in header["resolvers"]),
+        take("<u4", k).astype(np.uint32),
+        take("<u2", r, k).T.astype(np.uint16),
+        take("<u2", r, k).T.astype(np.uint16),
+    )
+    if at != len(body):
+        raise ValueError(f"{len(body) - at} bytes left over")
     aggregates.check()
-    return aggregates, bool(meta.get("delta"))
+    return aggregates, bool(header["delta"])
 
 
 def _optional(row: F32) -> tuple[float | None, ...]:

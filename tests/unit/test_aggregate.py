@@ -352,9 +352,21 @@ def test_merged_exports_give_every_instance_the_same_figures() -> None:
     assert v6 is not None and v6.rtt == (None, pytest.approx(33.3)) and v6.samples == (0, 14)  # shared in 1/10 ms
     assert c.stats("web")["peers"] == 2
     c.merge("a", "web", None)
-    c.merge("b", "web", RumStore().export("web", now=at))  # b measures nothing any more
+    assert RumStore().export("web", now=at) == b""  # nothing measured in that pool ...
+    c.merge("b", "web", b"")  # ... is as good as gone
     assert c.evidence(POOL, at).networks == 0
-    assert c.stats("web")["peers"] == 1
+    assert c.stats("web")["peers"] == 0
+
+
+def test_the_same_aggregates_export_as_the_same_bytes() -> None:
+    one, other = RumStore(instance="a"), RumStore(instance="a")
+    measure(one, "192.0.2.0/24", {"east": 20.0}, country="US", resolver="2001:db8::53")
+    measure(one, "198.51.100.0/24", {"west": 30.0}, country="FR", resolver="203.0.113.9")
+    measure(other, "198.51.100.0/24", {"west": 30.0}, country="FR", resolver="203.0.113.9")  # the other way round
+    measure(other, "192.0.2.0/24", {"east": 20.0}, country="US", resolver="2001:db8::53")
+    assert one.export("web", now=NOW + 10) == other.export("web", now=NOW + 10) == one.export("web", now=NOW + 10)
+    measure(other, "192.0.2.0/24", {"east": 20.0}, count=1, at=NOW + 20)
+    assert one.export("web", now=NOW + 30) != other.export("web", now=NOW + 30)
 
 
 def test_a_delta_export_updates_what_a_peer_holds() -> None:
