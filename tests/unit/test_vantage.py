@@ -15,6 +15,7 @@ from geolb import model
 from geolb.health.httpcheck import HttpChecker
 from geolb.health.probe import probe
 from geolb.health.state import HealthView
+from geolb.steer.aggregate import RumStore
 from geolb.steer.evidence import PoolEvidence, Vantage
 from geolb.steer.feed import EXPORT_SPACING, RumShare
 from geolb.steer.vantage import VantageBoard, VantageBook, VantageReport, moved
@@ -252,3 +253,25 @@ async def test_own_beacons_are_exported_together_at_most_every_spacing() -> None
         assert published[3:] == [("api", None)]
     finally:
         share.close()
+
+
+async def test_a_peer_merging_the_exports_sees_the_same_networks() -> None:
+    """RumShare between two real RumStores (what etcd carries in between): b's evidence holds a's networks."""
+    a, b = RumStore(instance="a"), RumStore(instance="b")
+    now = time.time()
+    for sample in range(5):
+        a.add(POOL, ipaddress.ip_network("81.2.69.0/24"), {"eu": 20.0 + sample, "us": 90.0}, now)
+    done = asyncio.Event()
+
+    def carry(pool: str, data: bytes | None) -> None:
+        b.merge("a", pool, data)
+        done.set()
+
+    share = RumShare(a, carry, lambda pool: None)
+    try:
+        share.beacon_added("web")
+        await asyncio.wait_for(done.wait(), 2)
+    finally:
+        share.close()
+    theirs = b.evidence(POOL, now)
+    assert theirs.networks == 1 and theirs.v4.figures(0).rtt[:2] == a.evidence(POOL, now).v4.figures(0).rtt[:2] == (22.0, 90.0)
