@@ -50,18 +50,6 @@ def _address(text: str) -> IPAddress:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
-def _location(text: str) -> tuple[float, float]:
-    """LAT,LON in degrees."""
-    try:
-        lat_text, lon_text = text.split(",")
-        lat, lon = float(lat_text), float(lon_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees (e.g. 53.35,-6.26), got {text!r}") from None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise argparse.ArgumentTypeError(f"latitude must be -90..90 and longitude -180..180, got {text!r}")
-    return lat, lon
-
-
 def _etcd_endpoints(text: str) -> tuple[str, ...]:
     """etcd://HOST:PORT[,HOST:PORT...] -> ("http://HOST:PORT", ...)."""
     scheme, sep, rest = text.partition("://")
@@ -196,10 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="what <token>.<rum_name> answers: the RUM listener's public address; repeat for each (IPv4 and IPv6)",
     )
-    # Latency steering (SPEC §10): this instance's place (the same lines as branch steer-rum's).
-    serve.add_argument(
-        "--location", type=_location, metavar="LAT,LON", help="where this instance is: its health checks' times become vantage evidence"
-    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -265,7 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 window=args.rrl_window,
                 slip=max(0, args.rrl_slip),
             ),
-            location=args.location,
         )
         return run_server(options)
     if args.command == "check":
