@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,11 +38,15 @@ from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
+from geolb.http.rum import RumListener
 from geolb.model import IPAddress, IPNetwork, ZoneSet
 from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
+from geolb.steer.aggregate import GeoOrder, RumStore
+from geolb.steer.evidence import PoolEvidence
+from geolb.steer.tokens import TokenBook
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
 log = logging.getLogger("geolb")
@@ -51,6 +56,9 @@ LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
 PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (default priority) go first
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
+EVIDENCE_DEBOUNCE = 0.25  # beacons arriving together make one evidence generation, within ~1 s of the first
+RUM_UPKEEP = 60.0  # seconds between saves of the RUM measurements (and evidence rebuilt: old samples decay)
+RUM_FOLDER = "rum"  # under the cache directory
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,14 @@ class Server:
         self._http_retry: asyncio.Task[None] | None = None  # --replace: the old instance outlived its timeout
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
+        # Latency steering (SPEC §10): beacons in, evidence published for `steering: latency` pools.
+        self.tokens = TokenBook()
+        self.rum_store = RumStore(max_networks=options.rum_max_networks)
+        self.rum: RumListener | None = None
+        self.rum_address: str | None = None
+        self._rum_runner: web.AppRunner | None = None
+        self._evidence_rebuild: asyncio.TimerHandle | None = None
+        self._rum_upkeep: asyncio.Task[None] | None = None
 
     def _on_transition(self, transition: Transition) -> None:
         self.metrics.count_transition(transition)
@@ -329,13 +345,14 @@ class Server:
         if keys:
             log.info("checking %d health target(s) before answering", len(keys))
         zones = self.runtime.snapshot.zones
+        self._load_rum()
         maps, _ = await asyncio.gather(asyncio.to_thread(self.maps.maps_for, zones, self.locator), self.prober.check_once(keys))
         if self.cluster is not None:
             # Forced states and the others' votes before the first answer, if etcd answers soon.
             self.cluster.sync()
             if not await self.cluster.connected(CLUSTER_JOIN_WAIT):
                 log.warning("cluster: not joined yet; answering from own checks meanwhile")
-        self.runtime.publish(health=self.health.view, maps=maps)
+        self.runtime.publish(health=self.health.view, maps=maps, evidence=self._evidence(zones, maps))
         remember_served(self.cache_dir, self.runtime.snapshot.zones, self._served_serials)
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
@@ -350,6 +367,7 @@ class Server:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
             self._http_deferred = not await self._bind_http(wait_for_replaced=bool(self._replacing))
+        await self._start_rum()
 
     async def _bind_http(self, wait_for_replaced: bool) -> bool:
         """Serve the API on --http; False when the address is in use and may be the replaced instance's."""
@@ -505,9 +523,10 @@ class Server:
         http = f"http {self.http_address}" if self.http_address else "http off"
         count = self.options.workers
         workers = f", {count} DNS worker{'s' if count > 1 else ''}"
+        rum = f", rum {self.rum_address}" if self.rum_address else ""
         return (
             f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), "
-            f"geoip {self.locator.description}{workers}"
+            f"geoip {self.locator.description}{workers}{rum}"
         )
 
     async def reload(self) -> ZoneSetResult:
@@ -554,8 +573,8 @@ class Server:
             self.cluster.refold()
             self.cluster.sync()
         self.prober.describe(zoneset)
-        # Zones, maps and the health the pre-live checks found: one generation, never half of it.
-        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps)
+        # Zones, maps, the health the pre-live checks found and the evidence of the pools now served: one generation.
+        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps, evidence=self._evidence(zoneset, maps))
         remember_served(self.cache_dir, zoneset, self._served_serials)
         self.prober.schedule(wanted)
 
@@ -692,9 +711,10 @@ class Server:
         if self.cluster is not None:
             await self.cluster.stop()
         self.feed.close()  # the status pages' event streams end, so the API can stop at once
-        for task in (self._load_expiry, self._answer_sampler, self._http_retry):
+        for task in (self._load_expiry, self._answer_sampler, self._http_retry, self._rum_upkeep):
             if task is not None:
                 task.cancel()
+        await self._stop_rum()
         if self._load_publish is not None:
             self._load_publish.cancel()
         if self._checks_publish is not None:
@@ -707,6 +727,90 @@ class Server:
             await self._http_runner.cleanup()
         self.locator.close()
         self._drop_private_cache()
+
+    # Latency steering (SPEC §10): the RUM listener, the measurements it gathers, and the evidence made of them.
+
+    async def _start_rum(self) -> None:
+        """The RUM listener on --rum-listen (if set), and the upkeep that saves what it gathers."""
+        loop = asyncio.get_running_loop()
+        self._rum_upkeep = loop.create_task(self._keep_rum(), name="RUM upkeep")
+        address = self.options.rum_listen
+        if address is None:
+            return
+        self.rum = RumListener(self, self.options.rum_trusted_proxies, self.options.rum_rate)
+        self._rum_runner = web.AppRunner(self.rum.app(), access_log=None)
+        await self._rum_runner.setup()
+        site = web.TCPSite(self._rum_runner, address.host, address.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
+            raise GeolbError(f"cannot listen on {address} (rum): {reason}") from None
+        bound = self._rum_runner.addresses
+        self.rum_address = str(HostPort(address.host, int(bound[0][1]) if bound else address.port))
+
+    async def _stop_rum(self) -> None:
+        if self._evidence_rebuild is not None:
+            self._evidence_rebuild.cancel()
+            self._evidence_rebuild = None
+        if self.rum is not None:
+            self.rum.close()
+        if self._rum_runner is not None:
+            await self._rum_runner.cleanup()
+            self._rum_runner = None
+        if self._rum_upkeep is not None:  # started: the store holds what this run gathered (or loaded)
+            self._save_rum()
+
+    def _load_rum(self) -> None:
+        try:
+            self.rum_store.load(Path(self.cache_dir) / RUM_FOLDER)
+        except OSError as exc:
+            log.warning("RUM measurements not loaded from %s: %s", Path(self.cache_dir) / RUM_FOLDER, exc)
+
+    def _save_rum(self) -> None:
+        folder = Path(self.cache_dir) / RUM_FOLDER
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.rum_store.save(folder)
+        except OSError as exc:
+            log.warning("RUM measurements not saved under %s: %s", folder, exc)
+
+    async def _keep_rum(self) -> None:
+        """Every RUM_UPKEEP: the evidence again (samples leave the window as time passes), and the store saved."""
+        while True:
+            await asyncio.sleep(RUM_UPKEEP)
+            self._rebuild_evidence()
+            self._save_rum()
+
+    def beacon_added(self, pool: str) -> None:
+        """A beacon went into the store: evidence rebuilt soon, once for every beacon arriving meanwhile."""
+        if self._evidence_rebuild is None:
+            self._evidence_rebuild = asyncio.get_running_loop().call_later(EVIDENCE_DEBOUNCE, self._rebuild_evidence)
+
+    def _rebuild_evidence(self) -> None:
+        """Publish the evidence of the pools served when it changed (a pool's evidence version says so)."""
+        self._evidence_rebuild = None
+        snapshot = self.runtime.snapshot
+        evidence = self._evidence(snapshot.zones, snapshot.maps)
+        current = snapshot.evidence
+        if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
+            self.runtime.publish(evidence=evidence)
+
+    def _evidence(self, zones: ZoneSet, maps: Mapping[str, RegionMap]) -> dict[str, PoolEvidence]:
+        """Evidence of every `steering: latency` pool that has some; other pools, and pools gone, have none."""
+        now = time.time()
+        evidence: dict[str, PoolEvidence] = {}
+        for pool in zones.pools.values():
+            if pool.steering != "latency":
+                continue
+            found = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+            if found.networks or found.resolvers or found.countries or found.vantages:
+                evidence[pool.name] = found
+        return evidence
+
+    def _geo_order(self, region_map: RegionMap | None) -> GeoOrder | None:
+        """The §3 rule-2 order of a pool's regions for new networks: the margin's first incumbent (steer/overlay.py)."""
+        return None
 
     def _drop_private_cache(self) -> None:
         if self._private_cache:
