@@ -18,6 +18,7 @@ from geolb.handler import AnswerKey, QueryStats
 from geolb.health.state import HealthState
 from geolb.http.feed import StatusFeed
 from geolb.http.metrics import Metrics
+from geolb.http.rum import RumListener
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
 
@@ -35,6 +36,8 @@ class Control(Protocol):
     metrics: Metrics
     feed: StatusFeed
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
+    rum: RumListener | None  # the RUM listener (--rum-listen), None when off
+    rum_address: str | None
 
     @property
     def api_token(self) -> str | None: ...
