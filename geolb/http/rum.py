@@ -39,6 +39,8 @@ BEACON_KEYS = frozenset({"zone", "pool", "token", "rtt"})
 TOKEN_WAIT = 1.0  # seconds a beacon with a token not yet seen waits for the DNS workers' sighting of it
 TOKEN_RETRY = 0.1
 RATE_PRUNE = 60.0  # seconds between sweeps of idle networks out of the rate table
+V6_KEY = 1 << V6_PREFIX  # above every IPv6 /48 key: IPv4 and IPv6 keys never meet
+COUNTRY_CACHE = 100_000  # networks whose GeoIP country is remembered (forgotten all at once when full)
 RESULTS = ("accepted", "bad_request", "not_found", "rate_limited")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,9 +160,18 @@ def client_address(peer: model.IPAddress, forwarded_for: Iterable[str], trusted:
     return None
 
 
-def network_of(address: model.IPAddress) -> model.IPNetwork:
-    """The client network a beacon measures: IPv4 /24, IPv6 /48."""
-    return ipaddress.ip_network((address, V4_PREFIX if address.version == 4 else V6_PREFIX), strict=False)
+def network_key(address: model.IPAddress) -> int:
+    """The client network a beacon measures (IPv4 /24, IPv6 /48) as one int: cheap to hash, one per network."""
+    if address.version == 4:
+        return int(address) >> (32 - V4_PREFIX)
+    return (int(address) >> (128 - V6_PREFIX)) | V6_KEY
+
+
+def network_of(key: int) -> model.IPNetwork:
+    """The network a `network_key` stands for."""
+    if key & V6_KEY:
+        return ipaddress.IPv6Network(((key & ~V6_KEY) << (128 - V6_PREFIX), V6_PREFIX))
+    return ipaddress.IPv4Network((key << (32 - V4_PREFIX), V4_PREFIX))
 
 
 class BeaconRate:
@@ -168,10 +179,10 @@ class BeaconRate:
 
     def __init__(self, rate: int) -> None:
         self.rate = float(rate)
-        self._buckets: dict[model.IPNetwork, tuple[float, float]] = {}  # network -> (tokens, when)
+        self._buckets: dict[int, tuple[float, float]] = {}  # network_key -> (tokens, when)
         self._pruned = 0.0
 
-    def allow(self, network: model.IPNetwork, now: float) -> bool:
+    def allow(self, network: int, now: float) -> bool:
         if self.rate <= 0:  # --rum-rate 0: no limit
             return True
         if now - self._pruned > RATE_PRUNE:
@@ -234,6 +245,8 @@ class RumListener:
         self.script = RumScript.load()
         self._pending: list[Pending] = []
         self._retry: asyncio.TimerHandle | None = None  # while beacons wait for their tokens
+        self._countries: dict[int, str | None] = {}  # network_key -> country, from the locator below
+        self._countries_of: Locator | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[_only_ours], handler_args={"max_field_size": 8190})
@@ -281,16 +294,32 @@ class RumListener:
             )
             if address is None:
                 raise bad("the trusted proxy named no client address in X-Forwarded-For", beacon.pool.name)
-            network = network_of(address)
-            if not self.rate.allow(network, time.monotonic()):
+            key = network_key(address)
+            if not self.rate.allow(key, time.monotonic()):
+                network = network_of(key)
                 raise Refusal(429, "rate_limited", f"more than {self.rate.rate:g} beacons a minute from {network}", beacon.pool.name)
         except Refusal as refusal:
             self.counts.count(refusal.result, refusal.pool)
             return web.json_response({"error": str(refusal)}, status=refusal.status, headers=_CORS)
         self.counts.count("accepted", beacon.pool.name)
-        country = server.locator.locate(network.network_address).country
-        self.take(beacon, network, country, time.time())
+        network = network_of(key)
+        self.take(beacon, network, self._country(key, network), time.time())
         return web.Response(status=204, headers=_CORS)
+
+    def _country(self, key: int, network: model.IPNetwork) -> str | None:
+        """The network's GeoIP country (for country evidence), remembered per network while the database answers."""
+        locator = self.server.locator
+        if locator is not self._countries_of:
+            self._countries_of = locator
+            self._countries.clear()
+        try:
+            return self._countries[key]
+        except KeyError:
+            pass
+        if len(self._countries) >= COUNTRY_CACHE:
+            self._countries.clear()
+        country = self._countries[key] = locator.locate(network.network_address).country
+        return country
 
     def take(self, beacon: Beacon, network: model.IPNetwork, country: str | None, now: float) -> None:
         """Into the store: with the resolver that looked the token up, or, until it is seen (workers report
