@@ -222,6 +222,7 @@ class Server:
         self._rum_runner: web.AppRunner | None = None
         self._evidence_rebuild: asyncio.TimerHandle | None = None
         self._rum_upkeep: asyncio.Task[None] | None = None
+        self._rum_retry: asyncio.Task[None] | None = None  # --replace: waiting for the old instance's RUM address
 
     def _on_transition(self, transition: Transition) -> None:
         self.metrics.count_transition(transition)
@@ -711,7 +712,7 @@ class Server:
         if self.cluster is not None:
             await self.cluster.stop()
         self.feed.close()  # the status pages' event streams end, so the API can stop at once
-        for task in (self._load_expiry, self._answer_sampler, self._http_retry, self._rum_upkeep):
+        for task in (self._load_expiry, self._answer_sampler, self._http_retry, self._rum_upkeep, self._rum_retry):
             if task is not None:
                 task.cancel()
         await self._stop_rum()
@@ -740,14 +741,35 @@ class Server:
         self.rum = RumListener(self, self.options.rum_trusted_proxies, self.options.rum_rate)
         self._rum_runner = web.AppRunner(self.rum.app(), access_log=None)
         await self._rum_runner.setup()
+        if not await self._bind_rum(wait_for_replaced=bool(self._replacing)):
+            self._rum_retry = loop.create_task(self._bind_rum_later(), name="take the RUM address")
+
+    async def _bind_rum(self, wait_for_replaced: bool) -> bool:
+        """The RUM listener on --rum-listen; False when the address is held by an instance --replace stops."""
+        address = self.options.rum_listen
+        assert self._rum_runner is not None and address is not None
         site = web.TCPSite(self._rum_runner, address.host, address.port, backlog=1024)
         try:
             await site.start()
         except OSError as exc:
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address):
+                return False
             reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
             raise GeolbError(f"cannot listen on {address} (rum): {reason}") from None
         bound = self._rum_runner.addresses
         self.rum_address = str(HostPort(address.host, int(bound[0][1]) if bound else address.port))
+        return True
+
+    async def _bind_rum_later(self) -> None:
+        """--replace: the replaced instance holds the RUM address until it exits; beacons wait for it meanwhile."""
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                if await self._bind_rum(wait_for_replaced=False):
+                    log.info("RUM listener on %s", self.rum_address)
+                    return
+            except GeolbError:
+                continue
 
     async def _stop_rum(self) -> None:
         if self._evidence_rebuild is not None:
