@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.serverproc import api, start_server  # noqa: E402
+from tests.serverproc import api, own_cache, start_server
 
 ZONE = """nameservers:
   ns1.bench.example.: [192.0.2.53]
@@ -77,7 +77,10 @@ async def load(host: str, port: int, seconds: float, connections: int, batch: in
     deadline = time.monotonic() + seconds
     statuses: dict[str, int] = {}
     sent = await asyncio.gather(
-        *(connection(host, port, batch, deadline, [request(host, (i << 16) + n) for n in range(20000)], statuses) for i in range(connections))
+        *(
+            connection(host, port, batch, deadline, [request(host, (i << 16) + n) for n in range(20000)], statuses)
+            for i in range(connections)
+        )
     )
     return sum(sent), statuses
 
@@ -92,7 +95,8 @@ def main() -> None:
         zones = Path(folder) / "zones"
         zones.mkdir()
         (zones / "bench.example.yaml").write_text(ZONE)
-        args_ = ["--rum-listen", "127.0.0.1:0", "--rum-trusted-proxy", "127.0.0.0/8", "--workers", "1"]
+        cache = str(own_cache(Path(folder) / "cache"))  # measurements of its own, never left in the tests' cache
+        args_ = ["--rum-listen", "127.0.0.1:0", "--rum-trusted-proxy", "127.0.0.0/8", "--workers", "1", "--cache-dir", cache]
         server = start_server(zones, *args_)
         try:
             found = re.search(r", rum (\S+):(\d+)$", server.ready_line.strip())

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.serverproc import RunningServer, api, start_server
+from tests.serverproc import RunningServer, api, own_cache, start_server
 
 TRUSTED_PROXY = "127.0.2.1"  # the peer address of requests that come "through the proxy"
 RATE = 5
@@ -56,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     zones = tmp_path_factory.mktemp("rum-zones")
     for name, text in ZONES.items():
         (zones / name).write_text(text)
-    cache = tmp_path_factory.mktemp("rum-cache")
+    cache = own_cache(tmp_path_factory.mktemp("rum-cache"))
     running = start_server(
         zones,
         "--rum-listen",
@@ -277,9 +277,11 @@ def test_status_and_metrics_show_beacons(server: RunningServer) -> None:
 
 
 def test_listener_off_by_default(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
     for name, text in ZONES.items():
-        (tmp_path / name).write_text(text)
-    running = start_server(tmp_path, "--workers", "1")
+        (zones / name).write_text(text)
+    running = start_server(zones, "--workers", "1", "--cache-dir", str(own_cache(tmp_path / "cache")))
     try:
         assert ", rum " not in running.ready_line
         status, body = api(running, "GET", "/v1/status")
