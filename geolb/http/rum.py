@@ -38,6 +38,7 @@ TOKEN = re.compile(r"[a-z0-9-]{1,63}")
 BEACON_KEYS = frozenset({"zone", "pool", "token", "rtt"})
 TOKEN_WAIT = 1.0  # seconds a beacon with a token not yet seen waits for the DNS workers' sighting of it
 TOKEN_RETRY = 0.1
+TOKEN_WAITING = 100_000  # beacons held for their tokens at most; more go in at once, without a resolver
 RATE_PRUNE = 60.0  # seconds between sweeps of idle networks out of the rate table
 V6_KEY = 1 << V6_PREFIX  # above every IPv6 /48 key: IPv4 and IPv6 keys never meet
 COUNTRY_CACHE = 100_000  # networks whose GeoIP country is remembered (forgotten all at once when full)
@@ -327,10 +328,10 @@ class RumListener:
         resolver = None
         if beacon.token is not None:
             sighting = self.server.tokens.find(beacon.token)
-            if sighting is None:
+            if sighting is None and len(self._pending) < TOKEN_WAITING:
                 self._hold(Pending(beacon, network, country, now, time.monotonic() + TOKEN_WAIT))
                 return
-            resolver = sighting.resolver
+            resolver = None if sighting is None else sighting.resolver
         self.server.rum_store.add(beacon.pool, network, beacon.rtt, now, country=country, resolver=resolver)
         self.server.beacon_added(beacon.pool.name)
 
