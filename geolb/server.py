@@ -57,6 +57,7 @@ PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (d
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
 EVIDENCE_DEBOUNCE = 0.25  # beacons arriving together make one evidence generation, within ~1 s of the first
+EVIDENCE_SHARE = 0.2  # at most this share of the main loop goes to building evidence (a million networks take a while)
 RUM_UPKEEP = 60.0  # seconds between saves of the RUM measurements (and evidence rebuilt: old samples decay)
 RUM_FOLDER = "rum"  # under the cache directory
 
@@ -221,6 +222,8 @@ class Server:
         self.rum_address: str | None = None
         self._rum_runner: web.AppRunner | None = None
         self._evidence_rebuild: asyncio.TimerHandle | None = None
+        self._evidence_cost = 0.0  # seconds the last evidence build took: the next waits longer when builds are long
+        self._rum_saving: asyncio.Task[None] | None = None
         self._rum_upkeep: asyncio.Task[None] | None = None
         self._rum_retry: asyncio.Task[None] | None = None  # --replace: waiting for the old instance's RUM address
 
@@ -780,6 +783,8 @@ class Server:
         if self._rum_runner is not None:
             await self._rum_runner.cleanup()
             self._rum_runner = None
+        if self._rum_saving is not None:  # the periodic save under way: let it end before the last one
+            await asyncio.gather(self._rum_saving, return_exceptions=True)
         if self._rum_upkeep is not None:  # started: the store holds what this run gathered (or loaded)
             self._save_rum()
 
@@ -797,24 +802,38 @@ class Server:
         except OSError as exc:
             log.warning("RUM measurements not saved under %s: %s", folder, exc)
 
+    async def _save_rum_aside(self) -> None:
+        """The periodic save, compressed and written in a thread: the loop (beacons, the API, the checks) goes on.
+        Beacons folded meanwhile may or may not be in it; one that disturbs it leaves the save to the next minute."""
+        try:
+            await asyncio.to_thread(self._save_rum)
+        except (RuntimeError, ValueError) as exc:
+            log.info("RUM measurements not saved this time (%s); again in %g s", exc, RUM_UPKEEP)
+
     async def _keep_rum(self) -> None:
         """Every RUM_UPKEEP: the evidence again (samples leave the window as time passes), and the store saved."""
         while True:
             await asyncio.sleep(RUM_UPKEEP)
             self._rebuild_evidence()
-            self._save_rum()
+            self._rum_saving = asyncio.get_running_loop().create_task(self._save_rum_aside(), name="save RUM measurements")
+            await asyncio.shield(self._rum_saving)  # stop() waits for it rather than cut it short
+            self._rum_saving = None
 
     def beacon_added(self, pool: str) -> None:
-        """A beacon went into the store: evidence rebuilt soon, once for every beacon arriving meanwhile."""
+        """A beacon went into the store: evidence rebuilt soon, once for every beacon arriving meanwhile (and no
+        sooner than keeps the builds under EVIDENCE_SHARE of the loop)."""
         if self._evidence_rebuild is None:
-            self._evidence_rebuild = asyncio.get_running_loop().call_later(EVIDENCE_DEBOUNCE, self._rebuild_evidence)
+            delay = max(EVIDENCE_DEBOUNCE, self._evidence_cost * (1 - EVIDENCE_SHARE) / EVIDENCE_SHARE)
+            self._evidence_rebuild = asyncio.get_running_loop().call_later(delay, self._rebuild_evidence)
 
     def _rebuild_evidence(self) -> None:
         """Publish the evidence of the pools served when it changed (a pool's evidence version says so)."""
         self._evidence_rebuild = None
+        started = time.monotonic()
         snapshot = self.runtime.snapshot
         evidence = self._evidence(snapshot.zones, snapshot.maps)
         current = snapshot.evidence
+        self._evidence_cost = time.monotonic() - started
         if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
             self.runtime.publish(evidence=evidence)
 
