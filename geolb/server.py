@@ -807,7 +807,7 @@ class Server:
         Beacons folded meanwhile may or may not be in it; one that disturbs it leaves the save to the next minute."""
         try:
             await asyncio.to_thread(self._save_rum)
-        except (RuntimeError, ValueError) as exc:
+        except Exception as exc:  # a beacon folded in while the thread read the store: it is saved next time
             log.info("RUM measurements not saved this time (%s); again in %g s", exc, RUM_UPKEEP)
 
     async def _keep_rum(self) -> None:
