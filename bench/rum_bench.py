@@ -1,118 +1,119 @@
-"""Beacons a second the RUM listener takes (SPEC §10: at least 5,000/s), and the server's CPU per beacon.
+"""The RUM aggregator (geolb/steer/aggregate.py) at scale, in-process: beacon cost, memory, evidence build, export size.
 
-A lean load generator: raw keep-alive connections, requests pipelined in batches (the client
-costs little next to the server), every beacon valid and from a network of its own behind a
-trusted proxy (X-Forwarded-For), so none is refused for the rate. Loopback only.
+N client /24s (default 100,000) with R regions (default 5) each send 5 beacons; then:
+  - add: microseconds per beacon;
+  - memory: bytes per (network, region) held by the store (tracemalloc, a second fill);
+  - evidence: the first build, a build after one new beacon (the steady case: best of 7),
+    a build after a bucket boundary (window/8: rows whose oldest samples left are recomputed);
+  - export: bytes per network, and a build combining this instance with one peer;
+  - save/load: file size and times.
+Times are CPU time of this process (the build is single-threaded): wall time is the same on an idle machine.
 
-    .venv/bin/python bench/rum_bench.py [--seconds 5] [--connections 8] [--batch 50]
+    .venv/bin/python bench/rum_bench.py [--networks 100000] [--regions 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import re
+import ipaddress
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-from tests.serverproc import api, own_cache, start_server
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-ZONE = """nameservers:
-  ns1.bench.example.: [192.0.2.53]
-health: {type: none}
-pools:
-  web:
-    regions:
-      us-east: {location: [39.04, -77.49], endpoints: [127.0.0.11]}
-      eu-west: {location: [53.35, -6.26], endpoints: [127.0.0.12]}
-      ap-south: {location: [1.29, 103.85], endpoints: [127.0.0.13]}
-records:
-  www: {type: GEO, pool: web, ttl: 5}
-"""
+from geolb import model  # noqa: E402
+from geolb.errors import Where  # noqa: E402
+from geolb.steer.aggregate import RumStore  # noqa: E402
+
+NOW = 1_800_000_000.0
+BEACONS = 5
 
 
-def request(host: str, n: int) -> bytes:
-    body = json.dumps({"zone": "bench.example", "pool": "web", "rtt": {"us-east": 20 + n % 7, "eu-west": 80.5, "ap-south": 190}})
-    client = f"{1 + (n >> 16) % 223}.{(n >> 8) % 256}.{n % 256}.9"  # a /24 each, spread over the address space
-    return (
-        f"POST /v1/rum HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nX-Forwarded-For: {client}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n{body}"
-    ).encode()
+def make_pool(regions: int) -> model.Pool:
+    here = Where("bench", 1)
+    made = tuple(model.Region(f"r{i}", (0.0, 0.0), frozenset(), frozenset(), (), here) for i in range(regions))
+    return model.Pool("web", "example.com.", made, (), here, steering="latency")
 
 
-async def connection(host: str, port: int, batch: int, deadline: float, requests: list[bytes], statuses: dict[str, int]) -> int:
-    reader, writer = await asyncio.open_connection(host, port)
-    sent = 0
-    carry = b""  # the end of the last read: a status line cut in two is still found
-    while time.monotonic() < deadline:
-        at = sent % (len(requests) - batch)
-        writer.write(b"".join(requests[at : at + batch]))
-        answered = 0
-        while answered < batch:
-            chunk = await reader.read(262144)
-            if not chunk:
-                raise RuntimeError("connection closed")
-            data = carry + chunk
-            for status in re.findall(rb"HTTP/1\.1 (\d{3})", data):
-                statuses[status.decode()] = statuses.get(status.decode(), 0) + 1
-                answered += 1
-            carry = data[-11:]  # too short to hold a whole status line already counted
-        sent += batch
-    writer.close()
-    return sent
+def fill(store: RumStore, pool: model.Pool, networks: int, seed: int = 1) -> float:
+    """Every network's beacons into the store; seconds per beacon."""
+    names = [region.name for region in pool.regions]
+    rtt = np.random.default_rng(seed).uniform(10, 200, (networks, len(names)))
+    countries = ("US", "DE", "FR", "JP", "BR")
+    started = time.perf_counter()
+    for i in range(networks):
+        network = ipaddress.IPv4Network((0x0A000000 + 256 * i, 24))
+        beacon = dict(zip(names, rtt[i].tolist(), strict=True))
+        for k in range(BEACONS):
+            store.add(pool, network, beacon, NOW + i * 0.001 + k, countries[i % len(countries)])
+    return (time.perf_counter() - started) / (networks * BEACONS)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def load(host: str, port: int, seconds: float, connections: int, batch: int) -> tuple[int, dict[str, int]]:
-    deadline = time.monotonic() + seconds
-    statuses: dict[str, int] = {}
-    sent = await asyncio.gather(
-        *(
-            connection(host, port, batch, deadline, [request(host, (i << 16) + n) for n in range(20000)], statuses)
-            for i in range(connections)
-        )
-    )
-    return sum(sent), statuses
+def timed(call: object) -> float:
+    """CPU seconds of a call: steadier than wall time on a shared machine (the build is single-threaded numpy)."""
+    assert callable(call)
+    started = time.process_time()
+    call()
+    return time.process_time() - started
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=50)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", type=int, default=100_000)
+    parser.add_argument("--regions", type=int, default=5)
     args = parser.parse_args()
+    pool = make_pool(args.regions)
+    cells = args.networks * args.regions
+
+    store = RumStore(instance="a")
+    per_beacon = fill(store, pool, args.networks)
+    print(f"add: {per_beacon * 1e6:.1f} us per beacon")
+
+    tracemalloc.start()
+    held = RumStore()
+    before, _ = tracemalloc.get_traced_memory()
+    fill(held, pool, args.networks)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del held
+    print(f"memory: {(after - before) / 1e6:.1f} MB, {(after - before) / cells:.0f} bytes per (network, region)")
+
+    first = timed(lambda: store.evidence(pool, NOW + 3600))
+    steady = []
+    for r in range(7):
+        store.add(pool, ipaddress.ip_network("10.0.0.0/24"), {"r0": 50.0}, NOW + 4000 + r)
+        steady.append(timed(lambda r=r: store.evidence(pool, NOW + 4000 + r)))
+    boundary = timed(lambda: store.evidence(pool, NOW + 86400))
+    evidence = store.evidence(pool, NOW + 86400)
+    print(
+        f"evidence ({evidence.networks} networks, {len(evidence.countries)} countries): first {first * 1e3:.0f} ms, "
+        f"after a beacon {min(steady) * 1e3:.0f} ms (best of 7), after a bucket boundary {boundary * 1e3:.0f} ms"
+    )
+
+    exports: list[bytes] = []
+    exporting = timed(lambda: exports.append(store.export("web", now=NOW + 86400)))
+    export = exports[0]
+    peer = RumStore(instance="b")
+    fill(peer, pool, args.networks, seed=2)
+    store.merge("b", "web", peer.export("web", now=NOW + 86400))
+    combined = timed(lambda: store.evidence(pool, NOW + 86400))
+    print(
+        f"export: {exporting * 1e3:.0f} ms, {len(export)} bytes, {len(export) / args.networks:.1f} per network; "
+        f"evidence with one peer {combined * 1e3:.0f} ms"
+    )
+
     with tempfile.TemporaryDirectory() as folder:
-        zones = Path(folder) / "zones"
-        zones.mkdir()
-        (zones / "bench.example.yaml").write_text(ZONE)
-        cache = str(own_cache(Path(folder) / "cache"))  # measurements of its own, never left in the tests' cache
-        args_ = ["--rum-listen", "127.0.0.1:0", "--rum-trusted-proxy", "127.0.0.0/8", "--workers", "1", "--cache-dir", cache]
-        server = start_server(zones, *args_)
-        try:
-            found = re.search(r", rum (\S+):(\d+)$", server.ready_line.strip())
-            assert found, server.ready_line
-            host, port = found.group(1), int(found.group(2))
-            cpu_before = cpu_seconds(server.proc.pid)
-            started = time.monotonic()
-            sent, statuses = asyncio.run(load(host, port, args.seconds, args.connections, args.batch))
-            elapsed = time.monotonic() - started
-            cpu = cpu_seconds(server.proc.pid) - cpu_before
-            _, status = api(server, "GET", "/v1/status")
-            print(f"beacons: {sent} in {elapsed:.2f} s = {sent / elapsed:,.0f}/s; replies {statuses}")
-            print(f"server main process CPU: {cpu:.2f} s = {1e6 * cpu / max(sent, 1):.0f} us per beacon")
-            print(f"status: {status['rum']['beacons']}; networks with evidence: {status['pools']['web']['latency']['networks']}")
-        finally:
-            server.stop()
+        saved = timed(lambda: store.save(Path(folder)))
+        size = sum(p.stat().st_size for p in Path(folder).iterdir())
+        loaded = RumStore()
+        load = timed(lambda: loaded.load(Path(folder)))
+    print(f"save: {saved * 1e3:.0f} ms, {size / args.networks:.1f} bytes per network; load {load * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":
