@@ -47,6 +47,7 @@ from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
 from geolb.steer.aggregate import GeoOrder, RumStore
 from geolb.steer.evidence import PoolEvidence
+from geolb.steer.overlay import geo_rankings
 from geolb.steer.tokens import TokenBook
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
@@ -229,11 +230,12 @@ class Server:
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
         # Latency steering (SPEC §10): beacons in, evidence published for `steering: latency` pools.
-        self.rum_store = RumStore(max_networks=options.rum_max_networks)
+        self.rum_store = RumStore(max_networks=options.rum_max_networks, instance=options.instance)
         self.rum: RumListener | None = None
         self.rum_address: str | None = None
         self._rum_runner: web.AppRunner | None = None
         self._evidence_rebuild: asyncio.TimerHandle | None = None
+        self._rum_evidence: dict[str, PoolEvidence] = {}  # per latency pool: the store's last evidence (RUM only)
         self._evidence_cost = 0.0  # seconds the last evidence build took: the next waits longer when builds are long
         self._rum_saving: asyncio.Task[None] | None = None
         self._rum_upkeep: asyncio.Task[None] | None = None
@@ -598,7 +600,8 @@ class Server:
             self.cluster.sync()
         self.prober.describe(zoneset)
         # Zones, maps, the health the pre-live checks found and the evidence of the pools now served: one generation.
-        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps, evidence=self._evidence(zoneset, maps))
+        self.rum_store.retain(zoneset.pools)  # a pool removed takes its measurements with it
+        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps, evidence=self._evidence(zoneset, maps, rebuild=True))
         remember_served(self.cache_dir, zoneset, self._served_serials)
         self.prober.schedule(wanted)
 
@@ -857,21 +860,37 @@ class Server:
         if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
             self.runtime.publish(evidence=evidence)
 
-    def _evidence(self, zones: ZoneSet, maps: Mapping[str, RegionMap]) -> dict[str, PoolEvidence]:
-        """Evidence of every `steering: latency` pool that has some; other pools, and pools gone, have none."""
+    def _evidence(self, zones: ZoneSet, maps: Mapping[str, RegionMap], rebuild: bool = False) -> dict[str, PoolEvidence]:
+        """Evidence of every `steering: latency` pool that has some; other pools, and pools gone, have none.
+        A pool's RUM part is built again only when the store has something new for it (or `rebuild`: a reload
+        may have changed the pool's regions or settings)."""
         now = time.time()
         evidence: dict[str, PoolEvidence] = {}
+        built: dict[str, PoolEvidence] = {}
         for pool in zones.pools.values():
             if pool.steering != "latency":
                 continue
-            found = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+            rum = self._rum_evidence.get(pool.name)
+            if rebuild or rum is None or self.rum_store.dirty(pool.name, now):
+                rum = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+            built[pool.name] = rum
+            found = self._with_vantages(rum)
             if found.networks or found.resolvers or found.countries or found.vantages:
                 evidence[pool.name] = found
+        self._rum_evidence = built
         return evidence
 
-    def _geo_order(self, region_map: RegionMap | None) -> GeoOrder | None:
-        """The §3 rule-2 order of a pool's regions for new networks: the margin's first incumbent (steer/overlay.py)."""
-        return None
+    def _with_vantages(self, rum: PoolEvidence) -> PoolEvidence:
+        """The instances' vantage figures laid over a pool's RUM evidence (steer/vantage.py, branch steer-vantage)."""
+        return rum
+
+    @staticmethod
+    def _geo_order(region_map: RegionMap | None) -> GeoOrder | None:
+        """The §3 rule-2 order of a pool's regions for networks measured for the first time: the margin's first
+        incumbent (steer/overlay.py)."""
+        if region_map is None:
+            return None
+        return lambda pool, version, addresses: geo_rankings(region_map, pool, version, addresses)
 
     def _drop_private_cache(self) -> None:
         if self._private_cache:

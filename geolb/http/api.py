@@ -249,6 +249,7 @@ def _latency(server: Control, pool: model.Pool, evidence: PoolEvidence | None) -
         "countries": 0 if evidence is None else len(evidence.countries),
         "vantages": 0 if evidence is None else len(evidence.vantages),
         "beacons": None if server.rum is None else server.rum.counts.of_pool(pool.name),
+        "measured": server.rum_store.stats(pool.name),  # rows held (judged or not), beacons folded, peers merged
     }
 
 

@@ -21,6 +21,7 @@ from geolb.http.metrics import Metrics
 from geolb.http.rum import RumListener
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
+from geolb.steer.aggregate import RumStore
 from geolb.steer.tokens import TokenBook
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Control(Protocol):
     feed: StatusFeed
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
     rum: RumListener | None  # the RUM listener (--rum-listen), None when off
+    rum_store: RumStore  # every pool's measurements (SPEC §10)
     rum_address: str | None
     tokens: TokenBook  # resolver discovery: token -> the latest Sighting (SPEC §10)
 
