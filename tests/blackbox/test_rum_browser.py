@@ -117,7 +117,7 @@ def server(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
 def a_records(server: RunningServer, ecs: str) -> set[str]:
     address, prefix = ecs.split("/")
     query = dns.message.make_query("www.browser.example", "A", use_edns=0, options=[dns.edns.ECSOption(address, int(prefix))])
-    reply = dns.query.udp(query, server.host, port=server.port, timeout=10)  # a worker laying new evidence may take seconds
+    reply = dns.query.udp(query, server.host, port=server.port, timeout=3)
     return {item.address for rrset in reply.answer for item in rrset}
 
 
@@ -129,7 +129,7 @@ def test_a_browser_beacon_moves_its_network(site: Site, server: RunningServer, t
         wait_until(lambda: api(server, "GET", "/v1/status")[1]["rum"]["beacons"]["accepted"] >= 1, 10, "the browser's beacon")
         assert console_errors(driver) == []
     assert site.hits[FAST] >= 1 and site.hits[SLOW] >= 1  # each region's object fetched, past any cache
-    wait_until(lambda: a_records(server, browser_network) == {"127.0.0.11"}, 5, "the browser's network follows its beacon")
+    wait_until(lambda: a_records(server, browser_network) == {"127.0.0.11"}, 3, "the browser's network follows its beacon")
     assert a_records(server, other) == {"127.0.0.12"}  # another network: as before
     _, status = api(server, "GET", "/v1/status")
     assert status["pools"]["web"]["latency"]["networks"] == 1
