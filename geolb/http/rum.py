@@ -17,7 +17,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ MAX_RTT_MS = 60_000.0
 MAX_REGIONS = 1000  # a pool's most (SPEC §7): no beacon lists more before its pool is even known
 TOKEN = re.compile(r"[a-z0-9-]{1,63}")
 BEACON_KEYS = frozenset({"zone", "pool", "token", "rtt"})
+NUMBERS = (int, float)
 TOKEN_WAIT = 1.0  # seconds a beacon with a token not yet seen waits for the DNS workers' sighting of it
 TOKEN_RETRY = 0.1
 TOKEN_WAITING = 100_000  # beacons held for their tokens at most; more go in at once, without a resolver
@@ -43,7 +44,6 @@ RATE_PRUNE = 60.0  # seconds between sweeps of idle networks out of the rate tab
 V6_KEY = 1 << V6_PREFIX  # above every IPv6 /48 key: IPv4 and IPv6 keys never meet
 COUNTRY_CACHE = 100_000  # networks whose GeoIP country is remembered (forgotten all at once when full)
 RESULTS = ("accepted", "bad_request", "not_found", "rate_limited")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RumServer(Protocol):
@@ -109,8 +109,8 @@ def parse_beacon(body: bytes, zones: model.ZoneSet) -> Beacon:
     if len(rtt) > MAX_REGIONS:
         raise bad("rtt names more regions than a pool has")
     for region_name, ms in rtt.items():
-        # bool is an int to Python, and JSON's true is no time
-        if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms) or not 0 < ms <= MAX_RTT_MS:
+        # exactly int or float: JSON's true is a bool, an int to isinstance, and no time
+        if type(ms) not in NUMBERS or not 0 < ms <= MAX_RTT_MS or not math.isfinite(ms):
             raise bad(f"rtt of {region_name!r} must be a number of milliseconds, 0 < ms <= {MAX_RTT_MS:g}")
     zone = zones.zones.get(zone_name.lower().rstrip(".") + ".")
     if zone is None:
@@ -120,11 +120,20 @@ def parse_beacon(body: bytes, zones: model.ZoneSet) -> Beacon:
         raise not_found(f"zone {zone.name} has no pool {pool_name!r}")
     if len(rtt) > len(pool.regions):
         raise bad(f"rtt names {len(rtt)} regions; pool {pool.name!r} has {len(pool.regions)}", pool.name)
-    names = {region.name for region in pool.regions}
+    names = region_names(pool)
     for region_name in rtt:
         if region_name not in names:
             raise not_found(f"pool {pool.name!r} has no region {region_name!r}", pool.name)
     return Beacon(pool, {name: float(ms) for name, ms in rtt.items()}, token)
+
+
+def region_names(pool: model.Pool) -> frozenset[str]:
+    """The pool's region names, worked out once per Pool object (a reload makes new ones)."""
+    names: frozenset[str] | None = pool.__dict__.get("_rum_region_names")
+    if names is None:
+        names = frozenset(region.name for region in pool.regions)
+        object.__setattr__(pool, "_rum_region_names", names)
+    return names
 
 
 def _address(text: str) -> model.IPAddress | None:
@@ -250,10 +259,13 @@ class RumListener:
         self._countries_of: Locator | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_only_ours], handler_args={"max_field_size": 8190})
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/rum.js", self.rum_js)
         app.router.add_post("/v1/rum", self.beacon)
         app.router.add_route("OPTIONS", "/v1/rum", self.preflight)
+        # Anything else, a wrong method on these paths too, is 404: the listener shows nothing else exists.
+        # (A route, not a middleware: a middleware would cost every beacon a few microseconds.)
+        app.router.add_route("*", "/{anything:.*}", _not_found)
         return app
 
     async def rum_js(self, request: web.Request) -> web.Response:
@@ -378,17 +390,8 @@ _CORS_PREFLIGHT = {
 }
 
 
-@web.middleware
-async def _only_ours(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Anything but the two routes is 404 (a wrong method too): the listener shows nothing else exists."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status in (404, 405):
-            return web.json_response({"error": "not found"}, status=404)
-        if exc.status >= 400:
-            return web.json_response({"error": exc.reason}, status=exc.status)
-        raise
+async def _not_found(request: web.Request) -> web.Response:
+    return web.json_response({"error": "not found"}, status=404)
 
 
 @dataclass(frozen=True)
