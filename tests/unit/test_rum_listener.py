@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from geolb.http.rum import BeaconRate, client_address, network_key, network_of
+from geolb.http.rum import BeaconRate, client_address, network_key, network_of, parse_address
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8:ffff::/48"))
 
@@ -70,3 +70,14 @@ def test_rate_zero_is_no_limit() -> None:
     rate = BeaconRate(0)
     net = 0xC00002
     assert all(rate.allow(net, 0.0) for _ in range(1000))
+
+
+@pytest.mark.parametrize("text", ["192.0.2.1", "0.0.0.0", "2001:db8::1", "::ffff:192.0.2.1", "::", "fe80::1%eth0"])
+def test_parse_address_as_ipaddress(text: str) -> None:
+    assert parse_address(text) == ipaddress.ip_address(text)
+
+
+@pytest.mark.parametrize("text", ["", "unknown", "192.0.2", "192.0.2.256", "1.2.3.4.5", "2001:db8::1::2", " 192.0.2.1"])
+def test_parse_address_refuses_what_ipaddress_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
