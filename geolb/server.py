@@ -239,7 +239,8 @@ class Server:
         self._evidence_cost = 0.0  # seconds the last evidence build took: the next waits longer when builds are long
         self._rum_saving: asyncio.Task[None] | None = None
         self._rum_upkeep: asyncio.Task[None] | None = None
-        self._rum_retry: asyncio.Task[None] | None = None  # --replace: waiting for the old instance's RUM address
+        self._rum_deferred = False  # --replace: our RUM address is the replaced instance's, ours once it exits
+        self._rum_retry: asyncio.Task[None] | None = None  # --replace: the old instance outlived its timeout
 
     def _on_transition(self, transition: Transition) -> None:
         self.metrics.count_transition(transition)
@@ -403,7 +404,7 @@ class Server:
         self.http_address = str(HostPort(self.options.http.host, port))
         return True
 
-    def _held_by_replaced(self, address: HostPort) -> bool:
+    def _held_by_replaced(self, address: HostPort, kind: str = "http") -> bool:
         """True when only instances that --replace is about to stop hold `address`: then it is ours once they exit.
         Anything else holding it (raises, naming it) is an error before any instance is stopped."""
         family, host = resolve(address)
@@ -411,7 +412,7 @@ class Server:
         strangers = [holder for holder in holders if holder.pid not in self._replacing]
         if strangers:
             stranger = strangers[0].pid
-            raise GeolbError(f"cannot listen on {address} (http): address in use by geolb {stranger}, which --replace does not stop")
+            raise GeolbError(f"cannot listen on {address} ({kind}): address in use by geolb {stranger}, which --replace does not stop")
         return bool(holders)
 
     async def _bind_http_later(self) -> None:
@@ -452,6 +453,12 @@ class Server:
                 # The old instance is told to stop already: whatever happens, this one keeps answering DNS.
                 log.error("%s; answering DNS meanwhile, trying again every second", exc)
                 self._http_retry = loop.create_task(self._bind_http_later(), name="take the HTTP address")
+        if self._rum_deferred:
+            try:
+                self._rum_deferred = not await self._bind_rum(wait_for_replaced=False)
+            except GeolbError as exc:
+                log.error("%s; answering DNS meanwhile, trying again every second", exc)
+                self._rum_retry = loop.create_task(self._bind_rum_later(), name="take the RUM address")
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
         """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
@@ -767,8 +774,8 @@ class Server:
         self.rum = RumListener(self, self.options.rum_trusted_proxies, self.options.rum_rate)
         self._rum_runner = web.AppRunner(self.rum.app(), access_log=None)
         await self._rum_runner.setup()
-        if not await self._bind_rum(wait_for_replaced=bool(self._replacing)):
-            self._rum_retry = loop.create_task(self._bind_rum_later(), name="take the RUM address")
+        # --replace: the replaced instance may hold the address until it exits (_take_over binds it then)
+        self._rum_deferred = not await self._bind_rum(wait_for_replaced=bool(self._replacing))
 
     async def _bind_rum(self, wait_for_replaced: bool) -> bool:
         """The RUM listener on --rum-listen; False when the address is held by an instance --replace stops."""
@@ -778,7 +785,7 @@ class Server:
         try:
             await site.start()
         except OSError as exc:
-            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address):
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address, "rum"):
                 return False
             reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
             raise GeolbError(f"cannot listen on {address} (rum): {reason}") from None
@@ -787,9 +794,9 @@ class Server:
         return True
 
     async def _bind_rum_later(self) -> None:
-        """--replace: the replaced instance holds the RUM address until it exits; beacons wait for it meanwhile."""
+        """--replace: the replaced instance outlived its timeout holding the RUM address: take it once it is free."""
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(1.0)
             try:
                 if await self._bind_rum(wait_for_replaced=False):
                     log.info("RUM listener on %s", self.rum_address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.backends import free_port
 from tests.serverproc import RunningServer, api, own_cache, start_server
 
 TRUSTED_PROXY = "127.0.2.1"  # the peer address of requests that come "through the proxy"
@@ -288,3 +290,30 @@ def test_listener_off_by_default(tmp_path: Path) -> None:
         assert status == 200 and body["rum"] is None
     finally:
         assert running.stop() == 0
+
+
+def test_replace_takes_over_the_rum_address(tmp_path: Path) -> None:
+    """--replace: the new instance binds the RUM address once the old one has exited, and says so when ready."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    for name, text in ZONES.items():
+        (zones / name).write_text(text)
+    port = free_port(["127.0.0.1"])
+    rum = f"127.0.0.1:{port}"
+    old = start_server(zones, "--workers", "1", "--rum-listen", rum, "--cache-dir", str(own_cache(tmp_path / "old")))
+    try:
+        dns_address = f"127.0.0.1:{old.port}"
+        new = start_server(
+            zones, "--workers", "1", "--replace", "--rum-listen", rum, "--cache-dir", str(own_cache(tmp_path / "new")),
+            listen=(dns_address,), timeout=40,
+        )  # fmt: skip
+        try:
+            assert old.proc.wait(timeout=20) == 0
+            assert rum_url(new) == f"http://{rum}"
+            assert asyncio.run(post(new, beacon(), source="127.0.9.1")) == 204
+            status, body = api(new, "GET", "/v1/status")
+            assert status == 200 and body["rum"]["beacons"]["accepted"] == 1  # the new instance took it
+        finally:
+            assert new.stop() == 0
+    finally:
+        old.stop()
