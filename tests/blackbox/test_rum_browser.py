@@ -4,6 +4,7 @@ posts its beacon, and the DNS answers for that browser's network follow the fast
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -17,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.backends import free_port
-from tests.browser import console_errors, headless
+from tests.browser import console_errors, headless, requested_urls
 from tests.serverproc import RunningServer, api, own_cache, start_server, wait_until
 
 FAST, SLOW = "127.0.0.21", "127.0.0.22"  # where each region's rum_url is served
@@ -80,10 +81,11 @@ def site() -> Iterator[Site]:
     running.close()
 
 
-def zone(port: int) -> str:
+def zone(port: int, rum_name: bool = False) -> str:
     # No locations: every client gets the file order (slow first) until it has measured.
     return f"""nameservers:
   ns1.browser.example.: [192.0.2.53]
+{"rum_name: rum" if rum_name else ""}
 health: {{type: none}}
 pools:
   web:
@@ -136,3 +138,23 @@ def test_a_browser_beacon_moves_its_network(site: Site, server: RunningServer, t
     _, explained = api(server, "GET", "/v1/explain?name=www.browser.example&type=A&client=127.0.0.0/24")
     rtt = explained["geo"]["evidence"]["rtt_ms"]  # what the browser measured: the objects' delays, and a little more
     assert DELAY[FAST] * 1000 <= rtt["fast"] < 100 <= DELAY[SLOW] * 1000 <= rtt["slow"] < 1000, explained["geo"]["evidence"]
+
+
+def test_with_rum_name_the_beacon_goes_through_its_token_name(site: Site, server: RunningServer, tmp_path: Path) -> None:
+    """A zone with rum_name: the script posts to <token>.rum.<zone> on the listener's port (the name a resolver
+    looks up: resolver discovery), with that token in the beacon. Chromium is told the name is on loopback."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "browser.example.yaml").write_text(zone(site.port, rum_name=True))
+    named = start_server(zones, "--rum-listen", "127.0.0.1:0", "--workers", "1", "--cache-dir", str(own_cache(tmp_path / "cache")))
+    try:
+        port = named.ready_line.strip().rsplit(", rum ", 1)[1].rsplit(":", 1)[1]
+        site.rum_js = f"http://127.0.0.1:{port}/rum.js"
+        with headless(extra=("--host-resolver-rules=MAP *.rum.browser.example 127.0.0.1",)) as driver:
+            driver.get(f"http://{PAGE}:{site.port}/")
+            wait_until(lambda: api(named, "GET", "/v1/status")[1]["rum"]["beacons"]["accepted"] >= 1, 10, "the beacon")
+            beacons = [url for url in requested_urls(driver) if url.endswith("/v1/rum")]
+            assert console_errors(driver) == []
+        assert len(beacons) == 1 and re.fullmatch(rf"http://[a-z0-9]{{20}}\.rum\.browser\.example:{port}/v1/rum", beacons[0]), beacons
+    finally:
+        assert named.stop() == 0
