@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -29,7 +30,7 @@ from geolb.health.state import ALL_UP
 from geolb.model import IPAddress, IPNetwork
 from geolb.net.listeners import HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.server import ServeOptions, run_server, usable_cache_dir
+from geolb.server import ServeOptions, run_server, saved_evidence, usable_cache_dir
 
 
 def _host_port(text: str) -> HostPort:
@@ -253,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--client", required=True, metavar="IP[/PREFIX]", help="client address or ECS subnet")
     resolve.add_argument("--zones", default="zones", metavar="DIR")
     resolve.add_argument("--geoip", metavar="FILE")
-    resolve.add_argument("--cache-dir", metavar="DIR", help="region map cache, as for serve")
+    resolve.add_argument("--cache-dir", metavar="DIR", help="region maps and saved RUM measurements, as for serve")
+    resolve.add_argument(
+        "--resolver", action="store_true", help="the client is a resolver asking without ECS (latency steering's resolver evidence)"
+    )
 
     dnssec = commands.add_parser("dnssec", help="zone keys: make one, print the DS for the parent")
     actions = dnssec.add_subparsers(dest="action", required=True)
@@ -319,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check(args.zones)
     if args.command == "dnssec":
         return dnssec_command(args.action, args.zone, args.zones, args.keys, getattr(args, "algorithm", None))
-    return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir)
+    return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir, args.resolver)
 
 
 def check(zones_dir: str) -> int:
@@ -335,8 +339,11 @@ def check(zones_dir: str) -> int:
     return 0
 
 
-def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None, cache_dir: str | None = None) -> int:
-    """Print the answer for a client with every endpoint healthy, and how it was chosen."""
+def resolve(
+    name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None, cache_dir: str | None = None, resolver: bool = False
+) -> int:
+    """Print the answer for a client with every endpoint healthy, and how it was chosen; `steering: latency` pools
+    with the RUM measurements a server saved under the cache directory (SPEC §10)."""
     try:
         client = parse_client(client_text)
     except ExplainError as exc:
@@ -348,10 +355,12 @@ def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str 
             print(problem, file=sys.stderr)
         return 1
     try:
-        store = MapStore(usable_cache_dir(cache_dir)[0])
+        cache = usable_cache_dir(cache_dir)[0]
+        store = MapStore(cache)
         locator = store.open_locator(geoip)
         maps = store.maps_for(result.zoneset, locator)
-        report = explain(result.zoneset, GeoAnswers(maps, ALL_UP), locator, name, qtype, client)
+        evidence = saved_evidence(Path(cache), result.zoneset, maps)
+        report = explain(result.zoneset, GeoAnswers(maps, ALL_UP, evidence=evidence), locator, name, qtype, client, resolver)
     except (GeolbError, ExplainError) as exc:
         print(f"geolb: {exc}", file=sys.stderr)
         return 1

@@ -904,6 +904,21 @@ class Server:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
 
 
+def saved_evidence(cache_dir: Path, zones: ZoneSet, maps: Mapping[str, RegionMap]) -> dict[str, PoolEvidence]:
+    """The evidence of the `steering: latency` pools from the RUM measurements a server saved under `cache_dir`
+    (`geolb resolve`: the answers a server with those measurements gives)."""
+    store = RumStore()
+    store.load(cache_dir / RUM_FOLDER)
+    now = time.time()
+    evidence: dict[str, PoolEvidence] = {}
+    for pool in zones.pools.values():
+        if pool.steering == "latency":
+            found = store.evidence(pool, now, Server._geo_order(maps.get(pool.name)))
+            if found.networks or found.resolvers or found.countries:
+                evidence[pool.name] = found
+    return evidence
+
+
 def map_build_failed(result: ZoneSetResult, current: ZoneSet, failure: MapBuildError) -> ZoneSetResult:
     """A reload whose region maps could not be built: the zones in use stay, each pool's file gets the reason."""
     if isinstance(failure, MapBuildCancelled):

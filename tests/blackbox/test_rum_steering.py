@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from selenium.webdriver.common.by import By
 
 from tests.backends import Backends
 from tests.browser import console_errors, headless, poll
-from tests.serverproc import RunningServer, api, own_cache, start_server, wait_until
+from tests.serverproc import ROOT, RunningServer, api, geolb_command, own_cache, start_server, wait_until
 
 NEAR, FAR = "127.0.0.12", "127.0.0.11"  # eu-west, near to GB clients by distance, and us-east
 MIN_SAMPLES = 3
@@ -218,6 +219,13 @@ def test_evidence_survives_a_restart(zones: Path, cache: Path, server: RunningSe
     status, body = api(server, "GET", "/v1/status")
     assert status == 200 and body["pools"]["restart"]["latency"]["networks"] == 1
     assert server.stop() == 0
+    # `geolb resolve` answers from the measurements the server saved, and names them.
+    command = geolb_command(
+        "resolve", "restart.steer.example", "--client", "81.2.70.0/24", "--zones", str(zones), "--cache-dir", str(cache)
+    )
+    resolved = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert resolved.returncode == 0, resolved.stderr
+    assert FAR in resolved.stdout and "rum 81.2.70.0/24: us-east 20 ms" in resolved.stdout, resolved.stdout
     again = serve(zones, cache)
     try:
         assert answer(again, "restart", ecs="81.2.70.0/24") == {FAR}  # from the first answer on
