@@ -850,8 +850,13 @@ class Server:
             self._rum_saving = None
 
     def beacon_added(self, pool: str) -> None:
-        """A beacon went into the store: evidence rebuilt soon, once for every beacon arriving meanwhile (and no
-        sooner than keeps the builds under EVIDENCE_SHARE of the loop)."""
+        """The RUM listener folded a beacon of `pool` into the store (with --cluster, this is where own figures
+        are to be exported from)."""
+        self.rum_changed(pool)
+
+    def rum_changed(self, pool: str) -> None:
+        """The store's figures of `pool` changed (a beacon, a peer's export, a vantage report): evidence rebuilt
+        soon, once for everything arriving meanwhile (and no sooner than keeps builds under EVIDENCE_SHARE of the loop)."""
         if self._evidence_rebuild is None:
             delay = max(EVIDENCE_DEBOUNCE, self._evidence_cost * (1 - EVIDENCE_SHARE) / EVIDENCE_SHARE)
             self._evidence_rebuild = asyncio.get_running_loop().call_later(delay, self._rebuild_evidence)
