@@ -7,8 +7,8 @@ The VantageFeed owns a VantageBook (filled from the prober's outcomes when the i
 `--location`) and a VantageBoard (its own reports and, through cluster/member.py,
 its peers'). Every VANTAGE_TICK it works out its own report per `steering: latency`
 pool from the current snapshot's health, and when one moved enough (vantage.moved)
-it goes on the board and to the cluster; whenever the board changes, `changed` is
-called so that the server rebuilds the evidence (VantageBoard.attach).
+it goes on the board and to the cluster; whenever the board changes, `changed(pool)`
+is called so that the server rebuilds the evidence (VantageBoard.attach).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ class VantageFeed:
         instance: str,
         location: tuple[float, float] | None,
         snapshot: Callable[[], Snapshot],
-        changed: Callable[[], None],
+        changed: Callable[[str], None],
         publish: Callable[[str, VantageReport | None], None] | None = None,
     ) -> None:
         self.instance = instance
         self.location = location  # None: not a vantage point (peers' reports are still followed)
         self.snapshot = snapshot  # the current one: zones and health
-        self.changed = changed  # the board changed: rebuild evidence
+        self.changed = changed  # the board changed for this pool: rebuild evidence
         self.publish = publish  # ClusterMember.publish_vantage, in a cluster
         self.book = VantageBook()
         self.board = VantageBoard()
@@ -55,7 +55,7 @@ class VantageFeed:
     def peer_report(self, instance: str, pool: str, report: VantageReport | None) -> None:
         """A peer's report changed (ClusterMember's on_vantage hook)."""
         if self.board.put(pool, instance, report):
-            self.changed()
+            self.changed(pool)
 
     def start(self) -> None:
         if self.location is not None and self._task is None:
@@ -88,7 +88,6 @@ class VantageFeed:
         if self.location is None:
             return
         snapshot = self.snapshot()
-        changed = False
         for pool in snapshot.zones.pools.values():
             if pool.steering != "latency":
                 continue
@@ -98,11 +97,10 @@ class VantageFeed:
                 report = None
             if not moved(self.board.report(pool.name, self.instance), report):
                 continue
-            changed |= self.board.put(pool.name, self.instance, report)
+            if self.board.put(pool.name, self.instance, report):
+                self.changed(pool.name)
             if self.publish is not None:
                 self.publish(pool.name, report)
-        if changed:
-            self.changed()
 
 
 class RumExports(Protocol):
