@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,19 +26,10 @@ from geolb.health.state import HealthState
 from geolb.steer.vantage import VantageReport
 from tests.backends import Backends
 from tests.etcdproc import Etcd
-from tests.serverproc import DATA, RunningServer, geolb_command, start_server, wait_until
+from tests.serverproc import DATA, RunningServer, start_server, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server is not installed (.ci/run installs it)")
 
-
-def _serve_flags() -> str:
-    return subprocess.run([*geolb_command("serve", "--help")], capture_output=True, text=True, check=False).stdout
-
-
-SERVE_FLAGS = _serve_flags()
-# --location and --rum-listen are branch steer-rum's flags (cli.py); these tests run once it is merged.
-needs_location = pytest.mark.skipif("--location" not in SERVE_FLAGS, reason="--location (branch steer-rum) is not merged here yet")
-needs_rum = pytest.mark.skipif("--rum-listen" not in SERVE_FLAGS, reason="the RUM listener (branch steer-rum) is not merged here yet")
 
 CITY_DB = DATA / "GeoIP2-City-Test.mmdb"
 EAST, WEST = "127.0.0.11", "127.0.0.12"  # regions in Frankfurt and Virginia
@@ -125,7 +115,6 @@ def etcd_values(etcd: Etcd, prefix: str) -> dict[str, bytes]:
 # --- vantage points ------------------------------------------------------------------------
 
 
-@needs_location
 def test_each_instance_orders_the_clients_near_it_by_its_own_figures(zones: Path, tmp_path: Path) -> None:
     """Alone, each instance's figures speak only for clients within vantage_radius of it: a's London clients
     go west (a measured it fast), its Milton clients by distance (west); b the other way round."""
@@ -140,7 +129,6 @@ def test_each_instance_orders_the_clients_near_it_by_its_own_figures(zones: Path
         b.stop()
 
 
-@needs_location
 def test_clustered_instances_order_clients_near_each_by_that_ones_figures(zones: Path, tmp_path: Path, etcd: Etcd) -> None:
     prefix = f"/steer-{os.getpid()}"
     cluster = ("--cluster", etcd.url, "--cluster-prefix", prefix)
@@ -171,7 +159,6 @@ def test_clustered_instances_order_clients_near_each_by_that_ones_figures(zones:
 # --- RUM figures -----------------------------------------------------------------------------
 
 
-@needs_rum
 def test_beacons_to_one_instance_steer_all_three_alike_within_a_second(zones: Path, tmp_path: Path, etcd: Etcd) -> None:
     cluster = ("--cluster", etcd.url, "--cluster-prefix", f"/steer-rum-{os.getpid()}")
     rum = ("--rum-listen", "127.0.0.1:0", "--rum-trusted-proxy", "127.0.0.0/8")
