@@ -165,7 +165,7 @@ def pick_networks(count: int, seed: int, database: str | None = None) -> Network
     if path is None:
         raise SystemExit("no GeoIP database (pip install maxminddb-geolite2)")
     digest = hashlib.sha256(f"{path}:{os.path.getsize(path)}:{count}:{seed}".encode()).hexdigest()[:16]
-    cached = WORK / f"networks-{digest}.npz"
+    cached = WORK / f"networks-v2-{digest}.npz"
     if cached.exists():
         data = np.load(cached)
         return Networks(data["address"], data["country"], data["continent"], data["latitude"], data["longitude"])
@@ -190,17 +190,15 @@ def pick_networks(count: int, seed: int, database: str | None = None) -> Network
             per_country[code] = per_country.get(code, 0) + n
     weight = np.array([n / math.sqrt(per_country[c]) if n else 0.0 for c, n in zip(range_country.tolist(), size.tolist(), strict=True)])
     rng = np.random.default_rng(seed)
-    chosen: set[int] = set()
-    picked_range: list[int] = []
+    chosen: dict[int, int] = {}  # /24 key -> its range
     while len(chosen) < count:
         ranges_drawn = rng.choice(len(weight), size=count, p=weight / weight.sum())
         offsets = (rng.random(count) * size[ranges_drawn]).astype(np.int64)
         for r, key in zip(ranges_drawn.tolist(), (first[ranges_drawn] + offsets).tolist(), strict=True):
-            if key not in chosen and len(chosen) < count:
-                chosen.add(key)
-                picked_range.append(r)
+            if len(chosen) < count:
+                chosen.setdefault(key, r)
     keys = np.array(list(chosen), dtype=np.int64)
-    row = values[np.array(picked_range)]
+    row = values[np.array(list(chosen.values()))]
     order = np.argsort(keys)
     row, keys = row[order], keys[order]
     continent_code = np.array([c or "" for c in rows.continent])
@@ -655,7 +653,11 @@ def status_numbers(status: Any, pool: str) -> dict[str, float]:
                 walk(inner)
 
     walk(status)
-    return {k: v for k, v in found.items() if any(word in k for word in ("network", "beacon", "countr", "resolver", "evidence", "version"))}
+    latency = {k: v for k, v in found.items() if k.startswith("latency.")}  # where geolb puts them (SPEC §10)
+    chosen = latency or found
+    return {
+        k: v for k, v in chosen.items() if any(word in k for word in ("network", "beacon", "countr", "resolver", "evidence", "version"))
+    }
 
 
 async def fetch_status(http: str) -> Any:
