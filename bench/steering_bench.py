@@ -411,6 +411,21 @@ def score(world: World, answers: I64, own: npt.NDArray[np.bool_], latency: model
     )
 
 
+def slow_causes(world: World, beacons: Beacons, answers: I64, latency: model.Latency) -> str:
+    """Why networks with their own evidence were sent > 20 % (and > margin_ms) slower: their fastest region
+    lacked min_samples (the regions a figure covers come first, SPEC §10), or the covered figures misled."""
+    counts = samples_per_region(world, beacons)
+    own = (counts >= latency.min_samples).any(axis=1)
+    best = world.rtt.min(axis=1)
+    got = world.rtt[np.arange(len(answers)), np.maximum(answers, 0)]
+    slow = own & (got > 1.2 * best) & (got - best > latency.margin_ms)
+    uncovered = slow & (counts[np.arange(len(answers)), world.fastest] < latency.min_samples)
+    return (
+        f"{int(slow.sum())} own-evidence networks > 20 % slower: {int(uncovered.sum())} with their fastest region under "
+        f"min_samples (covered regions go first), {int((slow & ~uncovered).sum())} with it covered (noise, margin)"
+    )
+
+
 def verdict(geo: Score, latency: Score) -> tuple[bool, str]:
     """The issue's floor: latency's mean excess <= 25 % of geo's; no network with its own evidence sent to a region
     more than 20 % slower than its fastest (and more than margin_ms: below 25 ms the margin allows more than 20 %)."""
@@ -731,6 +746,7 @@ async def run_server(
             own = own_evidence(world, upto, latency)
             rows.append((end, score(world, geo, own, latency, beacons.traffic), score(world, lat, own, latency, beacons.traffic)))
             print(table(rows[-1:]).splitlines()[-1])
+            print(f"  {slow_causes(world, upto, lat, latency)}")
     finally:
         server.stop()
         if keep:
@@ -768,13 +784,11 @@ def main() -> None:
         for checkpoint in args.checkpoints:
             upto = beacons.first(checkpoint)
             own = own_evidence(world, upto, latency)
+            modelled = model_latency_answers(world, upto, latency)
             rows.append(
-                (
-                    checkpoint,
-                    score(world, geo, own, latency, beacons.traffic),
-                    score(world, model_latency_answers(world, upto, latency), own, latency, beacons.traffic),
-                )
+                (checkpoint, score(world, geo, own, latency, beacons.traffic), score(world, modelled, own, latency, beacons.traffic))
             )
+            print(f"  {checkpoint:,} beacons: {slow_causes(world, upto, modelled, latency)}")
         print("model (no server):")
     else:
         rows = asyncio.run(run_server(world, beacons, args.checkpoints, latency, args.keep))

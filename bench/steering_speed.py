@@ -424,7 +424,7 @@ def main() -> None:
         sub.add_argument("--networks", type=int, default=100_000)
         sub.add_argument("--rounds", type=int, default=2)
         sub.add_argument("--scenarios", default="wide mixed")
-        sub.add_argument("--samples", type=int, default=5, help="beacons per network (and the zone's min_samples)")
+        sub.add_argument("--samples", type=int, default=1, help="beacons per network (and the zone's min_samples)")
     for name in ("memory", "all"):
         sub = commands.add_parser(name) if name != "all" else commands.choices["all"]
         sub.add_argument("--steps", type=int, nargs="+", default=[0, 100_000, 1_000_000])
