@@ -188,6 +188,37 @@ async def wait_networks(http: str, pool: str, at_least: int, timeout: float) -> 
     raise SystemExit(f"{pool}: fewer than {at_least:,} networks with evidence after {timeout:.0f} s: {numbers}")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its children (the DNS workers)."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids.extend(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    for each in pids:
+        try:
+            total += cpu_seconds(each)
+        except OSError:
+            continue
+    return total
+
+
+async def wait_idle(pid: int, timeout: float, busy_share: float = 0.05) -> tuple[float, float]:
+    """Until the server's processes use less than `busy_share` of a core for a second: what they do with new
+    evidence (the workers lay it over the region maps) must not land in the measurement. (seconds, CPU seconds)."""
+    started, cpu_before = time.monotonic(), tree_cpu_seconds(pid)
+    last = cpu_before
+    while time.monotonic() - started < timeout:
+        await asyncio.sleep(1.0)
+        now = tree_cpu_seconds(pid)
+        if now - last < busy_share:
+            break
+        last = now
+    return time.monotonic() - started, tree_cpu_seconds(pid) - cpu_before
+
+
 async def feed(server: world.Server, clients: Sequence[Client], samples: int, seed: int, pool: str = "web") -> None:
     rtt = bench_rtt(clients, seed)
     host, port = server.rum.rsplit(":", 1)
@@ -227,6 +258,7 @@ def harness_run(name: str, zones: Path, cache: Path | None, round_number: int, s
     COMMANDS.append(f"SCENARIOS='{scenarios}' LAT_QPS=0 CHECK=0 {SHARED}/run-cmd.sh '{command}' {port} {name}")
     done = subprocess.run([str(SHARED / "run-cmd.sh"), command, str(port), name], env=env, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if "scen=" in line]
+    lines += [line for line in done.stderr.splitlines() if line.startswith("[steering]")]
     print("\n".join(f"    {line}" for line in lines))
     costs = {}
     for line in lines:
@@ -246,7 +278,8 @@ def cpu(networks: int, samples: int, rounds: int, scenarios: str) -> None:
     lat_zones = latency_zone(WORK / "zones-latency", "latency", samples)
     hook = WORK / "wait-evidence.sh"
     hook.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} wait --http 127.0.0.1:15381 --networks {int(0.99 * networks)}\n"
+        f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} wait --http 127.0.0.1:15381 "
+        f'--networks {int(0.99 * networks)} --pid "$2"\n'
     )
     hook.chmod(0o755)
     costs: dict[str, dict[str, list[float]]] = {"geo": {}, "latency": {}}
@@ -311,8 +344,10 @@ def memory(steps: Sequence[int], samples: int) -> None:
             if step > done:
                 asyncio.run(feed(server, clients[done:step], samples, 23 + done))
                 done = step
+            took, spent = asyncio.run(wait_idle(server.proc.pid, timeout=600))
             asyncio.run(world.ask_all(server.dns_port, "www.example.com", probe))  # every answer path touched
             worker, main = worker_rss_mb(server)
+            print(f"  evidence of {step:,} networks: processes busy {took:.1f} s after it showed ({spent:.1f} CPU s)")
             figures.append((step, worker, main))
             print(f"  {step:>9,} networks: DNS worker {worker:.1f} MB, main process {main:.1f} MB")
     finally:
@@ -351,6 +386,7 @@ async def dnsperf_while(server: world.Server, seconds: float, rate: int, beacons
     COMMANDS.append(" ".join(command))
     with open(log, "w") as out:
         perf = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=subprocess.STDOUT)
+        worker_before = tree_cpu_seconds(server.proc.pid) - cpu_seconds(server.proc.pid)
         if beacons is not None:
             host, port = server.rum.rsplit(":", 1)
             main_before, client_before = cpu_seconds(server.proc.pid), time.process_time()
@@ -369,6 +405,8 @@ async def dnsperf_while(server: world.Server, seconds: float, rate: int, beacons
                 )
             )
         await perf.wait()
+    worker = tree_cpu_seconds(server.proc.pid) - cpu_seconds(server.proc.pid) - worker_before
+    print(f"  DNS worker CPU {worker:.2f} s over {seconds:.0f} s at {rate:,} qps: {1e6 * worker / (seconds * rate):.1f} µs a query")
     return log.read_text()
 
 
@@ -438,11 +476,13 @@ def main() -> None:
     wait.add_argument("--http", required=True)
     wait.add_argument("--networks", type=int, required=True)
     wait.add_argument("--pool", default="web")
+    wait.add_argument("--pid", type=int, required=True, help="the server's: wait until it and its workers are idle")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.command == "wait":
         numbers = asyncio.run(wait_networks(args.http, args.pool, args.networks, timeout=300))
-        print(f"[steering] evidence loaded: {numbers}", file=sys.stderr)
+        took, spent = asyncio.run(wait_idle(args.pid, timeout=300))
+        print(f"[steering] evidence loaded: {numbers}; busy {took:.1f} s after ({spent:.1f} CPU s)", file=sys.stderr)
         return
     if not (QDIR_WIDE / "mixed.bin").exists() or not Path(GEOIP).exists():
         raise SystemExit(f"run {SHARED}/setup.sh first (query files, {GEOIP})")
