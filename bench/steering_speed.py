@@ -271,17 +271,19 @@ def harness_run(name: str, zones: Path, cache: Path | None, round_number: int, s
     return costs
 
 
-def cpu(networks: int, samples: int, rounds: int, scenarios: str) -> None:
+def cpu(networks: int, samples: int, rounds: int, scenarios: str, cold: bool) -> None:
     print(f"cpu: evidence for {networks:,} of the wide file's /24s ({samples} beacon(s) each)")
     evidence = prepare_evidence(networks, samples)
     geo_zones = latency_zone(WORK / "zones-geo", "geo")
     lat_zones = latency_zone(WORK / "zones-latency", "latency", samples)
-    hook = WORK / "wait-evidence.sh"
-    hook.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} wait --http 127.0.0.1:15381 "
-        f'--networks {int(0.99 * networks)} --pid "$2"\n'
-    )
-    hook.chmod(0o755)
+    hooks = {}
+    for steering, expected in (("geo", 0), ("latency", int(0.99 * networks))):
+        hook = hooks[steering] = WORK / f"wait-{steering}.sh"
+        hook.write_text(
+            f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} wait --http 127.0.0.1:15381 --pool web "
+            f'--networks {expected} --port "$1" --pid "$2"{"" if cold else " --warm"}\n'
+        )
+        hook.chmod(0o755)
     costs: dict[str, dict[str, list[float]]] = {"geo": {}, "latency": {}}
     for round_number in range(1, rounds + 1):
         for steering in ("geo", "latency") if round_number % 2 else ("latency", "geo"):
@@ -290,7 +292,7 @@ def cpu(networks: int, samples: int, rounds: int, scenarios: str) -> None:
             if steering == "latency":
                 shutil.copytree(evidence, cache)
             zones = lat_zones if steering == "latency" else geo_zones
-            found = harness_run(f"geolb-{steering}", zones, cache, round_number, scenarios, hook if steering == "latency" else None)
+            found = harness_run(f"geolb-{steering}", zones, cache, round_number, scenarios, hooks[steering])
             for scen, cost in found.items():
                 costs[steering].setdefault(scen, []).append(cost)
     for scen in scenarios.split():
@@ -462,6 +464,7 @@ def main() -> None:
         sub.add_argument("--networks", type=int, default=100_000)
         sub.add_argument("--rounds", type=int, default=2)
         sub.add_argument("--scenarios", default="wide mixed")
+        sub.add_argument("--cold", action="store_true", help="measure from the first query (default: after one query and idle)")
         sub.add_argument("--samples", type=int, default=1, help="beacons per network (and the zone's min_samples)")
     for name in ("memory", "all"):
         sub = commands.add_parser(name) if name != "all" else commands.choices["all"]
@@ -477,17 +480,30 @@ def main() -> None:
     wait.add_argument("--networks", type=int, required=True)
     wait.add_argument("--pool", default="web")
     wait.add_argument("--pid", type=int, required=True, help="the server's: wait until it and its workers are idle")
+    wait.add_argument("--port", type=int, default=0, help="with --warm: the DNS port to send the first query to")
+    wait.add_argument("--warm", action="store_true", help="send one query and wait for idle again before the harness measures")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.command == "wait":
         numbers = asyncio.run(wait_networks(args.http, args.pool, args.networks, timeout=300))
         took, spent = asyncio.run(wait_idle(args.pid, timeout=300))
         print(f"[steering] evidence loaded: {numbers}; busy {took:.1f} s after ({spent:.1f} CPU s)", file=sys.stderr)
+        if args.warm:
+            # The first answer for a latency pool may build what the evidence needs in the worker: once, not per query.
+            before, started = tree_cpu_seconds(args.pid), time.monotonic()
+            first = asyncio.run(world.ask_all(args.port, "www.example.com", [0x51024500], timeout=60))
+            answered = time.monotonic() - started
+            asyncio.run(wait_idle(args.pid, timeout=300))
+            print(
+                f"[steering] first query answered ({first.tolist()}) in {answered:.2f} s; "
+                f"{tree_cpu_seconds(args.pid) - before:.1f} CPU s until idle",
+                file=sys.stderr,
+            )
         return
     if not (QDIR_WIDE / "mixed.bin").exists() or not Path(GEOIP).exists():
         raise SystemExit(f"run {SHARED}/setup.sh first (query files, {GEOIP})")
     if args.command in ("cpu", "all"):
-        cpu(args.networks, args.samples, args.rounds, args.scenarios)
+        cpu(args.networks, args.samples, args.rounds, args.scenarios, args.cold)
     if args.command in ("memory", "all"):
         memory(args.steps, 1 if args.command == "all" else args.samples)
     if args.command in ("ingest", "all"):
