@@ -20,13 +20,16 @@ class Answer(Reply):
     max_answers: int | None = None  # of the GEO record, when there is one
 
 
-def build_answer(found: Lookup, client: model.IPAddress, zoneset: model.ZoneSet, geo: GeoAnswers, rng: random.Random) -> Answer:
-    """The full answer for a lookup; a GEO record gets the endpoints chosen for `client`."""
+def build_answer(
+    found: Lookup, client: model.IPAddress, zoneset: model.ZoneSet, geo: GeoAnswers, rng: random.Random, resolver: bool = False
+) -> Answer:
+    """The full answer for a lookup; a GEO record gets the endpoints chosen for `client`.
+    `resolver`: the client is the query's source (it sent no ECS), so a latency pool may use resolver evidence."""
     target = found.geo
     if target is None:
         return Answer(found.rcode, found.aa, found.answer, found.authority, found.additional, 0, found.referral)
     pool = zoneset.pools[target.record.pool]
-    choice = geo.choose(pool, 4 if target.rtype == "A" else 6, client)
+    choice = geo.choose(pool, 4 if target.rtype == "A" else 6, client, resolver)
     if choice.region is None:
         # No endpoint of this family anywhere in the pool: NODATA, whoever asks.
         return Answer(NOERROR, True, found.answer, (target.negative_soa,), choice=choice)

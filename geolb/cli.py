@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="this instance's name in the cluster (default: the host name)",
     )
+    serve.add_argument(
+        "--rum-address",
+        action="append",
+        type=_address,
+        default=[],
+        metavar="ADDR",
+        help="what <token>.<rum_name> answers: the RUM listener's public address; repeat for each (IPv4 and IPv6)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
 
     check = commands.add_parser("check", help="validate every zone file; print FILE:LINE: message per problem")
@@ -233,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nsid=args.nsid,
             replace=args.replace,
             cookie_secrets=secrets,
+            rum_addresses=tuple(dict.fromkeys(args.rum_address)),
             rate_limits=RateLimits(
                 answers=args.rrl_rate,
                 nxdomains=args.rrl_rate if args.rrl_nxdomain_rate is None else args.rrl_nxdomain_rate,

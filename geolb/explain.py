@@ -12,6 +12,7 @@ from geolb.dns.lookup import lookup
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.locate import Locator
 from geolb.geo.rank import Decision, choose, rank_regions
+from geolb.steer.overlay import describe
 
 
 class ExplainError(ValueError):
@@ -26,8 +27,17 @@ def parse_client(text: str) -> model.IPNetwork:
         raise ExplainError(f"client {text!r} is not an IP address or prefix") from None
 
 
-def explain(zoneset: model.ZoneSet, geo: GeoAnswers, locator: Locator, name: str, qtype: str, client: model.IPNetwork) -> dict[str, Any]:
+def explain(
+    zoneset: model.ZoneSet,
+    geo: GeoAnswers,
+    locator: Locator,
+    name: str,
+    qtype: str,
+    client: model.IPNetwork,
+    resolver: bool = False,
+) -> dict[str, Any]:
     """What `client` (an ECS subnet, or one address) gets for `name`/`qtype`, and why.
+    `resolver`: the client is a resolver asking without ECS (its own latency evidence may apply).
 
     The answer and scope come from the same maps the DNS path reads; the reasoning
     (location, ranking, skips) is worked out the straightforward way beside it.
@@ -38,13 +48,18 @@ def explain(zoneset: model.ZoneSet, geo: GeoAnswers, locator: Locator, name: str
     qname = name.strip().lower().rstrip(".") + "."
     found = lookup(zoneset, qname, model.RTYPE_CODES[qtype])
     address = client.network_address
-    answer = build_answer(found, address, zoneset, geo, random.Random())
+    answer = build_answer(found, address, zoneset, geo, random.Random(), resolver=resolver)
     reasoning = None
+    evidence = None
     if answer.choice is not None:
         pool = zoneset.pools[answer.choice.pool]
         location = locator.locate(address)
         ranking = rank_regions(pool, address, location)
         reasoning = choose(pool, address, location, ranking, answer.choice.family, geo.health)
+        if pool.steering == "latency":
+            place = None if location.latitude is None or location.longitude is None else (location.latitude, location.longitude)
+            kind = answer.choice.evidence
+            evidence = describe(geo.evidence.get(pool.name), pool, kind, address, location.country, place)
     return {
         "query": {"name": qname, "type": qtype},
         "client": {"address": str(client.network_address), "prefix": client.prefixlen},
@@ -54,7 +69,7 @@ def explain(zoneset: model.ZoneSet, geo: GeoAnswers, locator: Locator, name: str
         "answer": _records(answer.answer),
         "authority": _records(answer.authority),
         "additional": _records(answer.additional),
-        "geo": _geo(answer, reasoning, geo),
+        "geo": _geo(answer, reasoning, geo, evidence),
     }
 
 
@@ -78,7 +93,7 @@ def rdata_text(rdata: model.Rdata) -> str:
     return " ".join(str(getattr(rdata, name)) for name in rdata.__dataclass_fields__)
 
 
-def _geo(answer: Answer, decision: Decision | None, geo: GeoAnswers) -> dict[str, Any] | None:
+def _geo(answer: Answer, decision: Decision | None, geo: GeoAnswers, evidence: dict[str, object] | None) -> dict[str, Any] | None:
     choice = answer.choice
     if choice is None or decision is None:
         return None
@@ -98,6 +113,8 @@ def _geo(answer: Answer, decision: Decision | None, geo: GeoAnswers) -> dict[str
             "longitude": location.longitude,
         },
         "rule": decision.ranking.rule,
+        # latency steering (SPEC §10): the evidence that ordered the regions ({"kind", "text", "rtt_ms"}); None: `steering: geo`
+        "evidence": evidence,
         "ranking": [
             {
                 "region": ranked.region.name,
@@ -157,6 +174,8 @@ def render_text(report: dict[str, Any]) -> str:
         )
         lines.append(f";; GEO pool {geo['pool']} ({geo['family']}); location: {place or 'unknown'} [{where['source']}, {where['network']}]")
         lines.append(f";; regions by {geo['rule']}:")
+        if geo["evidence"] is not None:
+            lines.append(f";; latency evidence: {geo['evidence']['text']}")
         lines.extend(f";;   {i}. {r['region']} ({r['reason']})" for i, r in enumerate(geo["ranking"], 1))
         lines.extend(f";; skipped {s['region']}: {s['reason']}" for s in geo["skipped"])
         if geo["region"] is None:

@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -28,22 +28,29 @@ from geolb.dns.cache import (
     static_entry,
 )
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret
-from geolb.dns.lookup import QTYPE_NSEC, QTYPE_RRSIG, lookup
+from geolb.dns.lookup import QTYPE_A, QTYPE_AAAA, QTYPE_NSEC, QTYPE_RRSIG, Lookup, RumTarget, lookup
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.dns.peers import peer_address, remembered
 from geolb.dns.ratelimit import KIND_NAMES, OK, SLIP, RateLimiter, RateLimits, kind_of, truncated
 from geolb.dnssec.sign import Signer, rrsig_records
-from geolb.geo.choose import AnswerMemo, GeoAnswers
+from geolb.geo.choose import AnswerMemo, GeoAnswers, SteerJob, steer_jobs
 from geolb.geo.entry import GeoEntry, RegionRecords
 from geolb.geo.rank import BUSY, FAIL_OPEN
+from geolb.geo.regionmap import RegionMap
+from geolb.health.state import HealthView
 from geolb.model import BADCOOKIE, NOERROR, NXDOMAIN, SERVFAIL, IPAddress
 from geolb.runtime import Runtime, Snapshot
+from geolb.steer.evidence import Evidence
+from geolb.steer.overlay import KINDS, Steered
+from geolb.steer.tokens import Sighting
 
 log = logging.getLogger("geolb.dns")
 OWN_RECORD_TYPES = (QTYPE_NSEC, QTYPE_RRSIG)  # answered from the name's own records in a signed zone (see Signer.own_records)
 SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
 Fill = tuple[PacketCache, Key, int, int, int]  # the cache, the key, end of question, ECS offset, COOKIE offset
+RUM_TTL = 5  # "<token>.rum.<zone>": short, so that a token's lookups reach us (SPEC §10)
+MAX_SIGHTINGS = 20_000  # kept between two sends up to the main process; beyond, dropped and counted
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
 
 
@@ -78,14 +85,20 @@ class QueryStats:
     geo_answers: collections.Counter[AnswerKey] = field(default_factory=collections.Counter)
     fail_open: collections.Counter[str] = field(default_factory=collections.Counter)  # pool
     busy: collections.Counter[str] = field(default_factory=collections.Counter)  # pool: answered busy endpoints
+    # (pool, kind): answers of latency-steered pools by the evidence that chose the region (steer.overlay.KINDS)
+    evidence: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     rate_limited: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (kind, dropped|slipped)
     client_errors: collections.Counter[str] = field(default_factory=collections.Counter)  # malformed packets by wire.CLIENT_ERRORS kind
     dropped: int = 0
+    sightings_dropped: int = 0  # token lookups not recorded: more than MAX_SIGHTINGS between two sends
 
-    def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1) -> None:
-        """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, tier) for GEO."""
+    def count(self, key: QueryKey, geo: tuple[str, str, str] | None, answers: int = 1, evidence: str | None = None) -> None:
+        """`answers` answers of one kind: (zone, qtype, rcode), and (pool, region, tier) for GEO;
+        `evidence`: what chose the region, for a latency-steered pool."""
         self.queries[key] += answers
         if geo is not None:
+            if evidence is not None:
+                self.evidence[(geo[0], evidence)] += answers
             pool, region, tier = geo
             self.geo_answers[AnswerKey(pool, region)] += answers
             if tier == FAIL_OPEN:
@@ -98,9 +111,11 @@ class QueryStats:
         self.geo_answers.update(other.geo_answers)
         self.fail_open.update(other.fail_open)
         self.busy.update(other.busy)
+        self.evidence.update(other.evidence)
         self.rate_limited.update(other.rate_limited)
         self.client_errors.update(other.client_errors)
         self.dropped += other.dropped
+        self.sightings_dropped += other.sightings_dropped
 
 
 class ClientErrorLog:
@@ -137,8 +152,11 @@ class QueryHandler:
         nsid: bytes | None = None,
         cookie_secrets: Sequence[bytes] = (),
         rate_limits: RateLimits | None = None,
+        rum_addresses: Sequence[IPAddress] = (),
     ) -> None:
         self.runtime = runtime
+        self.rum_addresses = tuple(rum_addresses)  # what "<token>.<rum_name>" answers (SPEC §10 resolver discovery)
+        self.sightings: list[Sighting] = []  # who asked for which token, until the worker sends them up
         self.nsid = nsid or None  # this server's name for NSID (RFC 5001); None: not sent
         self.cookies = CookieJar(cookie_secrets or (new_secret(),))
         self._cookie_ok = False  # the query being answered came with a valid server cookie
@@ -152,6 +170,7 @@ class QueryHandler:
         self.stats = QueryStats()
         self.client_errors = ClientErrorLog()
         self.signer = Signer()
+        self.signer.rum_types = frozenset(model.address_rtype(a) for a in self.rum_addresses)
         self.signed_cached_until = math.inf  # the packet cache holds signatures until then (see expire_signatures)
         self.cache = PacketCache() if fast_path else None
         if self.cache is not None:
@@ -174,9 +193,20 @@ class QueryHandler:
             # Room for every pool's two families twice over (the state before a flap and after),
             # so a zone set with many pools never rebuilds the maps it uses on every snapshot.
             self._answer_maps.limit = max(AnswerMemo.LIMIT, 4 * len(snapshot.maps))
-            known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps))
+            self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 4 * len(snapshot.evidence))  # likewise, for latency pools
+            known = (snapshot.generation, GeoAnswers(snapshot.maps, snapshot.health, self._answer_maps, snapshot.evidence))
             self._geo_for = known
         return known[1]
+
+    def steer_jobs(self, zones: model.ZoneSet, maps: Mapping[str, RegionMap], health: HealthView, evidence: Evidence) -> list[SteerJob]:
+        """The Steered maps (latency pools with evidence) that this state will need and the memo lacks: a worker builds
+        them in a thread before it swaps the state in, so that no query waits for one (adopt them with adopt_steered)."""
+        self._answer_maps.steered_limit = max(AnswerMemo.STEERED, 4 * len(evidence))
+        return steer_jobs(self._answer_maps, zones, maps, health, evidence)
+
+    def adopt_steered(self, jobs: Sequence[SteerJob], built: Sequence[Steered]) -> None:
+        for job, steered in zip(jobs, built, strict=True):
+            self._answer_maps.add_steered(job.key, steered)
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The response to `data` from the peer `host`, or None to drop the packet. Never raises.
@@ -258,9 +288,11 @@ class QueryHandler:
         for entry in entries:
             if isinstance(entry, GeoEntry):
                 tier = entry.choices.tier
+                width, steered = entry.choices.width, entry.choices.pool.steering == "latency"
                 for index, count in enumerate(entry.counts):
                     if count:
-                        self.stats.count(entry.stats, (entry.pool, entry.names[index], tier), count)
+                        kind = KINDS[index // width] if steered else None
+                        self.stats.count(entry.stats, (entry.pool, entry.names[index % width], tier), count, kind)
                         entry.counts[index] = 0
             elif isinstance(entry, StaticEntry) and entry.hits:
                 self.stats.count(entry.stats, None, entry.hits)
@@ -285,6 +317,8 @@ class QueryHandler:
         found = lookup(zones, labels_to_key(labels), qtype, qclass)
         if found.rcode not in (NOERROR, NXDOMAIN) or found.geo is not None or found.answer or found.additional or found.referral:
             return None
+        if found.rum is not None:
+            return None  # every token query is answered by the full path, which records it
         if zones.zones[found.zone].dnssec is not None and (key[4] or qtype in OWN_RECORD_TYPES):
             return None  # signed denial, and NSEC and RRSIG answers, name the name asked: no sharing between names
         if len(found.authority) != 1 or found.authority[0].rtype != "SOA":
@@ -318,9 +352,12 @@ class QueryHandler:
         try:
             snapshot = self.runtime.snapshot
             found = lookup(snapshot.zones, query.name, query.qtype, query.qclass)
+            if found.rum is not None:
+                found = self._rum(found, found.rum, query, peer)
+                fill = None  # never cached: each lookup of a token is a sighting
             client = client_address(query, peer)
             geo = self.geo(snapshot)
-            answer = build_answer(found, client, snapshot.zones, geo, self.rng)
+            answer = build_answer(found, client, snapshot.zones, geo, self.rng, resolver=client is peer)
             dnssec_ok = query.edns is not None and query.edns.do and snapshot.zones.signed
             own_records = snapshot.zones.signed and query.qtype in OWN_RECORD_TYPES
             if own_records:
@@ -330,10 +367,11 @@ class QueryHandler:
             signed = dnssec_ok or own_records  # holds signatures (an RRSIG query's answer, DO or not)
             stats_key = QueryKey(found.zone, query.qtype, answer.rcode)
             choice = answer.choice
-            counted = None
+            counted, kind = None, None
             if choice is not None and choice.region is not None:
                 counted = (choice.pool, choice.region.name, choice.tier)
-            self.stats.count(stats_key, counted)
+                kind = choice.evidence if snapshot.zones.pools[choice.pool].steering == "latency" else None
+            self.stats.count(stats_key, counted, 1, kind)
             response = self._encode(query, answer, tcp, cookie)
             if fill is not None and response is not None and snapshot is self.runtime.snapshot:
                 limit = query.response_limit(tcp)
@@ -361,6 +399,29 @@ class QueryHandler:
             log.exception("internal error answering %s type %d", query.name, query.qtype)
             self.stats.count(QueryKey("", query.qtype, SERVFAIL), None)
             return self._encode(query, Answer(SERVFAIL, False), tcp, cookie)
+
+    def _rum(self, found: Lookup, target: RumTarget, query: wire.Query, peer: IPAddress) -> Lookup:
+        """A name under a zone's rum name: the RUM listener's addresses of the queried family for a token
+        (NODATA for other types, and for the rum name itself), and a Sighting of the token."""
+        if target.token:
+            edns = query.edns
+            network = edns.ecs.network if edns is not None and edns.ecs is not None and edns.ecs.source > 0 else None
+            if len(self.sightings) < MAX_SIGHTINGS:
+                self.sightings.append(Sighting(target.token, peer, network, time.monotonic()))
+            else:
+                self.stats.sightings_dropped += 1
+            version = {QTYPE_A: 4, QTYPE_AAAA: 6}.get(target.qtype)
+            addresses = [a for a in self.rum_addresses if a.version == version]
+            if addresses:
+                rdatas = tuple(model.address_rdata(a) for a in addresses)
+                rrset = model.RRset(target.owner, model.address_rtype(addresses[0]), RUM_TTL, rdatas)
+                return Lookup(NOERROR, True, (*found.answer, rrset), zone=found.zone)
+        return Lookup(NOERROR, True, found.answer, authority=(target.negative_soa,), zone=found.zone)
+
+    def take_sightings(self) -> list[Sighting]:
+        """The sightings since the last call (the worker sends them to the main process's TokenBook)."""
+        taken, self.sightings = self.sightings, []
+        return taken
 
     def _client_error(self, kind: str, host: str, detail: str) -> None:
         self.stats.client_errors[kind] += 1

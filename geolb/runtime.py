@@ -21,7 +21,7 @@ class Snapshot:
     health: HealthView
     maps: Mapping[str, RegionMap] = field(default_factory=lambda: MappingProxyType({}))  # pool name -> its region map
     generation: int = 0  # +1 on every swap; caches keyed on it never serve a stale answer
-    evidence: Evidence = NO_EVIDENCE  # latency steering (SPEC §10): pool name -> its measured RTTs
+    evidence: Evidence = field(default_factory=lambda: NO_EVIDENCE)  # latency steering (SPEC §10): pool name -> its measured RTTs
 
 
 class Runtime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
+from geolb.steer.tokens import TokenBook
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
 log = logging.getLogger("geolb")
@@ -139,6 +141,17 @@ def probe_sources(addresses: tuple[IPAddress, ...]) -> dict[int, str]:
     return sources
 
 
+def rum_addresses(options: ServeOptions) -> tuple[IPAddress, ...]:
+    """What "<token>.<rum_name>" answers: --rum-address, else the RUM listener's own address when it is a specific one."""
+    if options.rum_addresses or options.rum_listen is None:
+        return options.rum_addresses
+    try:
+        address = ipaddress.ip_address(options.rum_listen.host)
+    except ValueError:
+        return ()  # a host name: the operator names the public addresses
+    return () if address.is_unspecified else (address,)
+
+
 class Server:
     """The main geolb process: zones, GeoIP, health checks, cluster, HTTP API; DNS is answered by its workers."""
 
@@ -166,6 +179,7 @@ class Server:
         self.geoip = GeoIPReport(loaded=time.time())
         self.runtime = Runtime(result.zoneset)  # region maps arrive in start(), before any answer
         self.explain_maps = AnswerMemo(limit=8)
+        self.tokens = TokenBook()  # resolver discovery (SPEC §10): token lookups the workers answered; the RUM listener reads it
         self.feed = StatusFeed()
         self.feed.follow(self.runtime)
         self.answer_window = AnswerWindow()
@@ -317,7 +331,7 @@ class Server:
     def geo_answers(self) -> GeoAnswers:
         """GEO choices for the current snapshot, as DNS makes them (for /v1/explain)."""
         snapshot = self.runtime.snapshot
-        return GeoAnswers(snapshot.maps, snapshot.health, self.explain_maps)
+        return GeoAnswers(snapshot.maps, snapshot.health, self.explain_maps, snapshot.evidence)
 
     async def start(self) -> None:
         if self.cluster is not None:
@@ -452,9 +466,17 @@ class Server:
         nsid = (options.instance if options.nsid is None else options.nsid).encode() or None
         secrets = options.cookie_secrets or (new_secret(),)  # one for every worker: a cookie from one is good at all
         config = WorkerConfig(
-            tuple(listen), self.cache_dir, options.tcp, options.fast_path, options.log_level, nsid, secrets, options.rate_limits
+            tuple(listen),
+            self.cache_dir,
+            options.tcp,
+            options.fast_path,
+            options.log_level,
+            nsid,
+            secrets,
+            options.rate_limits,
+            rum_addresses(options),
         )
-        self.pool = WorkerPool(self.options.workers, config)
+        self.pool = WorkerPool(self.options.workers, config, self.tokens.note)
         self.pool.spawn()
         return reserved
 

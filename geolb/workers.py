@@ -4,7 +4,9 @@ DNS is always answered by workers: the main process keeps the prober, the cluste
 the HTTP API and reloads, so that thousands of checks a second never delay an
 answer. Every snapshot it publishes (a reload, a health change, a forced state)
 goes down a socketpair to each worker as one generation message: health always,
-zones only when they changed, region maps as cache keys the worker memory-maps.
+zones and latency evidence only when they changed, region maps as cache keys the worker
+memory-maps. Workers send up the lookups of RUM tokens they answered (resolver discovery)
+in batches.
 Snapshots published while one is on its way collapse into the newest. A worker
 swaps the generation in before its next query and acknowledges it, so the API can
 answer a change only once every worker answers with it. A worker that dies is started
@@ -24,7 +26,7 @@ import signal
 import socket
 import time
 import types
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from geolb import model
 from geolb.dns.ratelimit import RateLimits
 from geolb.errors import GeolbError
 from geolb.eventloop import loop_factory
+from geolb.geo.choose import SteerJob
 from geolb.geo.store import MapStore
 from geolb.handler import QueryHandler, QueryStats
 from geolb.health.state import HealthView
@@ -40,6 +43,9 @@ from geolb.limits import raise_descriptor_limit
 from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, Snapshot, settle_memory
+from geolb.steer.evidence import Evidence
+from geolb.steer.overlay import Steered
+from geolb.steer.tokens import Sighting
 
 log = logging.getLogger("geolb.workers")
 START_TIMEOUT = 60.0
@@ -50,6 +56,7 @@ RESPAWN_STABLE = 30.0  # a respawned worker up this long died by accident, not b
 CLEAN_EXIT_GRACE = 0.5  # a worker that exited 0 was sent SIGTERM: the whole group may be stopping (systemd)
 DRAIN_TIMEOUT = 5.0
 SIGNATURE_SWEEP = 60.0  # how often a worker drops ready packets whose signatures are due for a refresh
+SIGHTINGS_INTERVAL = 0.1  # a worker sends the RUM token lookups it answered at most this often
 
 
 def _mappingproxy(items: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
@@ -74,6 +81,7 @@ class WorkerConfig:
     nsid: bytes | None = None  # the NSID option's data (RFC 5001); None: not sent
     cookie_secrets: tuple[bytes, ...] = ()  # the first makes server cookies, all check them; the same in every worker
     rate_limits: RateLimits | None = None  # UDP response rate limiting; None: off
+    rum_addresses: tuple[model.IPAddress, ...] = ()  # what "<token>.<rum_name>" answers (--rum-address)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,12 @@ class Generation:
     zones: model.ZoneSet | None
     health: HealthView
     map_keys: Mapping[str, str] | None  # pool -> RegionMap key; None: unchanged
+    evidence: Evidence | None = None  # latency steering (SPEC §10); None: unchanged
+
+
+def whole_generation(snapshot: Snapshot) -> Generation:
+    """Everything a worker that has nothing yet needs."""
+    return Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot), snapshot.evidence)
 
 
 def map_keys(snapshot: Snapshot) -> dict[str, str]:
@@ -117,13 +131,21 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
 
     assert first.zones is not None and first.map_keys is not None
     runtime = Runtime(first.zones, first.health, maps_of(first.map_keys))
-    runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number)
+    evidence = first.evidence if first.evidence is not None else runtime.snapshot.evidence
+    runtime.snapshot = Snapshot(runtime.snapshot.zones, runtime.snapshot.health, runtime.snapshot.maps, first.number, evidence)
     limit = raise_descriptor_limit()
     if limit < config.tcp.max_connections + 64:
         log.warning("open-file limit %d is below --tcp-max-connections %d: raise it (ulimit -n)", limit, config.tcp.max_connections)
     handler = QueryHandler(
-        runtime, fast_path=config.fast_path, nsid=config.nsid, cookie_secrets=config.cookie_secrets, rate_limits=config.rate_limits
+        runtime,
+        fast_path=config.fast_path,
+        nsid=config.nsid,
+        cookie_secrets=config.cookie_secrets,
+        rate_limits=config.rate_limits,
+        rum_addresses=config.rum_addresses,
     )
+    first_jobs = handler.steer_jobs(runtime.snapshot.zones, runtime.snapshot.maps, runtime.snapshot.health, runtime.snapshot.evidence)
+    handler.adopt_steered(first_jobs, _build(first_jobs))  # before the first query: nothing is answered yet
     listeners = DnsListeners(handler, config.tcp)
     try:
         await listeners.start(config.listen)
@@ -143,7 +165,18 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
             if kind == "generation":
                 generation: Generation = message[1]
                 maps = None if generation.map_keys is None else maps_of(generation.map_keys)
-                runtime.publish(zones=generation.zones, health=generation.health, maps=maps, generation=generation.number)
+                current = runtime.snapshot
+                jobs = handler.steer_jobs(
+                    current.zones if generation.zones is None else generation.zones,
+                    current.maps if maps is None else maps,
+                    generation.health,
+                    current.evidence if generation.evidence is None else generation.evidence,
+                )
+                if jobs:  # latency pools' maps for the new state, built while the current one keeps answering
+                    handler.adopt_steered(jobs, await asyncio.to_thread(_build, jobs))
+                runtime.publish(
+                    zones=generation.zones, health=generation.health, maps=maps, generation=generation.number, evidence=generation.evidence
+                )
                 await channel.send(("ack", generation.number))
             elif kind == "stats":
                 await channel.send(("stats", message[1], handler.fold_stats()))
@@ -156,16 +189,31 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
             await asyncio.sleep(SIGNATURE_SWEEP)
             handler.expire_signatures(time.time())
 
+    async def send_sightings() -> None:
+        while True:
+            await asyncio.sleep(SIGHTINGS_INTERVAL)
+            if handler.sightings:
+                try:
+                    await channel.send(("sightings", handler.take_sightings()))
+                except ChannelClosed:
+                    break
+
     follower = loop.create_task(follow(), name="follow the main process")
     sweeper = loop.create_task(expire_signatures(), name="expire signatures")
+    sighter = loop.create_task(send_sightings(), name="send token sightings")
     settle_memory()
     await channel.send(("ready", first.number))
     await stop.wait()
     follower.cancel()
     sweeper.cancel()
-    await asyncio.gather(follower, sweeper, return_exceptions=True)
+    sighter.cancel()
+    await asyncio.gather(follower, sweeper, sighter, return_exceptions=True)
     await listeners.stop(DRAIN_TIMEOUT)
     channel.close()
+
+
+def _build(jobs: Sequence[SteerJob]) -> list[Steered]:
+    return [job.run() for job in jobs]
 
 
 @dataclass(frozen=True)
@@ -208,9 +256,10 @@ class Worker:
 class WorkerPool:
     """The worker processes, the channel each one is fed through, and what each has acknowledged."""
 
-    def __init__(self, count: int, config: WorkerConfig) -> None:
+    def __init__(self, count: int, config: WorkerConfig, on_sightings: Callable[[Sequence[Sighting]], None] | None = None) -> None:
         self.count = count
         self.config = config
+        self.on_sightings = on_sightings  # the main process's TokenBook.note
         self.workers: list[Worker] = []  # one per slot; a dead one is replaced in its slot
         self.restarts = 0
         self._running = False  # after start(): a worker that dies is respawned
@@ -243,7 +292,7 @@ class WorkerPool:
 
     async def start(self, snapshot: Snapshot) -> None:
         """Send the first generation and wait until every worker answers DNS with it."""
-        first = pickle.dumps(("generation", Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))))
+        first = pickle.dumps(("generation", whole_generation(snapshot)))
         for worker in self.workers:
             worker.channel = await Channel.open(worker.sock)
             self._background(self._receive(worker), f"worker {worker.process.pid}")
@@ -274,6 +323,9 @@ class WorkerPool:
                 waiter = worker.stats.pop(message[1], None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message[2])
+            elif kind == "sightings":
+                if self.on_sightings is not None:
+                    self.on_sightings(message[1])
             elif kind == "error":
                 worker.error = message[1]
         worker.gone = True
@@ -315,7 +367,7 @@ class WorkerPool:
             worker.channel = await Channel.open(worker.sock)
             while not placed:
                 snapshot = self._sent
-                whole = Generation(snapshot.generation, snapshot.zones, snapshot.health, map_keys(snapshot))
+                whole = whole_generation(snapshot)
                 data = await asyncio.to_thread(pickle.dumps, ("generation", whole))
                 if snapshot is self._sent and not self.stopping:
                     # No await between this check and the write: every later generation goes to it after this one.
@@ -379,15 +431,18 @@ class WorkerPool:
             # Against what was sent last: zones or maps skipped by collapsing still count as changed.
             zones_changed = snapshot.zones is not sent.zones
             maps_changed = snapshot.maps is not sent.maps
+            evidence_changed = snapshot.evidence is not sent.evidence
             generation = Generation(
                 snapshot.generation,
                 snapshot.zones if zones_changed else None,
                 snapshot.health,
                 map_keys(snapshot) if maps_changed else None,
+                snapshot.evidence if evidence_changed else None,
             )
             message: tuple[str, Generation] = ("generation", generation)
-            # A zone set takes milliseconds to pickle: off the loop that probes and serves the API.
-            data = await asyncio.to_thread(pickle.dumps, message) if zones_changed else pickle.dumps(message)
+            # A zone set or evidence takes milliseconds to pickle (once for all workers): off the loop that probes and serves the API.
+            slow = zones_changed or evidence_changed
+            data = await asyncio.to_thread(pickle.dumps, message) if slow else pickle.dumps(message)
             self._sent = snapshot
             await asyncio.gather(*(worker.send(data) for worker in self.workers))
 

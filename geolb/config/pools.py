@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 import yaml
@@ -12,12 +14,13 @@ from geolb.config.codes import continent_problem, country_problem
 from geolb.config.context import ZoneContext
 from geolb.config.health import HealthSettings, read_health
 from geolb.config.marks import scalar_text, scalar_value
-from geolb.config.values import parse_address, parse_fraction, parse_int
+from geolb.config.values import parse_address, parse_duration, parse_fraction, parse_int
 from geolb.errors import Where
 
-POOL_KEYS = ("health", "regions", "selection", "hash_prefix", "shed_load")
-REGION_KEYS = ("location", "countries", "continents", "endpoints", "health", "selection", "hash_prefix")
+POOL_KEYS = ("health", "regions", "selection", "hash_prefix", "shed_load", "steering", "latency")
+REGION_KEYS = ("location", "countries", "continents", "endpoints", "health", "selection", "hash_prefix", "rum_url")
 SHED_KEYS = ("high", "low")
+LATENCY_KEYS = ("min_samples", "min_networks", "window", "margin", "vantage_radius")
 ENDPOINT_KEYS = ("address", "weight", "health")
 MAX_REGIONS = 1000  # SPEC §7: the region maps of a pool are built within bounded memory up to this many
 
@@ -58,6 +61,12 @@ def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -
         health = read_health(ctx, sections["health"], zone_health) if "health" in sections else zone_health
         selection = read_selection(ctx, sections, model.DEFAULT_SELECTION)
         shed_load = read_shed_load(ctx, sections["shed_load"]) if "shed_load" in sections else None
+        steering = "geo"
+        if "steering" in sections:
+            steering = ctx.choice(sections["steering"], "steering", model.STEERING_POLICIES) or steering
+        latency = read_latency(ctx, sections["latency"]) if "latency" in sections else model.DEFAULT_LATENCY
+        if "latency" in sections and steering != "latency":
+            ctx.warn(sections["latency"], f"pool {pool_name}: latency settings apply only with steering: latency")
         regions: list[model.Region] = []
         if "regions" not in sections:
             ctx.error(key_node, f"pool {pool_name} has no regions")
@@ -70,7 +79,7 @@ def read_pools(ctx: ZoneContext, node: yaml.Node, zone_health: HealthSettings) -
             ctx.error(sections["regions"], f"pool {pool_name} has no regions")
         if isinstance(sections["regions"], yaml.MappingNode) and len(sections["regions"].value) > MAX_REGIONS:
             ctx.error(key_node, f"pool {pool_name} has {len(sections['regions'].value)} regions; a pool has at most {MAX_REGIONS}")
-        pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node), selection, shed_load)
+        pools[pool_name] = model.Pool(pool_name, ctx.origin, tuple(regions), (), ctx.at(key_node), selection, shed_load, steering, latency)
     return pools
 
 
@@ -87,6 +96,7 @@ def read_region(
     health = read_health(ctx, sections["health"], pool_health) if "health" in sections else pool_health
     selection = read_selection(ctx, sections, pool_selection)
     location = read_location(ctx, sections["location"]) if "location" in sections else None
+    rum_url = read_rum_url(ctx, sections["rum_url"]) if "rum_url" in sections else None
     countries = read_codes(ctx, sections.get("countries"), "countries", country_problem)
     continents = read_codes(ctx, sections.get("continents"), "continents", continent_problem)
     endpoints: list[model.Endpoint] = []
@@ -103,7 +113,7 @@ def read_region(
     if "endpoints" not in sections or not sections["endpoints"].value:
         ctx.error(key_node, f"region {name} of pool {pool} has no endpoints")
         return None
-    return model.Region(name, location, countries, continents, tuple(endpoints), ctx.at(key_node), selection)
+    return model.Region(name, location, countries, continents, tuple(endpoints), ctx.at(key_node), selection, rum_url)
 
 
 def read_selection(ctx: ZoneContext, sections: Mapping[str, yaml.Node], base: model.Selection) -> model.Selection:
@@ -143,6 +153,63 @@ def read_shed_load(ctx: ZoneContext, node: yaml.Node) -> model.ShedLoad | None:
         ctx.error(node, f"shed_load needs 0 < low < high <= 1, got high {high:g} and low {low:g}")
         return None
     return model.ShedLoad(high, low)
+
+
+def read_latency(ctx: ZoneContext, node: yaml.Node) -> model.Latency:
+    """`latency: {min_samples, min_networks, window, margin, vantage_radius}` (SPEC §10); a key that fails keeps its default."""
+    values: dict[str, float | int | None] = {}
+    for key, _key_node, value in ctx.mapping(node, "latency", LATENCY_KEYS):
+        if key in ("min_samples", "min_networks"):
+            values[key] = ctx.convert(value, f"latency {key}", _count)
+        elif key == "window":
+            values[key] = ctx.convert(value, "latency window", parse_duration)
+        elif key == "margin":
+            values[key] = ctx.convert(value, "latency margin", parse_margin)
+        else:
+            values[key] = ctx.convert(value, "latency vantage_radius", parse_distance_km)
+    kept = {key: value for key, value in values.items() if value is not None}
+    return dataclasses.replace(model.DEFAULT_LATENCY, **kept)  # type: ignore[arg-type]
+
+
+def _count(value: object) -> int:
+    return parse_int(value, "a count", 1, 1_000_000)
+
+
+def parse_margin(value: object) -> float:
+    """A share by which another region must be faster: "10%" or 0.1, below 1 (the 5 ms floor is fixed: Latency.margin_ms)."""
+    margin = parse_fraction(value)
+    if margin >= 1:
+        raise ValueError(f"a margin must be below 100%, got {value!r}")
+    return margin
+
+
+def parse_distance_km(value: object) -> float:
+    """Kilometres: a number, or a string such as "1000km"."""
+    number: object = value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        text = text[:-2].strip() if text.endswith("km") else text
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f'expected kilometres such as 1000 or "1000km", got {value!r}') from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 20_040:
+        raise ValueError(f'expected kilometres from 0 to 20040 such as 1000 or "1000km", got {value!r}')
+    return float(number)
+
+
+def read_rum_url(ctx: ZoneContext, node: yaml.Node) -> str | None:
+    """A region's `rum_url`: an absolute http(s) URL that rum.js fetches from the browser."""
+    text = ctx.text(node, "rum_url")
+    if text is None:
+        return None
+    url = urllib.parse.urlsplit(text.strip())
+    if url.scheme not in ("http", "https") or not url.hostname:
+        ctx.error(node, f"rum_url must be an http:// or https:// URL with a host, got {text!r}")
+        return None
+    if url.scheme == "http":
+        ctx.warn(node, f"rum_url {text!r} is plain http: pages served over https cannot fetch it (mixed content)")
+    return text.strip()
 
 
 def read_location(ctx: ZoneContext, node: yaml.Node) -> tuple[float, float] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -24,13 +24,13 @@ from geolb.config.health import DEFAULT_HEALTH, read_health
 from geolb.config.integrity import build_zone
 from geolb.config.marks import compose_file, is_null
 from geolb.config.pools import check_networks, read_networks, read_pools
-from geolb.config.records import read_records
+from geolb.config.records import Record, read_records
 from geolb.config.serials import Served, serial_after
 from geolb.config.values import parse_ttl
 from geolb.dns.names import absolute, check_name
 from geolb.errors import ConfigError, Where
 
-ZONE_KEYS = ("zone", "ttl", "soa", "nameservers", "health", "networks", "pools", "records", "dnssec")
+ZONE_KEYS = ("zone", "ttl", "soa", "nameservers", "health", "networks", "pools", "records", "dnssec", "rum_name")
 DEFAULT_TTL = 3600
 
 
@@ -123,8 +123,35 @@ def read_zone(ctx: ZoneContext, root: yaml.Node | None) -> model.Zone | None:
     check_networks(ctx, networks, pools)
     records, geos = read_records(ctx, sections["records"][1], pools) if "records" in sections else ({}, {})
     signing = read_dnssec(ctx, *sections["dnssec"]) if "dnssec" in sections else None
+    rum_name = read_rum_name(ctx, sections["rum_name"][1], records, geos) if "rum_name" in sections else None
 
     if soa is None or nameservers is None:
         return None
     zone = build_zone(ctx, default_ttl, soa, nameservers, networks, pools, records, geos)
+    if zone is not None and rum_name is not None:
+        zone = dataclasses.replace(zone, rum_name=rum_name)
     return zone if zone is None or signing is None else with_keys(zone, signing)
+
+
+def read_rum_name(ctx: ZoneContext, node: yaml.Node, records: Mapping[str, list[Record]], geo_owners: Iterable[str]) -> str | None:
+    """`rum_name: rum`: the name under which "<token>.rum.<zone>" answers with the RUM listener (SPEC §10).
+    A name relative to the zone (one or more labels), below the apex; it owns its subtree, so no record may sit under it."""
+    name = ctx.name(node, "rum_name")
+    if name is None:
+        return None
+    if name == ctx.origin or not name.endswith("." + ctx.origin):
+        ctx.error(node, f"rum_name must be a name below the zone {ctx.origin}, got {name}")
+        return None
+    clash = sorted(owner for owner in (*records, *geo_owners) if owner == name or owner.endswith("." + name))
+    if clash:
+        ctx.error(node, f"rum_name {name} answers every name under it, but the zone has records at {clash[0]}")
+        return None
+    cuts = sorted(
+        owner
+        for owner, held in records.items()
+        if owner != ctx.origin and name.endswith("." + owner) and any(r.rtype == "NS" for r in held)
+    )
+    if cuts:
+        ctx.error(node, f"rum_name {name} is below the delegation {cuts[0]}: the child zone answers there")
+        return None
+    return name

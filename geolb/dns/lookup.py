@@ -28,6 +28,17 @@ class GeoTarget:
 
 
 @dataclass(frozen=True)
+class RumTarget:
+    """A name under a zone's `rum_name` (SPEC §10 resolver discovery): the handler answers it with the RUM
+    listener's addresses and records who asked for the token."""
+
+    token: str  # the label under the rum name, lower case; "" for the rum name itself (NODATA)
+    owner: str  # the name asked (or a CNAME chain's end)
+    qtype: int
+    negative_soa: model.RRset
+
+
+@dataclass(frozen=True)
 class Lookup:
     rcode: int
     aa: bool
@@ -37,6 +48,7 @@ class Lookup:
     geo: GeoTarget | None = None
     referral: bool = False
     zone: str = ""  # the zone the question fell in ("" when refused), for metrics
+    rum: RumTarget | None = None
 
 
 REFUSED_LOOKUP = Lookup(rcode=REFUSED, aa=False)
@@ -66,7 +78,14 @@ def lookup(zoneset: model.ZoneSet, name: str, qtype: int, qclass: int = CLASS_IN
                 return Lookup(NOERROR, True, tuple(chain), zone=first_zone)  # the resolver follows it from here
             if step.cname is None:
                 return Lookup(
-                    result.rcode, True, (*chain, *result.answer), result.authority, result.additional, result.geo, zone=first_zone
+                    result.rcode,
+                    True,
+                    (*chain, *result.answer),
+                    result.authority,
+                    result.additional,
+                    result.geo,
+                    zone=first_zone,
+                    rum=result.rum,
                 )
         assert step.cname is not None
         chain.append(step.cname)
@@ -87,6 +106,11 @@ class _Step:
 
 
 def _lookup_in_zone(zone: model.Zone, name: str, qtype: int) -> _Step:
+    rum_name = zone.rum_name
+    if rum_name is not None and name.endswith(rum_name):
+        token = rum_token(name, rum_name)
+        if token is not None:
+            return _Step(Lookup(NOERROR, True, zone=zone.name, rum=RumTarget(token, name, qtype, negative_soa(zone))))
     if zone.delegations:
         cut = _delegation_at_or_above(zone, name)
         if cut is not None and not (cut == name and qtype == QTYPE_DS):
@@ -122,6 +146,16 @@ def _answer_from_node(zone: model.Zone, node: model.Node, owner: str, qtype: int
     if rrset is None:
         return _Step(Lookup(NOERROR, True, authority=(negative_soa(zone),), zone=zone.name))
     return _Step(Lookup(NOERROR, True, (_owned(rrset, owner),), additional=_glue(zone, rrset), zone=zone.name))
+
+
+def rum_token(name: str, rum_name: str) -> str | None:
+    """The token of "<token>.<rum_name>" (one label), "" for the rum name itself, None for any other name."""
+    if name == rum_name:
+        return ""
+    head = name[: -len(rum_name)]
+    if len(head) < 2 or head[-1] != "." or "." in head[:-1]:
+        return None  # deeper names, and labels holding escaped dots, are not tokens: NXDOMAIN as usual
+    return head[:-1].lower()
 
 
 def _owned(rrset: model.RRset, owner: str) -> model.RRset:

@@ -41,7 +41,7 @@ import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 
 from geolb import model
-from geolb.dns.lookup import QTYPE_NSEC, wildcard_node
+from geolb.dns.lookup import QTYPE_NSEC, rum_token, wildcard_node
 from geolb.dns.message import Reply
 from geolb.dns.names import key_to_labels
 from geolb.dnssec.keys import PrivateKey, dnskey_rdata, private_key
@@ -67,6 +67,8 @@ class Signer:
         self.made = 0  # signatures made (each covers one RRset with one key)
         self._cache: collections.OrderedDict[SignatureKey, tuple[Signatures, float]] = collections.OrderedDict()
         self._keys: dict[tuple[str, int, bytes], tuple[PrivateKey, DNSKEY]] = {}
+        # What "<token>.<rum_name>" holds (the families of --rum-address): its NSEC must not deny them (RFC 8198).
+        self.rum_types: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -141,7 +143,10 @@ class Signer:
 
     def nsec(self, zone: model.Zone, name: str, absent: bool) -> model.RRset:
         """The NSEC at `name` by compact denial: NXNAME when it does not exist, else its types."""
-        types: Iterable[str] = (*NSEC_DENIAL, "NXNAME") if absent else types_at(zone, name) | NSEC_DENIAL
+        held = types_at(zone, name)
+        if zone.rum_name is not None and name.endswith(zone.rum_name) and rum_token(name, zone.rum_name):
+            held = self.rum_types
+        types: Iterable[str] = (*NSEC_DENIAL, "NXNAME") if absent else held | NSEC_DENIAL
         return model.RRset(name, "NSEC", zone.negative_ttl, (model.Opaque(nsec_data(name, types)),))
 
     def sign_reply(self, reply: R, qname: str, zoneset: model.ZoneSet) -> R:

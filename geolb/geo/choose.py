@@ -2,7 +2,9 @@
 
 A client costs one AnswerMap lookup whether or not it was seen before. AnswerMaps
 depend on the map, the family and which regions may answer, not on the snapshot,
-so a flap back to an earlier state finds its map again in the memo.
+so a flap back to an earlier state finds its map again in the memo. A pool with
+`steering: latency` and evidence gets a Steered AnswerMap (steer/overlay.py) instead,
+keyed also on the evidence's version; its values carry the evidence kind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from geolb.geo.rank import BUSY, FAIL_OPEN, READY
 from geolb.geo.regionmap import AnswerMap, RegionMap, answer_table
 from geolb.geo.select import Order, Rotation, region_order
 from geolb.health.state import HealthView
+from geolb.steer.evidence import NO_EVIDENCE, Evidence, PoolEvidence
+from geolb.steer.overlay import KINDS, Steered, steer
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class GeoChoice:
     scope: int
     tier: str  # READY, BUSY or FAIL_OPEN
     order: Order | None = None
+    evidence: str = "distance"  # what ordered the regions (steer.overlay.KINDS): network, resolver, country, vantage, distance
 
     @property
     def failed_open(self) -> bool:
@@ -41,25 +46,36 @@ class GeoChoice:
         return tuple(self.candidates[i] for i in self.order.indices(int(client), client.version, max_answers, rng))
 
 
+def answering_endpoints(pool: model.Pool, family: int, health: HealthView) -> tuple[str, list[tuple[model.Endpoint, ...]]]:
+    """(tier, per region the endpoints that may answer): SPEC §3 rules 3, 4 and 7."""
+    of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
+    up = [tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)]
+    ready = [tuple(e for e in endpoints if not health.is_busy(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, up, strict=True)]
+    if any(ready):
+        return READY, ready
+    if any(up):
+        return BUSY, up
+    return FAIL_OPEN, of_family
+
+
 class PoolFamily:
     """One pool's answers for one family under one HealthView: region per address, candidates and order per region."""
 
-    def __init__(self, pool: model.Pool, family: int, health: HealthView, memo: AnswerMemo, maps: Mapping[str, RegionMap]) -> None:
+    def __init__(
+        self,
+        pool: model.Pool,
+        family: int,
+        health: HealthView,
+        memo: AnswerMemo,
+        maps: Mapping[str, RegionMap],
+        evidence: PoolEvidence | None = None,
+    ) -> None:
         self.pool = pool
         self.family = family
-        of_family = [tuple(e for e in r.endpoints if e.address.version == family) for r in pool.regions]
-        up = [
-            tuple(e for e in endpoints if health.is_up(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, of_family, strict=True)
-        ]
-        ready = [
-            tuple(e for e in endpoints if not health.is_busy(pool.name, r.name, e)) for r, endpoints in zip(pool.regions, up, strict=True)
-        ]
-        if any(ready):
-            self.tier, chosen = READY, ready
-        elif any(up):
-            self.tier, chosen = BUSY, up
-        else:
-            self.tier, chosen = FAIL_OPEN, of_family
+        self.width = len(pool.regions)  # answers are `kind * width + region` (kinds: 1 without evidence)
+        self.kinds = 1
+        self.resolvers: tuple[Mapping[int, int], Mapping[int, int]] = ({}, {})
+        self.tier, chosen = answering_endpoints(pool, family, health)
         self.candidates: tuple[tuple[model.Endpoint, ...], ...] = tuple(chosen)
         self.orders: tuple[Order | None, ...] = tuple(
             None
@@ -74,18 +90,28 @@ class PoolFamily:
         )
         usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
         # None: no endpoint of the family in the pool
-        self.answers = memo.answer_map(maps[pool.name], family, usable) if usable else None
+        self.answers: AnswerMap | None = None
+        if usable and evidence is not None and pool.steering == "latency":
+            steered = memo.steered(maps[pool.name], pool, usable, evidence)
+            self.answers, self.resolvers, self.kinds = steered.answers, steered.resolvers, steered.kinds
+        elif usable:
+            self.answers = memo.answer_map(maps[pool.name], family, usable)
 
     @property
     def failed_open(self) -> bool:
         return self.tier == FAIL_OPEN
 
     def choose(self, address: int, version: int) -> tuple[int, int]:
-        """(region index, scope) for a client; only valid when `answers` is set. The scope holds for the order too."""
+        """(answer, scope) for a client; only valid when `answers` is set. The scope holds for the order too.
+        The answer is `kind * width + region index` (just the region index for a pool without evidence)."""
         assert self.answers is not None
         index, scope = self.answers.lookup(address, version)
-        order = self.orders[index]
+        order = self.orders[index % self.width]
         return index, scope if order is None else max(scope, order.scope_floor(version))
+
+    def choose_resolver(self, address: int, version: int) -> int | None:
+        """The answer for a query without ECS from a resolver with evidence of its own, else None."""
+        return self.resolvers[version == 6].get(address)
 
 
 class AnswerMemo:
@@ -93,11 +119,15 @@ class AnswerMemo:
     build, and the round-robin positions (a health change must not restart every cycle)."""
 
     LIMIT = 64
+    STEERED = 4  # AnswerMaps with networks spliced in: tens of MB each with a million networks ...
+    STEERED_NETWORKS = 4_000_000  # ... so those kept hold at most this many networks together (the newest always kept)
     ROTATIONS = 65536
 
-    def __init__(self, limit: int = LIMIT) -> None:
+    def __init__(self, limit: int = LIMIT, steered: int = STEERED) -> None:
         self.limit = limit
+        self.steered_limit = steered
         self._maps: OrderedDict[tuple[str, int, frozenset[int]], AnswerMap] = OrderedDict()
+        self._steered: OrderedDict[tuple[object, ...], Steered] = OrderedDict()
         self._rotations: dict[tuple[str, str, int], Rotation] = {}
 
     def answer_map(self, region_map: RegionMap, family: int, usable: frozenset[int]) -> AnswerMap:
@@ -111,6 +141,29 @@ class AnswerMemo:
             self._maps.move_to_end(key)
         return known
 
+    def steered(self, region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evidence: PoolEvidence) -> Steered:
+        """A latency pool's answers with its evidence laid over; the family counts only through `usable`."""
+        key = steered_key(region_map, pool, usable, evidence)
+        known = self._steered.get(key)
+        if known is None:
+            known = steer(region_map, pool, usable, evidence)
+            self.add_steered(key, known)
+        else:
+            self._steered.move_to_end(key)
+        return known
+
+    def has_steered(self, key: tuple[object, ...]) -> bool:
+        return key in self._steered
+
+    def add_steered(self, key: tuple[object, ...], steered: Steered) -> None:
+        """Keep a Steered map (built here or ahead, off the query path), dropping the least recently used beyond the bounds."""
+        self._steered[key] = steered
+        self._steered.move_to_end(key)
+        networks = sum(s.networks for s in self._steered.values())
+        while len(self._steered) > 1 and (len(self._steered) > self.steered_limit or networks > self.STEERED_NETWORKS):
+            _key, dropped = self._steered.popitem(last=False)
+            networks -= dropped.networks
+
     def rotation(self, pool: str, region: str, family: int) -> Rotation:
         key = (pool, region, family)
         known = self._rotations.get(key)
@@ -121,25 +174,75 @@ class AnswerMemo:
         return known
 
 
-class GeoAnswers:
-    """Choices for one snapshot (zones, health, maps)."""
+def steered_key(region_map: RegionMap, pool: model.Pool, usable: frozenset[int], evidence: PoolEvidence) -> tuple[object, ...]:
+    """What a Steered map depends on: the map, the pool's regions and latency settings, the usable regions, the evidence."""
+    return (region_map.key, tuple(r.name for r in pool.regions), pool.latency, usable, evidence.pool, evidence.version)
 
-    def __init__(self, maps: Mapping[str, RegionMap], health: HealthView, memo: AnswerMemo | None = None) -> None:
+
+@dataclass(frozen=True)
+class SteerJob:
+    """One Steered map a state will need, to build ahead (pure numpy: a worker runs it in a thread, off its loop)."""
+
+    key: tuple[object, ...]
+    region_map: RegionMap
+    pool: model.Pool
+    usable: frozenset[int]
+    evidence: PoolEvidence
+
+    def run(self) -> Steered:
+        return steer(self.region_map, self.pool, self.usable, self.evidence)
+
+
+def steer_jobs(
+    memo: AnswerMemo, zones: model.ZoneSet, maps: Mapping[str, RegionMap], health: HealthView, evidence: Evidence
+) -> list[SteerJob]:
+    """The Steered maps that answering with (zones, maps, health, evidence) needs and `memo` lacks."""
+    jobs: dict[tuple[object, ...], SteerJob] = {}
+    for name, pool_evidence in evidence.items():
+        pool = zones.pools.get(name)
+        region_map = maps.get(name)
+        if pool is None or region_map is None or pool.steering != "latency":
+            continue
+        for family in (4, 6):
+            _tier, chosen = answering_endpoints(pool, family, health)
+            usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
+            key = steered_key(region_map, pool, usable, pool_evidence)
+            if usable and not memo.has_steered(key):
+                jobs[key] = SteerJob(key, region_map, pool, usable, pool_evidence)
+    return list(jobs.values())
+
+
+class GeoAnswers:
+    """Choices for one snapshot (zones, health, maps, evidence)."""
+
+    def __init__(
+        self, maps: Mapping[str, RegionMap], health: HealthView, memo: AnswerMemo | None = None, evidence: Evidence = NO_EVIDENCE
+    ) -> None:
         self.maps = maps
         self.health = health
         self.memo = memo or AnswerMemo()
+        self.evidence = evidence
         self._pools: dict[tuple[str, int], PoolFamily] = {}
 
     def pool_family(self, pool: model.Pool, family: int) -> PoolFamily:
         key = (pool.name, family)
         known = self._pools.get(key)
         if known is None:
-            known = self._pools[key] = PoolFamily(pool, family, self.health, self.memo, self.maps)
+            evidence = self.evidence.get(pool.name) if pool.steering == "latency" else None
+            known = self._pools[key] = PoolFamily(pool, family, self.health, self.memo, self.maps, evidence)
         return known
 
-    def choose(self, pool: model.Pool, family: int, client: model.IPAddress) -> GeoChoice:
+    def choose(self, pool: model.Pool, family: int, client: model.IPAddress, resolver: bool = False) -> GeoChoice:
+        """`resolver`: the client is the query's source (no ECS), so resolver evidence may apply."""
         chosen = self.pool_family(pool, family)
         if chosen.answers is None:
             return GeoChoice(pool.name, family, None, (), 0, chosen.tier)
-        index, scope = chosen.choose(int(client), client.version)
-        return GeoChoice(pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.tier, chosen.orders[index])
+        found = chosen.choose_resolver(int(client), client.version) if resolver and chosen.kinds > 1 else None
+        if found is None:
+            found, scope = chosen.choose(int(client), client.version)
+        else:
+            scope = 0  # a resolver's answer is not the client's: there is no client subnet to scope
+        index, kind = found % chosen.width, found // chosen.width
+        return GeoChoice(
+            pool.name, family, pool.regions[index], chosen.candidates[index], scope, chosen.tier, chosen.orders[index], KINDS[kind]
+        )

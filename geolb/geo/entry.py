@@ -21,6 +21,7 @@ class GeoEntry:
     __slots__ = (
         "_lookup",
         "_lookup4",
+        "_lookup_peer",
         "_peer_address",
         "choices",
         "counts",
@@ -42,18 +43,22 @@ class GeoEntry:
         peer_address: Callable[[str], tuple[int, int]],
     ) -> None:
         self.choices = choices
-        self.regions = regions  # by region index; None for a region that never answers this family
+        # By answer: the region index, repeated per evidence kind for a latency pool (kind * width + region),
+        # so that the region and the count come from the one lookup. None for a region that never answers this family.
+        regions = list(regions) * choices.kinds
+        self.regions = regions
         self.opt_head = opt_head
         self.tail_plain = b"" if opt_head is None else opt_head + b"\x00\x00"
         self.stats = stats
         self.pool = choices.pool.name
         self.names = tuple(r.name for r in choices.pool.regions)
-        self.counts = [0] * len(self.names)  # answers per region since the last fold
+        self.counts = [0] * len(regions)  # answers per region (and evidence kind) since the last fold
         self.hits = 0
         self._peer_address = peer_address
         assert choices.answers is not None
         self._lookup = choices.answers.lookup
         self._lookup4 = choices.answers.lookup4
+        self._lookup_peer = self._lookup if not any(choices.resolvers) else self._lookup_resolver
 
     def respond(self, query: bytes, qend: int, ecs_at: int, peer: str, rng: random.Random) -> bytes:
         source = query[ecs_at + 2] if ecs_at >= 0 else 0
@@ -77,7 +82,7 @@ class GeoEntry:
             )
         else:
             version, address = self._peer_address(peer)
-            index, _scope = self._lookup(address, version)
+            index, _scope = self._lookup_peer(address, version)
             records = self.regions[index]
             assert records is not None
             echo = b"\x00\x00" if ecs_at < 0 else ecs_echo(query, ecs_at, 0)
@@ -86,6 +91,11 @@ class GeoEntry:
         if self.opt_head is None:
             return b"".join((query[:2], head, query[12:qend], answers))
         return b"".join((query[:2], head, query[12:qend], answers, self.opt_head, echo))
+
+    def _lookup_resolver(self, address: int, version: int) -> tuple[int, int]:
+        """A query without ECS to a latency pool with resolver evidence: the resolver's answer, else the address's."""
+        found = self.choices.resolvers[version == 6].get(address)
+        return self._lookup(address, version) if found is None else (found, 0)
 
     def pinned(self, query: bytes, qend: int, ecs_at: int, rng: random.Random) -> PinnedEntry | None:
         """A ready entry for these exact query bytes (ECS address and all), when its region's orders allow one."""

@@ -36,6 +36,8 @@ def geography(pool: model.Pool) -> tuple[object, ...]:
         (r.name, r.location, tuple(sorted(r.countries)), tuple(sorted(r.continents))) for r in pool.regions
     )  # fmt: skip
     rules = tuple((str(rule.network), rule.regions) for rule in pool.networks)
+    if pool.steering == "latency":
+        return regions, rules, "per-place"  # latency pools keep one ranking id per place (see build_region_map)
     return regions, rules
 
 
@@ -229,12 +231,13 @@ def build_region_map(
 
     Locations are ranked a chunk at a time (memory bounded by `chunk_cells`); a pool
     of at most `prefix` regions keeps whole rankings, each distinct one once; a larger
-    one keeps the first `prefix` regions of each location's ranking.
+    one keeps the first `prefix` regions of each location's ranking. A pool with `steering: latency` keeps an id
+    per place like a large pool does, so that country and vantage evidence (steer/overlay.py) can tell places apart.
     """
     names = tuple(r.name for r in pool.regions)
     geography = Geography.of(pool)
     width = min(prefix, len(names))
-    whole = width == len(names)  # whole rankings: equal ones share an id
+    whole = width == len(names) and pool.steering != "latency"  # whole rankings: equal ones share an id
     places = database_places(flat)
     count = len(places)
     columns = np.arange(len(names), dtype=np.int64)
@@ -338,18 +341,29 @@ class AnswerMap:
     IPv6 alias of the IPv4 tree continues in an IPv4 index of location rankings.
     """
 
-    def __init__(self, region_map: RegionMap, answer_of_ranking: npt.NDArray[np.int32]) -> None:
+    def __init__(
+        self,
+        region_map: RegionMap,
+        answer_of_ranking: npt.NDArray[np.int32],
+        spliced: tuple[Ranges, Ranges] | None = None,
+        v4_networks: npt.NDArray[np.uint64] | None = None,
+    ) -> None:
+        """`spliced`: (IPv4, IPv6) ranges whose values are already answers (latency steering's networks laid in);
+        `v4_networks`: the /24s (address >> 8) with evidence of their own, indexed for one dict lookup each."""
         self.region_map = region_map
-        v4 = region_map.v4.remapped(answer_of_ranking).merged()
-        v6 = region_map.v6.remapped(answer_of_ranking).merged()
+        if spliced is None:
+            v4 = region_map.v4.remapped(answer_of_ranking).merged()
+            v6 = region_map.v6.remapped(answer_of_ranking).merged()
+        else:
+            v4, v6 = spliced
         self.ranges = (len(v4), len(v6))
-        self._v4 = _V4Index(v4)
+        self._v4: _V4Index | _V4Index24 = _V4Index(v4) if v4_networks is None else _V4Index24(v4, v4_networks)
         self.lookup4 = self._v4.lookup  # IPv4 only: address -> (region index, prefix length)
         self._v6_hi = np.ascontiguousarray(v6.hi).data
         self._v6_lo = np.ascontiguousarray(v6.lo).data
         self._v6_regions = np.ascontiguousarray(v6.values).data
         self._aliases = tuple((int(a.network_address), int(a.broadcast_address), a.prefixlen) for a in region_map.aliases)
-        self._alias4: dict[int, _V4Index] = {}
+        self._alias4: dict[int, _V4Index | _V4Index24] = {}
         same = region_map.v4_located is region_map.v4
         stride = region_map.stride
         for marker in {int(v) for v in np.unique(v6.values) if v <= ALIAS}:
@@ -425,6 +439,70 @@ class _V4Index:
         first = starts[index]
         last = starts[index + 1] - 1 if index + 1 < self._count else 0xFFFFFFFF
         # prefix_within, inlined: this runs for every IPv4 query in a mixed /16.
+        below = (address ^ (first - 1)).bit_length() - 1 if first else 32
+        above = (address ^ (last + 1)).bit_length() - 1
+        return self._regions[index], 32 - (below if below < above else above)
+
+
+BY24_LIMIT = 262_144  # /24s with their answer ready in a dict (about 20 MB); the others bisect
+
+
+class _V4Index24:
+    """_V4Index for a map with networks spliced in (latency steering). The /24s with evidence of their own, where
+    most of a steered pool's queries come from, have their region and scope ready in a dict (one lookup, looked at
+    first); the other addresses go by blocks of /20 rather than /16 (a million entries, about 16 MB), since spliced
+    /24s would make most /16s mixed and send their addresses to the bisect."""
+
+    BLOCK = 12  # address bits inside a block: /20
+
+    def __init__(self, ranges: Ranges, networks: npt.NDArray[np.uint64]) -> None:
+        block_bits = self.BLOCK
+        starts = np.ascontiguousarray(ranges.hi.astype(np.uint32))
+        self._starts = starts.data
+        self._regions = np.ascontiguousarray(ranges.values).data
+        self._count = len(starts)
+        wide = starts.astype(np.int64)
+        ends = np.append(wide[1:] - 1, 0xFFFFFFFF)
+        values = np.asarray(ranges.values).astype(np.int64)
+
+        def ready(first_addresses: npt.NDArray[np.int64], size: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+            """For aligned blocks of `size` addresses: (range index of the first address, region * 256 + scope or -1)."""
+            first = np.searchsorted(wide, first_addresses, "right") - 1
+            last = np.searchsorted(wide, first_addresses + size - 1, "right") - 1
+            start_of, end_of = wide[first], ends[first]
+            below = np.where(start_of > 0, _bit_length(first_addresses ^ (start_of - 1)) - 1, 32)
+            above = _bit_length(first_addresses ^ (end_of + 1)) - 1
+            scope = 32 - np.minimum(np.minimum(below, above), 32)
+            return first, np.where(first == last, values[first] * 256 + scope, -1)
+
+        blocks = np.arange(1 << (32 - block_bits), dtype=np.int64) << block_bits
+        first, codes = ready(blocks, 1 << block_bits)
+        last = np.searchsorted(wide, blocks + (1 << block_bits) - 1, "right") - 1
+        self._low = np.ascontiguousarray(first.astype(np.uint32)).data
+        self._high = np.ascontiguousarray((last + 1).astype(np.uint32)).data
+        shared = {code: (code >> 8, code & 0xFF) for code in set(codes.tolist()) if code >= 0}
+        self._by_block: list[tuple[int, int] | None] = [shared.get(code) for code in codes.tolist()]
+        mixed = np.asarray(networks, dtype=np.int64)
+        mixed = mixed[codes[mixed >> (block_bits - 8)] < 0][:BY24_LIMIT]
+        _first24, codes24 = ready(mixed << 8, 256)
+        self._by24: dict[int, tuple[int, int]] = {
+            key: shared.setdefault(code, (code >> 8, code & 0xFF))
+            for key, code in zip(mixed.tolist(), codes24.tolist(), strict=True)
+            if code >= 0
+        }
+
+    def lookup(self, address: int) -> tuple[int, int]:
+        top = address >> 12
+        ready = self._by_block[top]
+        if ready is not None:
+            return ready
+        ready = self._by24.get(address >> 8)
+        if ready is not None:
+            return ready
+        starts = self._starts
+        index = bisect.bisect_right(starts, address, self._low[top], self._high[top]) - 1
+        first = starts[index]
+        last = starts[index + 1] - 1 if index + 1 < self._count else 0xFFFFFFFF
         below = (address ^ (first - 1)).bit_length() - 1 if first else 32
         above = (address ^ (last + 1)).bit_length() - 1
         return self._regions[index], 32 - (below if below < above else above)

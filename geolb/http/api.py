@@ -34,6 +34,7 @@ def build_app(server: Control) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/explain", explain_query)
+    app.router.add_get("/v1/rum/tokens/{token}", rum_token)
     app.router.add_post("/v1/reload", _mutating(reload))
     app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/force", _mutating(force))
     app.router.add_post("/v1/endpoints/{pool}/{region}/{address}/load", _mutating(push_load))
@@ -245,8 +246,20 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(await full_status(request.app[SERVER_KEY]))
 
 
+async def rum_token(request: web.Request) -> web.Response:
+    """GET /v1/rum/tokens/{token}: who looked up "<token>.<rum_name>" in the last minute (resolver discovery, SPEC §10)."""
+    token = request.match_info["token"].lower()
+    sighting = request.app[SERVER_KEY].tokens.find(token)
+    if sighting is None:
+        return json_error(404, f"token {token!r} was not looked up in the last minute")
+    network = None if sighting.network is None else str(sighting.network)
+    age = round(max(0.0, time.monotonic() - sighting.at), 3)
+    return web.json_response({"token": token, "resolver": str(sighting.resolver), "network": network, "age_seconds": age})
+
+
 async def explain_query(request: web.Request) -> web.Response:
-    """GET /v1/explain?name=&type=&client=: the DNS path's own decision, with live health."""
+    """GET /v1/explain?name=&type=&client=[&resolver=1]: the DNS path's own decision, with live health and evidence.
+    `resolver=1`: the client is a resolver asking without ECS (latency steering's resolver evidence may apply)."""
     server = request.app[SERVER_KEY]
     name = request.query.get("name")
     client_text = request.query.get("client")
@@ -255,7 +268,9 @@ async def explain_query(request: web.Request) -> web.Response:
     snapshot = server.runtime.snapshot
     try:
         client = parse_client(client_text)
-        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, request.query.get("type", "A"), client)
+        resolver = request.query.get("resolver", "").lower() in ("1", "true", "yes")
+        qtype = request.query.get("type", "A")
+        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, qtype, client, resolver)
     except ExplainError as exc:
         return json_error(400, str(exc))
     if report["rcode"] == "REFUSED":

@@ -20,6 +20,7 @@ from geolb.http.feed import StatusFeed
 from geolb.http.metrics import Metrics
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
+from geolb.steer.tokens import TokenBook
 
 if TYPE_CHECKING:
     from geolb.workers import WorkersReport
@@ -35,6 +36,7 @@ class Control(Protocol):
     metrics: Metrics
     feed: StatusFeed
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
+    tokens: TokenBook  # resolver discovery: token -> the latest Sighting (SPEC §10)
 
     @property
     def api_token(self) -> str | None: ...

@@ -117,6 +117,14 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
     for pool_name, count in list(stats.busy.items()):
         busy.add_metric([pool_name], count)
     yield busy
+    by_evidence = CounterMetricFamily(
+        "geolb_geo_answers_by_evidence",
+        "GEO answers of latency-steered pools, by the evidence that ordered the regions (network, resolver, country, vantage, distance).",
+        labels=["pool", "kind"],
+    )
+    for (pool_name, kind), count in list(stats.evidence.items()):
+        by_evidence.add_metric([pool_name, kind], count)
+    yield by_evidence
     limited = CounterMetricFamily(
         "geolb_rrl_limited", "UDP responses held back by rate limiting, by kind and what became of them.", labels=["kind", "action"]
     )

@@ -35,7 +35,8 @@ def test_going_back_repeats_until_the_set_agrees(tmp_path: Path) -> None:
     write(tmp_path, "c.example.yaml", NS + POOL_P)
     second = load_zoneset(str(tmp_path), previous=first.zoneset)
     assert [e.message for e in second.errors] == [
-        "unknown key 'bogus' in the zone file (expected one of: zone, ttl, soa, nameservers, health, networks, pools, records, dnssec)"
+        "unknown key 'bogus' in the zone file (expected one of: zone, ttl, soa, nameservers, health, networks, pools, records, "
+        "dnssec, rum_name)"
     ]
     assert sorted(second.zoneset.zones) == ["a.example.", "b.example."]
     assert second.zoneset.zones["a.example."] is first.zoneset.zones["a.example."]
