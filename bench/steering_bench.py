@@ -747,6 +747,11 @@ async def run_server(
             rows.append((end, score(world, geo, own, latency, beacons.traffic), score(world, lat, own, latency, beacons.traffic)))
             print(table(rows[-1:]).splitlines()[-1])
             print(f"  {slow_causes(world, upto, lat, latency)}")
+            moved = lat != geo
+            print(
+                f"  answers unlike geo's: {int(moved.sum()):,}, of which to a faster region "
+                f"{int((world.rtt[np.nonzero(moved)[0], lat[moved]] < world.rtt[np.nonzero(moved)[0], geo[moved]]).sum()):,}"
+            )
     finally:
         server.stop()
         if keep:
