@@ -354,6 +354,7 @@ def memory(steps: Sequence[int], samples: int) -> None:
             print(f"  {step:>9,} networks: DNS worker {worker:.1f} MB, main process {main:.1f} MB")
     finally:
         server.stop()
+    restarted(zones, cache, max(steps), probe, figures[0][1])
     base = figures[0]
     for step, worker, main in figures[1:]:
         if step > base[0]:
@@ -365,6 +366,28 @@ def memory(steps: Sequence[int], samples: int) -> None:
                     "<= 100 MB per million",
                 )
             )
+
+
+def restarted(zones: Path, cache: Path, networks: int, probe: Sequence[int], baseline: float) -> None:
+    """The DNS worker's RSS when the server starts on a cache directory that holds `networks` networks' evidence:
+    one load, no growth along the way (what is left after a restart, as against what beacons grew to)."""
+    server = world.start_server(zones, cache, ["--workers", "1", "--rum-max-networks", str(max(networks, 1_000_000))], geoip=GEOIP)
+    try:
+        asyncio.run(wait_networks(server.http, "web", int(0.99 * networks), timeout=600))
+        asyncio.run(wait_idle(server.proc.pid, timeout=600))
+        asyncio.run(world.ask_all(server.dns_port, "www.example.com", probe))
+        worker, main = worker_rss_mb(server)
+    finally:
+        server.stop()
+    print(f"  restarted on the cache ({networks:,} networks): DNS worker {worker:.1f} MB, main process {main:.1f} MB")
+    FIGURES.append(
+        (
+            f"DNS worker RSS after a restart on {networks:,} networks' evidence",
+            f"{worker:.0f} MB: {(worker - baseline) / max(networks, 1) * 1e6:.0f} MB per million over the {baseline:.0f} MB of none "
+            f"(main process {main:.0f} MB)",
+            "<= 100 MB per million",
+        )
+    )
 
 
 def dnsperf_percentiles(log: str) -> tuple[float, float, float, int]:
@@ -471,6 +494,9 @@ def main() -> None:
         sub.add_argument("--steps", type=int, nargs="+", default=[0, 100_000, 1_000_000])
         if name != "all":
             sub.add_argument("--samples", type=int, default=1, help="beacons per network (and the zone's min_samples)")
+    again = commands.add_parser("restart", help="memory's last step alone: restart on the cache `memory` left")
+    again.add_argument("--networks", type=int, default=1_000_000)
+    again.add_argument("--baseline", type=float, required=True, help="the worker's MB with no evidence (memory's first line)")
     for name in ("ingest", "all"):
         sub = commands.add_parser(name) if name != "all" else commands.choices["all"]
         sub.add_argument("--seconds", type=float, default=15)
@@ -506,6 +532,10 @@ def main() -> None:
         cpu(args.networks, args.samples, args.rounds, args.scenarios, args.cold)
     if args.command in ("memory", "all"):
         memory(args.steps, 1 if args.command == "all" else args.samples)
+    if args.command == "restart":
+        clients = geoip_clients(args.networks, 23)
+        probe = [c.address for c in clients[:: max(1, len(clients) // 20_000)]]
+        restarted(WORK / "memory-zones-1", WORK / "memory-cache", args.networks, probe, args.baseline)
     if args.command in ("ingest", "all"):
         ingest(args.seconds, args.rate)
     report()
