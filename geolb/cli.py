@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -26,10 +27,10 @@ from geolb.explain import ExplainError, explain, parse_client, render_text
 from geolb.geo.choose import GeoAnswers
 from geolb.geo.store import MapStore, default_cache_dir
 from geolb.health.state import ALL_UP
-from geolb.model import IPAddress
+from geolb.model import IPAddress, IPNetwork
 from geolb.net.listeners import HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.server import ServeOptions, run_server, usable_cache_dir
+from geolb.server import ServeOptions, run_server, saved_evidence, usable_cache_dir
 
 
 def _host_port(text: str) -> HostPort:
@@ -48,6 +49,35 @@ def _address(text: str) -> IPAddress:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
+def _cidr(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
+
+
+def _location(text: str) -> tuple[float, float]:
+    """LAT,LON in degrees."""
+    try:
+        lat_text, lon_text = text.split(",")
+        lat, lon = float(lat_text), float(lon_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees (e.g. 53.35,-6.26), got {text!r}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"latitude must be -90..90 and longitude -180..180, got {text!r}")
+    return lat, lon
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _etcd_endpoints(text: str) -> tuple[str, ...]:
@@ -176,6 +206,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="this instance's name in the cluster (default: the host name)",
     )
+    # Latency steering (SPEC §10): the RUM listener and this instance's place.
+    serve.add_argument(
+        "--rum-listen", type=_host_port, metavar="ADDR:PORT", help="serve rum.js and take beacons (POST /v1/rum) here (default: off)"
+    )
+    serve.add_argument(
+        "--rum-trusted-proxy",
+        action="append",
+        type=_cidr,
+        default=[],
+        metavar="CIDR",
+        help="a beacon from these peers speaks for the left-most X-Forwarded-For address not in them; repeatable",
+    )
+    serve.add_argument(
+        "--rum-rate",
+        type=_positive,
+        default=60,
+        metavar="N",
+        help="beacons a minute from one /24 (IPv6 /48) before 429; 0: no limit (default: 60)",
+    )
+    serve.add_argument(
+        "--rum-max-networks",
+        type=_positive,
+        default=1_000_000,
+        metavar="N",
+        help="client networks measured per pool, least recently measured dropped first (default: 1000000)",
+    )
+    serve.add_argument(
+        "--location", type=_location, metavar="LAT,LON", help="where this instance is: its health checks' times become vantage evidence"
+    )
     serve.add_argument(
         "--rum-address",
         action="append",
@@ -195,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--client", required=True, metavar="IP[/PREFIX]", help="client address or ECS subnet")
     resolve.add_argument("--zones", default="zones", metavar="DIR")
     resolve.add_argument("--geoip", metavar="FILE")
-    resolve.add_argument("--cache-dir", metavar="DIR", help="region map cache, as for serve")
+    resolve.add_argument("--cache-dir", metavar="DIR", help="region maps and saved RUM measurements, as for serve")
+    resolve.add_argument(
+        "--resolver", action="store_true", help="the client is a resolver asking without ECS (latency steering's resolver evidence)"
+    )
 
     dnssec = commands.add_parser("dnssec", help="zone keys: make one, print the DS for the parent")
     actions = dnssec.add_subparsers(dest="action", required=True)
@@ -249,13 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 window=args.rrl_window,
                 slip=max(0, args.rrl_slip),
             ),
+            # Latency steering (SPEC §10)
+            rum_listen=args.rum_listen,
+            rum_trusted_proxies=tuple(args.rum_trusted_proxy),
+            rum_rate=args.rum_rate,
+            rum_max_networks=args.rum_max_networks,
+            location=args.location,
         )
         return run_server(options)
     if args.command == "check":
         return check(args.zones)
     if args.command == "dnssec":
         return dnssec_command(args.action, args.zone, args.zones, args.keys, getattr(args, "algorithm", None))
-    return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir)
+    return resolve(args.name, args.type, args.client, args.zones, args.geoip, args.cache_dir, args.resolver)
 
 
 def check(zones_dir: str) -> int:
@@ -271,8 +339,11 @@ def check(zones_dir: str) -> int:
     return 0
 
 
-def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None, cache_dir: str | None = None) -> int:
-    """Print the answer for a client with every endpoint healthy, and how it was chosen."""
+def resolve(
+    name: str, qtype: str, client_text: str, zones_dir: str, geoip: str | None, cache_dir: str | None = None, resolver: bool = False
+) -> int:
+    """Print the answer for a client with every endpoint healthy, and how it was chosen; `steering: latency` pools
+    with the RUM measurements a server saved under the cache directory (SPEC §10)."""
     try:
         client = parse_client(client_text)
     except ExplainError as exc:
@@ -284,10 +355,12 @@ def resolve(name: str, qtype: str, client_text: str, zones_dir: str, geoip: str 
             print(problem, file=sys.stderr)
         return 1
     try:
-        store = MapStore(usable_cache_dir(cache_dir)[0])
+        cache = usable_cache_dir(cache_dir)[0]
+        store = MapStore(cache)
         locator = store.open_locator(geoip)
         maps = store.maps_for(result.zoneset, locator)
-        report = explain(result.zoneset, GeoAnswers(maps, ALL_UP), locator, name, qtype, client)
+        evidence = saved_evidence(Path(cache), result.zoneset, maps)
+        report = explain(result.zoneset, GeoAnswers(maps, ALL_UP, evidence=evidence), locator, name, qtype, client, resolver)
     except (GeolbError, ExplainError) as exc:
         print(f"geolb: {exc}", file=sys.stderr)
         return 1

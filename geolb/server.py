@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -38,11 +39,15 @@ from geolb.health.state import HealthState, Transition, health_keys, load_rules
 from geolb.http.api import build_app
 from geolb.http.feed import ANSWER_SAMPLE, AnswerWindow, StatusFeed
 from geolb.http.metrics import Metrics, server_metrics
+from geolb.http.rum import RumListener
 from geolb.model import IPAddress, IPNetwork, ZoneSet
 from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
+from geolb.steer.aggregate import GeoOrder, RumStore
+from geolb.steer.evidence import PoolEvidence
+from geolb.steer.overlay import geo_rankings
 from geolb.steer.tokens import TokenBook
 from geolb.workers import WorkerConfig, WorkerPool, WorkersReport
 
@@ -53,6 +58,10 @@ LOAD_EXPIRY_TICK = 1.0  # how often stale load reports are looked for
 PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (default priority) go first
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
+EVIDENCE_DEBOUNCE = 0.25  # beacons arriving together make one evidence generation, within ~1 s of the first
+EVIDENCE_SHARE = 0.2  # at most this share of the main loop goes to building evidence (a million networks take a while)
+RUM_UPKEEP = 60.0  # seconds between saves of the RUM measurements (and evidence rebuilt: old samples decay)
+RUM_FOLDER = "rum"  # under the cache directory
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,18 @@ class Server:
         self._http_retry: asyncio.Task[None] | None = None  # --replace: the old instance outlived its timeout
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[ZoneSetResult]] = set()
+        # Latency steering (SPEC §10): beacons in, evidence published for `steering: latency` pools.
+        self.rum_store = RumStore(max_networks=options.rum_max_networks, instance=options.instance)
+        self.rum: RumListener | None = None
+        self.rum_address: str | None = None
+        self._rum_runner: web.AppRunner | None = None
+        self._evidence_rebuild: asyncio.TimerHandle | None = None
+        self._rum_evidence: dict[str, PoolEvidence] = {}  # per latency pool: the store's last evidence (RUM only)
+        self._evidence_cost = 0.0  # seconds the last evidence build took: the next waits longer when builds are long
+        self._rum_saving: asyncio.Task[None] | None = None
+        self._rum_upkeep: asyncio.Task[None] | None = None
+        self._rum_deferred = False  # --replace: our RUM address is the replaced instance's, ours once it exits
+        self._rum_retry: asyncio.Task[None] | None = None  # --replace: the old instance outlived its timeout
 
     def _on_transition(self, transition: Transition) -> None:
         self.metrics.count_transition(transition)
@@ -343,13 +364,14 @@ class Server:
         if keys:
             log.info("checking %d health target(s) before answering", len(keys))
         zones = self.runtime.snapshot.zones
+        self._load_rum()
         maps, _ = await asyncio.gather(asyncio.to_thread(self.maps.maps_for, zones, self.locator), self.prober.check_once(keys))
         if self.cluster is not None:
             # Forced states and the others' votes before the first answer, if etcd answers soon.
             self.cluster.sync()
             if not await self.cluster.connected(CLUSTER_JOIN_WAIT):
                 log.warning("cluster: not joined yet; answering from own checks meanwhile")
-        self.runtime.publish(health=self.health.view, maps=maps)
+        self.runtime.publish(health=self.health.view, maps=maps, evidence=self._evidence(zones, maps))
         remember_served(self.cache_dir, self.runtime.snapshot.zones, self._served_serials)
         self.prober.schedule(keys)
         self._load_expiry = asyncio.get_running_loop().create_task(self._expire_loads(), name="expire load reports")
@@ -364,6 +386,7 @@ class Server:
             self._http_runner = web.AppRunner(build_app(self), access_log=None)
             await self._http_runner.setup()
             self._http_deferred = not await self._bind_http(wait_for_replaced=bool(self._replacing))
+        await self._start_rum()
 
     async def _bind_http(self, wait_for_replaced: bool) -> bool:
         """Serve the API on --http; False when the address is in use and may be the replaced instance's."""
@@ -381,7 +404,7 @@ class Server:
         self.http_address = str(HostPort(self.options.http.host, port))
         return True
 
-    def _held_by_replaced(self, address: HostPort) -> bool:
+    def _held_by_replaced(self, address: HostPort, kind: str = "http") -> bool:
         """True when only instances that --replace is about to stop hold `address`: then it is ours once they exit.
         Anything else holding it (raises, naming it) is an error before any instance is stopped."""
         family, host = resolve(address)
@@ -389,7 +412,7 @@ class Server:
         strangers = [holder for holder in holders if holder.pid not in self._replacing]
         if strangers:
             stranger = strangers[0].pid
-            raise GeolbError(f"cannot listen on {address} (http): address in use by geolb {stranger}, which --replace does not stop")
+            raise GeolbError(f"cannot listen on {address} ({kind}): address in use by geolb {stranger}, which --replace does not stop")
         return bool(holders)
 
     async def _bind_http_later(self) -> None:
@@ -430,6 +453,12 @@ class Server:
                 # The old instance is told to stop already: whatever happens, this one keeps answering DNS.
                 log.error("%s; answering DNS meanwhile, trying again every second", exc)
                 self._http_retry = loop.create_task(self._bind_http_later(), name="take the HTTP address")
+        if self._rum_deferred:
+            try:
+                self._rum_deferred = not await self._bind_rum(wait_for_replaced=False)
+            except GeolbError as exc:
+                log.error("%s; answering DNS meanwhile, trying again every second", exc)
+                self._rum_retry = loop.create_task(self._bind_rum_later(), name="take the RUM address")
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
         """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
@@ -527,9 +556,10 @@ class Server:
         http = f"http {self.http_address}" if self.http_address else "http off"
         count = self.options.workers
         workers = f", {count} DNS worker{'s' if count > 1 else ''}"
+        rum = f", rum {self.rum_address}" if self.rum_address else ""
         return (
             f"geolb ready: dns {' '.join(self.dns_addresses)} (udp+tcp), {http}, {len(zones)} zone(s), "
-            f"geoip {self.locator.description}{workers}"
+            f"geoip {self.locator.description}{workers}{rum}"
         )
 
     async def reload(self) -> ZoneSetResult:
@@ -576,8 +606,9 @@ class Server:
             self.cluster.refold()
             self.cluster.sync()
         self.prober.describe(zoneset)
-        # Zones, maps and the health the pre-live checks found: one generation, never half of it.
-        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps)
+        # Zones, maps, the health the pre-live checks found and the evidence of the pools now served: one generation.
+        self.rum_store.retain(zoneset.pools)  # a pool removed takes its measurements with it
+        self.runtime.publish(zones=zoneset, health=self.health.view, maps=maps, evidence=self._evidence(zoneset, maps, rebuild=True))
         remember_served(self.cache_dir, zoneset, self._served_serials)
         self.prober.schedule(wanted)
 
@@ -714,9 +745,10 @@ class Server:
         if self.cluster is not None:
             await self.cluster.stop()
         self.feed.close()  # the status pages' event streams end, so the API can stop at once
-        for task in (self._load_expiry, self._answer_sampler, self._http_retry):
+        for task in (self._load_expiry, self._answer_sampler, self._http_retry, self._rum_upkeep, self._rum_retry):
             if task is not None:
                 task.cancel()
+        await self._stop_rum()
         if self._load_publish is not None:
             self._load_publish.cancel()
         if self._checks_publish is not None:
@@ -730,9 +762,166 @@ class Server:
         self.locator.close()
         self._drop_private_cache()
 
+    # Latency steering (SPEC §10): the RUM listener, the measurements it gathers, and the evidence made of them.
+
+    async def _start_rum(self) -> None:
+        """The RUM listener on --rum-listen (if set), and the upkeep that saves what it gathers."""
+        loop = asyncio.get_running_loop()
+        self._rum_upkeep = loop.create_task(self._keep_rum(), name="RUM upkeep")
+        address = self.options.rum_listen
+        if address is None:
+            return
+        self.rum = RumListener(self, self.options.rum_trusted_proxies, self.options.rum_rate)
+        self._rum_runner = web.AppRunner(self.rum.app(), access_log=None)
+        await self._rum_runner.setup()
+        # --replace: the replaced instance may hold the address until it exits (_take_over binds it then)
+        self._rum_deferred = not await self._bind_rum(wait_for_replaced=bool(self._replacing))
+
+    async def _bind_rum(self, wait_for_replaced: bool) -> bool:
+        """The RUM listener on --rum-listen; False when the address is held by an instance --replace stops."""
+        address = self.options.rum_listen
+        assert self._rum_runner is not None and address is not None
+        site = web.TCPSite(self._rum_runner, address.host, address.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address, "rum"):
+                return False
+            reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
+            raise GeolbError(f"cannot listen on {address} (rum): {reason}") from None
+        bound = self._rum_runner.addresses
+        self.rum_address = str(HostPort(address.host, int(bound[0][1]) if bound else address.port))
+        return True
+
+    async def _bind_rum_later(self) -> None:
+        """--replace: the replaced instance outlived its timeout holding the RUM address: take it once it is free."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if await self._bind_rum(wait_for_replaced=False):
+                    log.info("RUM listener on %s", self.rum_address)
+                    return
+            except GeolbError:
+                continue
+
+    async def _stop_rum(self) -> None:
+        if self._evidence_rebuild is not None:
+            self._evidence_rebuild.cancel()
+            self._evidence_rebuild = None
+        if self.rum is not None:
+            self.rum.close()
+        if self._rum_runner is not None:
+            await self._rum_runner.cleanup()
+            self._rum_runner = None
+        if self._rum_saving is not None:  # the periodic save under way: let it end before the last one
+            await asyncio.gather(self._rum_saving, return_exceptions=True)
+        if self._rum_upkeep is not None:  # started: the store holds what this run gathered (or loaded)
+            self._save_rum()
+
+    def _load_rum(self) -> None:
+        try:
+            self.rum_store.load(Path(self.cache_dir) / RUM_FOLDER)
+        except OSError as exc:
+            log.warning("RUM measurements not loaded from %s: %s", Path(self.cache_dir) / RUM_FOLDER, exc)
+
+    def _save_rum(self) -> None:
+        folder = Path(self.cache_dir) / RUM_FOLDER
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.rum_store.save(folder)
+        except OSError as exc:
+            log.warning("RUM measurements not saved under %s: %s", folder, exc)
+
+    async def _save_rum_aside(self) -> None:
+        """The periodic save, compressed and written in a thread: the loop (beacons, the API, the checks) goes on.
+        Beacons folded meanwhile may or may not be in it; one that disturbs it leaves the save to the next minute."""
+        try:
+            await asyncio.to_thread(self._save_rum)
+        except Exception as exc:  # a beacon folded in while the thread read the store: it is saved next time
+            log.info("RUM measurements not saved this time (%s); again in %g s", exc, RUM_UPKEEP)
+
+    async def _keep_rum(self) -> None:
+        """Every RUM_UPKEEP: the evidence again (samples leave the window as time passes), and the store saved."""
+        while True:
+            await asyncio.sleep(RUM_UPKEEP)
+            self._rebuild_evidence()
+            self._rum_saving = asyncio.get_running_loop().create_task(self._save_rum_aside(), name="save RUM measurements")
+            await asyncio.shield(self._rum_saving)  # stop() waits for it rather than cut it short
+            self._rum_saving = None
+
+    def beacon_added(self, pool: str) -> None:
+        """The RUM listener folded a beacon of `pool` into the store (with --cluster, this is where own figures
+        are to be exported from)."""
+        self.rum_changed(pool)
+
+    def rum_changed(self, pool: str) -> None:
+        """The store's figures of `pool` changed (a beacon, a peer's export, a vantage report): evidence rebuilt
+        soon, once for everything arriving meanwhile (and no sooner than keeps builds under EVIDENCE_SHARE of the loop)."""
+        if self._evidence_rebuild is None:
+            delay = max(EVIDENCE_DEBOUNCE, self._evidence_cost * (1 - EVIDENCE_SHARE) / EVIDENCE_SHARE)
+            self._evidence_rebuild = asyncio.get_running_loop().call_later(delay, self._rebuild_evidence)
+
+    def _rebuild_evidence(self) -> None:
+        """Publish the evidence of the pools served when it changed (a pool's evidence version says so)."""
+        self._evidence_rebuild = None
+        started = time.monotonic()
+        snapshot = self.runtime.snapshot
+        evidence = self._evidence(snapshot.zones, snapshot.maps)
+        current = snapshot.evidence
+        self._evidence_cost = time.monotonic() - started
+        if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
+            self.runtime.publish(evidence=evidence)
+
+    def _evidence(self, zones: ZoneSet, maps: Mapping[str, RegionMap], rebuild: bool = False) -> dict[str, PoolEvidence]:
+        """Evidence of every `steering: latency` pool that has some; other pools, and pools gone, have none.
+        A pool's RUM part is built again only when the store has something new for it (or `rebuild`: a reload
+        may have changed the pool's regions or settings)."""
+        now = time.time()
+        evidence: dict[str, PoolEvidence] = {}
+        built: dict[str, PoolEvidence] = {}
+        for pool in zones.pools.values():
+            if pool.steering != "latency":
+                continue
+            rum = self._rum_evidence.get(pool.name)
+            if rebuild or rum is None or self.rum_store.dirty(pool.name, now):
+                rum = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+            built[pool.name] = rum
+            found = self._with_vantages(rum)
+            if found.networks or found.resolvers or found.countries or found.vantages:
+                evidence[pool.name] = found
+        self._rum_evidence = built
+        return evidence
+
+    def _with_vantages(self, rum: PoolEvidence) -> PoolEvidence:
+        """The instances' vantage figures laid over a pool's RUM evidence (steer/vantage.py, branch steer-vantage)."""
+        return rum
+
+    @staticmethod
+    def _geo_order(region_map: RegionMap | None) -> GeoOrder | None:
+        """The §3 rule-2 order of a pool's regions for networks measured for the first time: the margin's first
+        incumbent (steer/overlay.py)."""
+        if region_map is None:
+            return None
+        return lambda pool, version, addresses: geo_rankings(region_map, pool, version, addresses)
+
     def _drop_private_cache(self) -> None:
         if self._private_cache:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def saved_evidence(cache_dir: Path, zones: ZoneSet, maps: Mapping[str, RegionMap]) -> dict[str, PoolEvidence]:
+    """The evidence of the `steering: latency` pools from the RUM measurements a server saved under `cache_dir`
+    (`geolb resolve`: the answers a server with those measurements gives)."""
+    store = RumStore()
+    store.load(cache_dir / RUM_FOLDER)
+    now = time.time()
+    evidence: dict[str, PoolEvidence] = {}
+    for pool in zones.pools.values():
+        if pool.steering == "latency":
+            found = store.evidence(pool, now, Server._geo_order(maps.get(pool.name)))
+            if found.networks or found.resolvers or found.countries:
+                evidence[pool.name] = found
+    return evidence
 
 
 def map_build_failed(result: ZoneSetResult, current: ZoneSet, failure: MapBuildError) -> ZoneSetResult:

@@ -32,11 +32,19 @@ def browser_or_skip() -> None:
 
 
 @contextmanager
-def headless(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
+def headless(width: int = 1280, height: int = 800, extra: tuple[str, ...] = ()) -> Iterator[WebDriver]:
+    """`extra`: more chromium switches (e.g. --host-resolver-rules to send a name to loopback)."""
     browser_or_skip()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        *extra,
+    ):
         options.add_argument(argument)
     # Console messages, and every request the page makes (to find any to another host).
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})

@@ -132,6 +132,17 @@ def start_server(
     raise RuntimeError(f"geolb did not become ready:\n{stderr_path.read_text()}")
 
 
+def own_cache(folder: Path) -> Path:
+    """A cache directory of a server's own (RUM measurements, remembered serials) that shares the run's GeoIP copies
+    and region maps (content-addressed, slow to make) through symlinks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for shared in ("databases", "maps"):
+        (CACHE / shared).mkdir(parents=True, exist_ok=True)
+        if not (folder / shared).exists():
+            (folder / shared).symlink_to(CACHE / shared, target_is_directory=True)
+    return folder
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)

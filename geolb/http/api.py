@@ -21,6 +21,7 @@ from geolb.health.probe import url_of
 from geolb.health.state import HealthView
 from geolb.http.control import Control
 from geolb.http.page import add_page_routes
+from geolb.steer.evidence import PoolEvidence
 
 SERVER_KEY: web.AppKey[Control] = web.AppKey("server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -112,6 +113,7 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
     snapshot = server.runtime.snapshot
     answers, window = recent
     health = server.health
+    evidence = snapshot.evidence
     pools: dict[str, Any] = {}
     for pool in snapshot.zones.pools.values():
         regions: dict[str, Any] = {}
@@ -146,6 +148,8 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
                 )
             regions[region.name] = {
                 "location": region.location,
+                "rum_url": region.rum_url,
+                "rtt_by_country": _rtt_by_country(evidence.get(pool.name), region.name),
                 # Down, yet answered: every endpoint of a family it serves is down in the whole pool (SPEC §3 rule 4).
                 "failing_open": any(model.address_rtype(e.address) in failing for e in region.endpoints),
                 "selection": _selection(region.selection),
@@ -159,6 +163,8 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
             "shed_load": None if shed is None else {"high": shed.high, "low": shed.low},
             "failing_open": sorted(failing),
             "answers_last_minute": sum(r["answers_last_minute"] for r in regions.values()),
+            "steering": pool.steering,
+            "latency": _latency(server, pool, evidence.get(pool.name)),
             "regions": regions,
         }
     last = server.last_reload
@@ -171,6 +177,7 @@ def status_report(server: Control, recent: tuple[Mapping[AnswerKey, int], float]
         "health_checks_scheduled": server.checks_scheduled,
         "workers": _workers(server),
         "cluster": _cluster(server),
+        "rum": _rum(server),
         "geoip": geoip_report(server),
         "answers_window_seconds": round(window, 1),
         "api_token_required": bool(server.api_token),
@@ -224,6 +231,46 @@ def _instance_views(server: Control, endpoint: model.Endpoint) -> dict[str, Any]
         return {}
     views = server.cluster.views(endpoint.key)
     return {"instances": {name: "up" if up else "down" for name, up in views.items()}, "quorum": endpoint.health.quorum}
+
+
+def _latency(server: Control, pool: model.Pool, evidence: PoolEvidence | None) -> dict[str, Any]:
+    """SPEC §10 per pool: what holds evidence (only `steering: latency` pools' is published) and its beacons."""
+    settings = pool.latency
+    return {
+        "min_samples": settings.min_samples,
+        "min_networks": settings.min_networks,
+        "window": settings.window,
+        "margin": settings.margin,
+        "margin_ms": settings.margin_ms,
+        "vantage_radius": settings.vantage_radius,
+        "evidence_version": None if evidence is None else evidence.version,
+        "networks": 0 if evidence is None else evidence.networks,
+        "resolvers": 0 if evidence is None else len(evidence.resolvers),
+        "countries": 0 if evidence is None else len(evidence.countries),
+        "vantages": 0 if evidence is None else len(evidence.vantages),
+        "beacons": None if server.rum is None else server.rum.counts.of_pool(pool.name),
+        "measured": server.rum_store.stats(pool.name),  # rows held (judged or not), beacons folded, peers merged
+    }
+
+
+def _rtt_by_country(evidence: PoolEvidence | None, region: str) -> dict[str, dict[str, float | int]]:
+    """The region's RTT from each country with evidence for it: median of the networks' medians, and how many."""
+    if evidence is None or region not in evidence.regions:
+        return {}
+    column = evidence.regions.index(region)
+    found = {}
+    for country, figures in sorted(evidence.countries.items()):
+        ms = figures.rtt[column]
+        if ms is not None:
+            found[country] = {"ms": round(ms, 1), "networks": figures.samples[column]}
+    return found
+
+
+def _rum(server: Control) -> dict[str, Any] | None:
+    """The RUM listener: where, and its beacons by result (accepted, bad_request, not_found, rate_limited)."""
+    if server.rum is None:
+        return None
+    return {"listen": server.rum_address, **server.rum.report()}
 
 
 def _selection(selection: model.Selection) -> dict[str, Any]:

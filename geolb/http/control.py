@@ -18,8 +18,10 @@ from geolb.handler import AnswerKey, QueryStats
 from geolb.health.state import HealthState
 from geolb.http.feed import StatusFeed
 from geolb.http.metrics import Metrics
+from geolb.http.rum import RumListener
 from geolb.model import IPAddress
 from geolb.runtime import Runtime
+from geolb.steer.aggregate import RumStore
 from geolb.steer.tokens import TokenBook
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ class Control(Protocol):
     metrics: Metrics
     feed: StatusFeed
     scraped_stats: QueryStats  # what /metrics renders, gathered from every process per scrape
+    rum: RumListener | None  # the RUM listener (--rum-listen), None when off
+    rum_store: RumStore  # every pool's measurements (SPEC §10)
+    rum_address: str | None
     tokens: TokenBook  # resolver discovery: token -> the latest Sighting (SPEC §10)
 
     @property

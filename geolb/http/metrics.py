@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from geolb.geo.store import GeoIPReport
     from geolb.handler import QueryStats
     from geolb.health.state import HealthState
+    from geolb.http.rum import RumListener
     from geolb.runtime import Runtime
     from geolb.workers import WorkersReport
 
@@ -32,6 +33,7 @@ class Scraped(Protocol):
     scraped_stats: QueryStats
     locator: Locator
     geoip: GeoIPReport
+    rum: RumListener | None
 
     @property
     def checks_scheduled(self) -> int: ...
@@ -178,6 +180,7 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
         "1 while the GeoIP database file on disk was refused (the one in use answers).",
         value=0.0 if server.geoip.error is None else 1.0,
     )
+    yield from steering_metrics(server)
     member = server.cluster
     if member is not None:
         yield GaugeMetricFamily("geolb_cluster_connected", "1 while etcd is reachable.", value=1.0 if member.status.connected else 0.0)
@@ -189,3 +192,29 @@ def server_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetri
             for name, seen_up in member.views(key).items():
                 views.add_metric([url_of(key), name], 1.0 if seen_up else 0.0)
         yield views
+
+
+def steering_metrics(server: Scraped) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Latency steering (SPEC §10): beacons by result, and per `steering: latency` pool what holds evidence."""
+    if server.rum is not None:
+        beacons = CounterMetricFamily(
+            "geolb_rum_beacons", "RUM beacons, by result (only accepted ones are measurements).", labels=["result"]
+        )
+        for result, count in server.rum.counts.total.items():
+            beacons.add_metric([result], count)
+        yield beacons
+    snapshot = server.runtime.snapshot
+    kinds = {
+        "networks": "Client networks (/24, /48) with their own RTT evidence.",
+        "resolvers": "Resolvers with RTT evidence from the networks seen behind them.",
+        "countries": "Countries with RTT evidence from at least min_networks networks.",
+    }
+    families = {kind: GaugeMetricFamily(f"geolb_steering_{kind}", text, labels=["pool"]) for kind, text in kinds.items()}
+    for pool in snapshot.zones.pools.values():
+        if pool.steering != "latency":
+            continue
+        evidence = snapshot.evidence.get(pool.name)
+        families["networks"].add_metric([pool.name], 0 if evidence is None else evidence.networks)
+        families["resolvers"].add_metric([pool.name], 0 if evidence is None else len(evidence.resolvers))
+        families["countries"].add_metric([pool.name], 0 if evidence is None else len(evidence.countries))
+    yield from families.values()

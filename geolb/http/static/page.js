@@ -8,8 +8,10 @@
  *   checked_state: "up"|"down"|null, successes: number, failures: number, last_check: string|null,
  *   last_error: string|null, last_latency_ms: number|null, load: number|null, busy: boolean,
  *   check: {type: string, target: string|null}}} Endpoint
- * @typedef {{location: [number, number]|null, answers_last_minute: number, failing_open: boolean, endpoints: Endpoint[]}} Region
+ * @typedef {{location: [number, number]|null, answers_last_minute: number, failing_open: boolean, endpoints: Endpoint[],
+ *   rtt_by_country: Object<string, {ms: number, networks: number}>}} Region
  * @typedef {{zone: string, answers_last_minute: number, failing_open: string[], selection: {policy: string},
+ *   steering: string, latency: {networks: number, resolvers: number, countries: number},
  *   regions: Object<string, Region>}} Pool
  * @typedef {{time: string, generation: number, pools: Object<string, Pool>, api_token_required: boolean,
  *   answers_window_seconds: number, zones: {name: string, serial: number}[],
@@ -23,6 +25,7 @@ const PERIODIC_REFRESH_MS = 3000; // last checks and answer shares move without 
 const POLL_MS = 1000; // while the event stream is down
 const FEED_SHOWN = 200;
 const LABELLED_MARKERS = 16; // more than this and region names on the map overlap
+const RTT_COUNTRIES = 12; // measured countries shown per pool (those with the most networks)
 
 /** @param {string} id */
 function byId(id) {
@@ -92,6 +95,8 @@ class StatusPage {
     this.markers = new Map();
     /** @type {Map<string, HTMLElement>} pool -> its "failing open" badge */
     this.failing = new Map();
+    /** @type {Map<string, {box: HTMLElement, shown: string}>} pool -> its measured RTT table (steering: latency) */
+    this.rtt = new Map();
     this.token = sessionStorage.getItem("geolb-token") || "";
     this.fetching = false;
     this.again = false;
@@ -187,6 +192,7 @@ class StatusPage {
     this.rows.clear();
     this.markers.clear();
     this.failing.clear();
+    this.rtt.clear();
     const pools = byId("pools");
     const markers = byId("markers");
     pools.replaceChildren();
@@ -212,12 +218,16 @@ class StatusPage {
       );
       const failing = el("span", { class: "badge down failing-open", "data-pool": poolName, hidden: "" });
       this.failing.set(poolName, failing);
+      const rtt = el("div", { class: "rtt", "data-pool": poolName });
+      this.rtt.set(poolName, { box: rtt, shown: "" });
+      const steering = pool.steering === "latency" ? ", latency steering" : "";
       pools.append(
         el(
           "div",
           { class: "pool", "data-pool": poolName },
-          el("h3", {}, `${poolName} `, el("span", { class: "muted" }, `(zone ${pool.zone}, ${pool.selection.policy})`), " ", failing),
+          el("h3", {}, `${poolName} `, el("span", { class: "muted" }, `(zone ${pool.zone}, ${pool.selection.policy}${steering})`), " ", failing),
           table,
+          rtt,
         ),
       );
       for (const [regionName, region] of Object.entries(pool.regions)) {
@@ -362,6 +372,7 @@ class StatusPage {
         }
       }
     }
+    for (const [poolName, pool] of Object.entries(status.pools)) this.updateRtt(poolName, pool);
     const zones = status.zones.map((z) => `${z.name} ${z.serial}`).join(", ");
     const instance = status.cluster ? `instance ${status.cluster.instance}, ` : "";
     set(byId("summary"), `${instance}generation ${status.generation}; zones ${zones}`);
@@ -370,6 +381,41 @@ class StatusPage {
     set(byId("reload"), status.reload.ok ? "" : `Last reload had errors: ${status.reload.errors.join("; ")}`);
     byId("token-form").hidden = !status.api_token_required;
     this.serverOffset = Date.now() - Date.parse(status.time);
+  }
+
+  /** Latency steering: each region's RTT as measured from each country with evidence (rebuilt when it changes).
+   * @param {string} poolName @param {Pool} pool */
+  updateRtt(poolName, pool) {
+    const entry = this.rtt.get(poolName);
+    if (!entry) return;
+    /** @type {Map<string, number>} */
+    const networks = new Map();
+    for (const region of Object.values(pool.regions)) {
+      for (const [country, figure] of Object.entries(region.rtt_by_country || {})) {
+        networks.set(country, Math.max(networks.get(country) || 0, figure.networks));
+      }
+    }
+    const countries = [...networks.keys()].sort((a, b) => (networks.get(b) || 0) - (networks.get(a) || 0) || a.localeCompare(b)).slice(0, RTT_COUNTRIES);
+    const shown = JSON.stringify([countries, Object.entries(pool.regions).map(([name, region]) => [name, region.rtt_by_country])]);
+    if (shown === entry.shown) return;
+    entry.shown = shown;
+    if (!countries.length) {
+      entry.box.replaceChildren();
+      return;
+    }
+    const head = el("tr", {}, el("th", {}, "measured RTT from"), ...countries.map((c) => el("th", { class: "num", title: `${networks.get(c)} networks` }, c)));
+    const rows = Object.entries(pool.regions).map(([regionName, region]) =>
+      el(
+        "tr",
+        { "data-region": regionName },
+        el("td", { class: "region-name" }, regionName),
+        ...countries.map((c) => {
+          const figure = (region.rtt_by_country || {})[c];
+          return el("td", { class: "num", "data-country": c, title: figure ? `${figure.networks} networks` : "not enough measurements" }, figure ? `${figure.ms.toFixed(0)} ms` : "—");
+        }),
+      ),
+    );
+    entry.box.replaceChildren(el("table", { class: "rtt-table" }, el("thead", {}, head), el("tbody", {}, ...rows)));
   }
 
   /** "3.2 s ago" keeps counting between refreshes. */
