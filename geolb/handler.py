@@ -406,6 +406,8 @@ class QueryHandler:
         if target.token:
             edns = query.edns
             network = edns.ecs.network if edns is not None and edns.ecs is not None and edns.ecs.source > 0 else None
+            if network is not None and network.prefixlen > (cut := 24 if network.version == 4 else 48):
+                network = network.supernet(new_prefix=cut)  # a network, never a client's own address (privacy)
             if len(self.sightings) < MAX_SIGHTINGS:
                 self.sightings.append(Sighting(target.token, peer, network, time.monotonic()))
             else:

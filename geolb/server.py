@@ -46,8 +46,8 @@ from geolb.net.holders import Holder, has_exited, instances_on
 from geolb.net.listeners import AddressInUseError, HostPort, held, reserve_pair, resolve
 from geolb.net.tcp import TcpLimits
 from geolb.runtime import Runtime, settle_memory
-from geolb.steer.aggregate import GeoOrder, RumStore
-from geolb.steer.evidence import PoolEvidence
+from geolb.steer.aggregate import GeoOrder, RumStore, write_saved
+from geolb.steer.evidence import PoolEvidence, answer_digest
 from geolb.steer.feed import RumShare, VantageFeed
 from geolb.steer.overlay import geo_rankings
 from geolb.steer.tokens import TokenBook
@@ -61,6 +61,8 @@ PROBER_NICENESS = 10  # this process probes: when CPUs are short, DNS workers (d
 CLUSTER_JOIN_WAIT = 2.0  # at start-up, how long to wait for etcd before answering from own checks
 REPLACE_TIMEOUT = 20.0  # --replace: how long the instance replaced may take to finish its TCP answers and exit
 EVIDENCE_DEBOUNCE = 0.25  # beacons arriving together make one evidence generation, within ~1 s of the first
+EVIDENCE_REFRESH = 5.0  # figures that move no answer reach the workers (explain, status) at most this often ...
+EVIDENCE_REFRESH_PER_MILLION = 55.0  # ... plus this per million networks (each refresh rebuilds the workers' maps)
 EVIDENCE_SHARE = 0.2  # at most this share of the main loop goes to building evidence (a million networks take a while)
 RUM_UPKEEP = 60.0  # seconds between saves of the RUM measurements (and evidence rebuilt: old samples decay)
 RUM_FOLDER = "rum"  # under the cache directory
@@ -250,6 +252,8 @@ class Server:
         self._rum_runner: web.AppRunner | None = None
         self._evidence_rebuild: asyncio.TimerHandle | None = None
         self._rum_evidence: dict[str, PoolEvidence] = {}  # per latency pool: the store's last evidence (RUM only)
+        self._evidence_digests: dict[str, bytes] = {}  # answer_digest of each pool's evidence last published
+        self._evidence_published = 0.0  # time.monotonic() of that publication
         self._evidence_cost = 0.0  # seconds the last evidence build took: the next waits longer when builds are long
         self._rum_saving: asyncio.Task[None] | None = None
         self._rum_upkeep: asyncio.Task[None] | None = None
@@ -857,20 +861,21 @@ class Server:
         except OSError as exc:
             log.warning("RUM measurements not loaded from %s: %s", Path(self.cache_dir) / RUM_FOLDER, exc)
 
-    def _save_rum(self) -> None:
+    def _save_rum(self, prepared: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """The store to `<cache>/rum/` (`prepared`: RumStore.saved() taken earlier on the loop)."""
         folder = Path(self.cache_dir) / RUM_FOLDER
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.rum_store.save(folder)
+            write_saved(folder, self.rum_store.saved() if prepared is None else prepared)
         except OSError as exc:
             log.warning("RUM measurements not saved under %s: %s", folder, exc)
 
     async def _save_rum_aside(self) -> None:
-        """The periodic save, compressed and written in a thread: the loop (beacons, the API, the checks) goes on.
-        Beacons folded meanwhile may or may not be in it; one that disturbs it leaves the save to the next minute."""
+        """The periodic save: the store copied on the loop (one moment), compressed and written in a thread, so
+        the loop (beacons, the API, the checks) goes on; beacons folded meanwhile are in the next one."""
         try:
-            await asyncio.to_thread(self._save_rum)
-        except Exception as exc:  # a beacon folded in while the thread read the store: it is saved next time
+            prepared = self.rum_store.saved()  # on the loop: keys and arrays of one moment
+            await asyncio.to_thread(self._save_rum, prepared)
+        except Exception as exc:  # a full disk, a vanished directory: the next minute tries again
             log.info("RUM measurements not saved this time (%s); again in %g s", exc, RUM_UPKEEP)
 
     async def _keep_rum(self) -> None:
@@ -901,9 +906,24 @@ class Server:
         snapshot = self.runtime.snapshot
         evidence = self._evidence(snapshot.zones, snapshot.maps)
         current = snapshot.evidence
-        self._evidence_cost = time.monotonic() - started
-        if evidence.keys() != current.keys() or any(evidence[name].version != current[name].version for name in evidence):
-            self.runtime.publish(evidence=evidence)
+        digests = {name: answer_digest(found) for name, found in evidence.items()}
+        now = time.monotonic()
+        self._evidence_cost = now - started
+        if evidence.keys() == current.keys() and all(evidence[name].version == current[name].version for name in evidence):
+            return
+        # Evidence that answers as before (new samples, same orders) waits for the refresh: each publication
+        # empties the workers' packet caches and has them lay the evidence over the maps again.
+        networks = sum(found.networks for found in evidence.values())
+        refresh = EVIDENCE_REFRESH + EVIDENCE_REFRESH_PER_MILLION * networks / 1e6
+        if digests == self._evidence_digests and now - self._evidence_published < refresh:
+            if self._evidence_rebuild is None:
+                self._evidence_rebuild = asyncio.get_running_loop().call_later(
+                    self._evidence_published + refresh - now, self._rebuild_evidence
+                )
+            return
+        self._evidence_digests = digests
+        self._evidence_published = now
+        self.runtime.publish(evidence=evidence)
 
     def _evidence(self, zones: ZoneSet, maps: Mapping[str, RegionMap], rebuild: bool = False) -> dict[str, PoolEvidence]:
         """Evidence of every `steering: latency` pool that has some; other pools, and pools gone, have none.

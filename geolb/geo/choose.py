@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from geolb import model
@@ -128,6 +128,7 @@ class AnswerMemo:
         self.steered_limit = steered
         self._maps: OrderedDict[tuple[str, int, frozenset[int]], AnswerMap] = OrderedDict()
         self._steered: OrderedDict[tuple[object, ...], Steered] = OrderedDict()
+        self._needed: frozenset[tuple[object, ...]] = frozenset()
         self._rotations: dict[tuple[str, str, int], Rotation] = {}
 
     def answer_map(self, region_map: RegionMap, family: int, usable: frozenset[int]) -> AnswerMap:
@@ -160,9 +161,16 @@ class AnswerMemo:
         self._steered[key] = steered
         self._steered.move_to_end(key)
         networks = sum(s.networks for s in self._steered.values())
-        while len(self._steered) > 1 and (len(self._steered) > self.steered_limit or networks > self.STEERED_NETWORKS):
-            _key, dropped = self._steered.popitem(last=False)
-            networks -= dropped.networks
+        # The maps of the state being installed are never dropped (a query would then build one on the DNS loop);
+        # beyond them, the least recently used go first.
+        for old in [k for k in self._steered if k not in self._needed and k != key]:
+            if len(self._steered) <= self.steered_limit and networks <= self.STEERED_NETWORKS:
+                break
+            networks -= self._steered.pop(old).networks
+
+    def need(self, keys: Collection[tuple[object, ...]]) -> None:
+        """The Steered maps the state about to be installed answers from: kept whatever the bounds."""
+        self._needed = frozenset(keys)
 
     def rotation(self, pool: str, region: str, family: int) -> Rotation:
         key = (pool, region, family)
@@ -198,6 +206,7 @@ def steer_jobs(
 ) -> list[SteerJob]:
     """The Steered maps that answering with (zones, maps, health, evidence) needs and `memo` lacks."""
     jobs: dict[tuple[object, ...], SteerJob] = {}
+    needed: set[tuple[object, ...]] = set()
     for name, pool_evidence in evidence.items():
         pool = zones.pools.get(name)
         region_map = maps.get(name)
@@ -207,8 +216,11 @@ def steer_jobs(
             _tier, chosen = answering_endpoints(pool, family, health)
             usable = frozenset(i for i, endpoints in enumerate(chosen) if endpoints)
             key = steered_key(region_map, pool, usable, pool_evidence)
-            if usable and not memo.has_steered(key):
-                jobs[key] = SteerJob(key, region_map, pool, usable, pool_evidence)
+            if usable:
+                needed.add(key)
+                if not memo.has_steered(key):
+                    jobs[key] = SteerJob(key, region_map, pool, usable, pool_evidence)
+    memo.need(needed)
     return list(jobs.values())
 
 

@@ -273,7 +273,7 @@ class RumListener:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_get("/rum.js", self.rum_js)
+        app.router.add_get("/rum.js", self.rum_js, allow_head=False)  # SPEC §10: GET /rum.js and POST /v1/rum only
         app.router.add_post("/v1/rum", self.beacon)
         app.router.add_route("OPTIONS", "/v1/rum", self.preflight)
         # Anything else, a wrong method on these paths too, is 404: the listener shows nothing else exists.
@@ -378,8 +378,13 @@ class RumListener:
                 waiting.append(pending)
                 continue
             resolver = None if sighting is None else sighting.resolver
-            self.server.rum_store.add(beacon.pool, pending.network, beacon.rtt, pending.at, country=pending.country, resolver=resolver)
-            self.server.beacon_added(beacon.pool.name)
+            # A reload while it waited may have changed or removed the pool: the current one, and its regions only.
+            pool = self.server.runtime.snapshot.zones.pools.get(beacon.pool.name)
+            rtt = {name: ms for name, ms in beacon.rtt.items() if pool is not None and pool.region(name) is not None}
+            if pool is None or not rtt:
+                continue
+            self.server.rum_store.add(pool, pending.network, rtt, pending.at, country=pending.country, resolver=resolver)
+            self.server.beacon_added(pool.name)
         self._pending = waiting
         if waiting:
             self._retry = asyncio.get_running_loop().call_later(TOKEN_RETRY, self._release)

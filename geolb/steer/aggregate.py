@@ -843,11 +843,12 @@ class RumStore:
     def save(self, folder: Path) -> None:
         """Every pool's rows to `folder`/<pool>.npz, each written to a temporary file and renamed into place;
         the files of pools no longer held are removed."""
-        folder.mkdir(parents=True, exist_ok=True)
-        names = {f"{quote(name, safe='')}.npz" for name in self._pools}
-        for path in folder.glob("*.npz"):
-            if path.name not in names:
-                path.unlink(missing_ok=True)
+        write_saved(folder, self.saved())
+
+    def saved(self) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        """What save() writes, copied at once (keys and arrays of the same moment): the writing, the slow part,
+        may then go on in a thread while beacons are folded in."""
+        prepared: dict[str, dict[str, npt.NDArray[Any]]] = {}
         for rum in self._pools.values():
             meta = {
                 "format": FORMAT,
@@ -866,14 +867,8 @@ class RumStore:
             arrays |= {f"res_{k}": v for k, v in rum.resolvers.state().items()}
             arrays |= {"lead_codes": rum.lead_codes, "lead_regions": rum.lead_regions}
             arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".rum-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    _write_npz(out, arrays)
-                os.replace(temporary, folder / f"{quote(rum.name, safe='')}.npz")
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            prepared[rum.name] = {name: np.array(value, copy=True) for name, value in arrays.items()}
+        return prepared
 
     def load(self, folder: Path) -> None:
         """The pools saved in `folder`; an unreadable, corrupt or old-format file is passed over with a warning."""
@@ -909,7 +904,9 @@ class RumStore:
             shapes |= {"last": (n,), "country": (n,), "epoch": (n,)}
             if any(part[name].shape != shape for name, shape in shapes.items()):
                 raise ValueError("arrays do not fit the regions or each other")
-            if int(part["country"].max(initial=-1)) >= len(rum.countries) or (part["ring_pos"] >= RING).any():
+            if int(part["country"].max(initial=-1)) >= len(rum.countries) or int(part["country"].min(initial=-1)) < -1:
+                raise ValueError("country indices out of range")
+            if (part["ring_pos"] >= RING).any() or (part["ring_pos"] < 0).any():
                 raise ValueError("indices out of range")
         net_keys = [int(c) for c in net["code"].tolist()]
         res_keys = [ipaddress.ip_address(a) for a in meta["resolvers"]]
@@ -923,6 +920,9 @@ class RumStore:
             raise ValueError("leaders do not fit together")
         rum.resolver_leads = {ipaddress.ip_address(k): int(v) for k, v in meta["resolver_leads"].items()}
         rum.country_leads = {str(k): int(v) for k, v in meta["country_leads"].items()}
+        leaders = [*rum.lead_regions.tolist(), *rum.resolver_leads.values(), *rum.country_leads.values()]
+        if any(not -1 <= lead < len(regions) for lead in leaders):
+            raise ValueError("a leader names no region")  # it would index past the regions at the next evidence
         return rum
 
     # --- cluster sharing ----------------------------------------------------------------
@@ -1085,3 +1085,22 @@ def _same(a: PoolEvidence, b: PoolEvidence) -> bool:
         ):
             return False
     return True
+
+
+def write_saved(folder: Path, prepared: Mapping[str, Mapping[str, npt.NDArray[Any]]]) -> None:
+    """RumStore.saved() to `folder`/<pool>.npz (temporary file, then renamed); files of other pools removed.
+    Touches no store: safe in a thread."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {f"{quote(name, safe='')}.npz" for name in prepared}
+    for path in folder.glob("*.npz"):
+        if path.name not in names:
+            path.unlink(missing_ok=True)
+    for name, arrays in prepared.items():
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".rum-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _write_npz(out, dict(arrays))
+            os.replace(temporary, folder / f"{quote(name, safe='')}.npz")
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise

@@ -17,6 +17,7 @@ lacks `min_samples` samples in the window, a country is present only with
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -122,3 +123,25 @@ class PoolEvidence:
 
 Evidence = Mapping[str, PoolEvidence]  # by pool name; pools without evidence are absent
 NO_EVIDENCE: Evidence = MappingProxyType({})
+
+
+def answer_digest(evidence: PoolEvidence) -> bytes:
+    """A digest of what the answers depend on: which regions each key covers, its leader and its regions' order
+    by RTT, and the vantage figures. New samples that move no order leave it alone, so the DNS workers are not
+    sent (and do not rebuild maps for) evidence that answers exactly as before."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\x00".join(evidence.regions).encode())
+    for table in (evidence.v4, evidence.v6):
+        digest.update(np.ascontiguousarray(table.keys).tobytes())
+        digest.update(np.ascontiguousarray(table.leader).tobytes())
+        if len(table):
+            rtt = np.where(np.isnan(table.rtt), np.float32(np.inf), table.rtt)
+            digest.update(np.ascontiguousarray(np.argsort(rtt, axis=1, kind="stable").astype(np.int16)).tobytes())
+            digest.update(np.packbits(np.isnan(table.rtt)).tobytes())
+    keyed: list[tuple[str, str, Figures]] = [("r", str(k), f) for k, f in evidence.resolvers.items()]
+    keyed += [("c", k, f) for k, f in evidence.countries.items()]
+    for kind, key, entry in sorted(keyed, key=lambda item: (item[0], item[1])):
+        order = sorted((r is None, r or 0.0, i) for i, r in enumerate(entry.rtt))
+        digest.update(repr((kind, key, entry.leader, [(gone, i) for gone, _r, i in order])).encode())
+    digest.update(repr([(v.instance, v.location, v.rtt) for v in evidence.vantages]).encode())
+    return digest.digest()

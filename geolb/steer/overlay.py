@@ -135,7 +135,9 @@ def compose(tier: npt.NDArray[np.int8], distance: F64, rtt: F64, leader: I64, us
     by_distance = np.where(covered, np.nan_to_num(distance, posinf=1e12), np.inf).argmin(axis=1)
     known = (leader >= 0) & covered[rows, np.maximum(leader, 0)]
     incumbent = np.where(known, leader, by_distance)
-    fastest = np.where(covered, rtt, np.inf).argmin(axis=1)
+    # The challenger is the fastest region that can answer: a faster one that is down takes nothing from the
+    # incumbent (which, when down itself, gives way to the fastest usable one below).
+    fastest = np.where(candidates, rtt, np.inf).argmin(axis=1)
     held, challenger = rtt[rows, incumbent], rtt[rows, fastest]
     gain = held - challenger
     lead = np.where((gain > latency.margin_ms) & (gain > latency.margin * held), fastest, incumbent)
