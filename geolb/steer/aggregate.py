@@ -108,7 +108,9 @@ def any_in_row(values: npt.NDArray[Any]) -> Bools:
 
 
 def column_medians(values: F32) -> tuple[F32, npt.NDArray[np.int64]]:
-    """Per column: the median of the non-NaN values, and how many there are."""
+    """Per column: the median of the non-NaN values, and how many there are (NaN and 0 for no rows at all)."""
+    if not len(values):  # a country whose networks all left the window: nothing to take a median of
+        return np.full(values.shape[1], np.nan, dtype=np.float32), np.zeros(values.shape[1], dtype=np.int64)
     columns = np.ascontiguousarray(values.T)  # sorting contiguous rows is much faster than along axis 0
     n = (~np.isnan(columns)).sum(axis=1).astype(np.int64)
     return sorted_medians(np.sort(columns, axis=1), n, 1), n  # np.sort puts NaN last

@@ -109,6 +109,20 @@ def test_samples_older_than_the_window_drop_out() -> None:
     assert store.stats("web")["networks"] == 2  # still remembered until evicted
 
 
+def test_a_country_whose_networks_all_left_the_window_has_no_figures(tmp_path: Path) -> None:
+    """It once crashed every evidence build (and `geolb serve` at start-up, from the saved file) with IndexError."""
+    store = RumStore()
+    measure(store, "192.0.2.0/24", {"east": 30.0}, country="GB")
+    measure(store, "198.51.100.0/24", {"east": 40.0}, at=NOW + 8 * DAY, country="US")
+    evidence = store.evidence(POOL, NOW + 8 * DAY + 10)
+    assert "GB" not in evidence.countries
+    assert rtts(evidence, "198.51.100.0/24") == (40.0, None)
+    store.save(tmp_path)
+    loaded = RumStore()
+    loaded.load(tmp_path)
+    assert loaded.evidence(POOL, NOW + 8 * DAY + 10).countries == evidence.countries
+
+
 def test_a_new_window_keeps_the_samples_it_still_covers() -> None:
     store = RumStore()
     measure(store, "192.0.2.0/24", {"east": 30.0}, pool=make_pool("east", "west", window=8 * DAY))
