@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_cidr,
         default=[],
         metavar="CIDR",
-        help="a beacon from these peers speaks for the right-most X-Forwarded-For address not in them; repeatable",
+        help="a beacon from these peers speaks for the left-most X-Forwarded-For address not in them; repeatable",
     )
     serve.add_argument(
         "--rum-rate",

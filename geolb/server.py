@@ -809,7 +809,7 @@ class Server:
         if address is None:
             return
         self.rum = RumListener(self, self.options.rum_trusted_proxies, self.options.rum_rate)
-        self._rum_runner = web.AppRunner(self.rum.app(), access_log=None)
+        self._rum_runner = web.AppRunner(self.rum.app(), access_log=None, auto_decompress=False)  # the handler refuses encodings
         await self._rum_runner.setup()
         # --replace: the replaced instance may hold the address until it exits (_take_over binds it then)
         self._rum_deferred = not await self._bind_rum(wait_for_replaced=bool(self._replacing))
@@ -937,7 +937,11 @@ class Server:
                 continue
             rum = self._rum_evidence.get(pool.name)
             if rebuild or rum is None or self.rum_store.dirty(pool.name, now):
-                rum = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+                try:
+                    rum = self.rum_store.evidence(pool, now, self._geo_order(maps.get(pool.name)))
+                except Exception:  # a bug in the measurements must cost the pool its evidence, never a reload
+                    log.exception("latency evidence of pool %s not built; it answers by distance", pool.name)
+                    rum = PoolEvidence.empty(pool.name, tuple(r.name for r in pool.regions))
             built[pool.name] = rum
             found = self._with_vantages(rum)
             if found.networks or found.resolvers or found.countries or found.vantages:

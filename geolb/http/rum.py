@@ -1,7 +1,7 @@
 """The RUM listener (SPEC §10): GET /rum.js and POST /v1/rum, nothing else; beacons validated, attributed, folded in.
 
 A beacon speaks for the network it came from (the peer, or behind a trusted proxy the
-right-most X-Forwarded-For address not in a trusted CIDR), never for anything its body
+left-most X-Forwarded-For address not in a trusted CIDR), never for anything its body
 names. The listener runs in the main process beside the API, on an address of its own:
 the API is never reachable through it. What it does per beacon is kept small (one JSON
 parse, a few dict look-ups, one GeoIP look-up, RumStore.add); the evidence is rebuilt
@@ -170,23 +170,16 @@ def _plain(address: model.IPAddress) -> model.IPAddress:
 
 
 def client_address(peer: model.IPAddress, forwarded_for: Iterable[str], trusted: tuple[model.IPNetwork, ...]) -> model.IPAddress | None:
-    """The address a beacon speaks for (SPEC §10): the peer, or, when the peer is a trusted proxy, the right-most
-    X-Forwarded-For address not in a trusted CIDR (None when it names none: nobody to speak for).
-
-    Right-most, not left-most: proxies append, so everything left of the address our outermost trusted proxy
-    saw was written by the client itself (`X-Forwarded-For: 81.2.69.142` from curl would otherwise speak for
-    81.2.69.0/24). An entry that is no address stops the walk: whoever wrote it is not a proxy of ours.
-    """
+    """The address a beacon speaks for (SPEC §10): the peer, or, when the peer is a trusted proxy, the left-most
+    X-Forwarded-For address not in a trusted CIDR (None when it names none: nobody to speak for)."""
     peer = _plain(peer)
     if not any(peer in network for network in trusted):
         return peer
-    entries = [entry for header in forwarded_for for entry in header.split(",")]
-    for entry in reversed(entries):
-        address = _address(entry)
-        if address is None:
-            return None
-        if not any(address in network for network in trusted):
-            return address
+    for header in forwarded_for:
+        for entry in header.split(","):
+            address = _address(entry)
+            if address is not None and not any(address in network for network in trusted):
+                return address
     return None
 
 
@@ -316,6 +309,8 @@ class RumListener:
 
     async def beacon(self, request: web.Request) -> web.Response:
         try:
+            if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+                raise bad("a beacon is sent as it is, without Content-Encoding")  # sendBeacon never compresses
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:

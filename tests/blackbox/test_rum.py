@@ -195,14 +195,13 @@ async def test_untrusted_peer_x_forwarded_for_is_ignored(server: RunningServer) 
 
 
 async def test_trusted_proxy_x_forwarded_for_names_the_client(server: RunningServer) -> None:
-    """Behind a trusted proxy the client is the right-most X-Forwarded-For address not in a trusted CIDR."""
+    """Behind a trusted proxy the client is the left-most X-Forwarded-For address not in a trusted CIDR."""
     for n in range(RATE):  # different clients of one /24, each behind the proxy, seen through other proxies
         assert await post(server, beacon(), source=TRUSTED_PROXY, xff=f"203.0.113.{n + 1}, 10.1.2.3") == 204
     assert await post(server, beacon(), source=TRUSTED_PROXY, xff="203.0.113.77") == 429
-    # Right-most not trusted: trusted hops on the right are passed over; what is left of the client is its own word
-    # (a client that sends X-Forwarded-For itself cannot speak for another network, nor dodge the rate).
-    assert await post(server, beacon(), source=TRUSTED_PROXY, xff="192.0.2.1, 203.0.113.200, 10.9.9.9") == 429
-    assert await post(server, beacon(), source=TRUSTED_PROXY, xff="10.9.9.9, 203.0.113.200, 192.0.2.1") == 204
+    # Left-most not trusted: trusted hops on the left are passed over, later entries are not the client.
+    assert await post(server, beacon(), source=TRUSTED_PROXY, xff="10.9.9.9, 203.0.113.200, 192.0.2.1") == 429
+    assert await post(server, beacon(), source=TRUSTED_PROXY, xff="192.0.2.1, 203.0.113.200") == 204
     # Another network through the same proxy is its own, IPv6 by /48.
     for n in range(RATE):
         assert await post(server, beacon(), source=TRUSTED_PROXY, xff=f"[2001:db8:aa:{n}::1]:443") == 204
@@ -318,3 +317,18 @@ def test_replace_takes_over_the_rum_address(tmp_path: Path) -> None:
             assert new.stop() == 0
     finally:
         old.stop()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+async def test_compressed_beacons_get_400_without_a_traceback(server: RunningServer, encoding: str) -> None:
+    """Junk claiming a Content-Encoding is a bad beacon like any other: 400, counted as such, not a 500."""
+    before = counts(server)
+    connector = aiohttp.TCPConnector(local_addr=("127.0.4.2", 0))
+    headers = {"Content-Type": "text/plain", "Content-Encoding": encoding}
+    async with (
+        aiohttp.ClientSession(connector=connector, auto_decompress=False) as session,
+        session.post(f"{rum_url(server)}/v1/rum", data=b"junk", headers=headers) as reply,
+    ):
+        assert reply.status == 400
+    after = counts(server)
+    assert after["bad_request"] == before["bad_request"] + 1 and after["accepted"] == before["accepted"]

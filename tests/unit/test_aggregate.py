@@ -437,3 +437,22 @@ def test_ring_medians_match_numpy_for_any_valid_subset() -> None:
             if len(picked):
                 expected[row, column] = np.median(picked)
     np.testing.assert_allclose(ring_medians(values.copy(), valid), expected, rtol=1e-6)
+
+
+def test_every_measured_region_renamed_leaves_no_figures_and_no_error(tmp_path: Path) -> None:
+    """An operator renames a latency pool's regions: the old measurements name none of the new regions; evidence
+    builds (and a save and load) go on with nothing measured, and the new names are measured afresh."""
+    store = RumStore()
+    for n in range(6):  # countries too: min_networks networks in GB
+        measure(store, f"81.2.{69 + n}.0/24", {"east": 50, "west": 10}, country="GB", resolver="127.0.0.53")
+    assert store.evidence(POOL, NOW + 10).networks == 6
+    renamed = make_pool("x1", "x2")
+    evidence = store.evidence(renamed, NOW + 20)
+    assert evidence.networks == 0 and not evidence.countries and not evidence.resolvers
+    store.save(tmp_path)
+    again = RumStore()
+    again.load(tmp_path)
+    assert again.evidence(renamed, NOW + 30).networks == 0
+    assert again.evidence(POOL, NOW + 30).networks == 0  # the old names came back: their figures were dropped
+    measure(again, "81.2.69.0/24", {"x1": 20, "x2": 80}, at=NOW + 40, pool=renamed)
+    assert rtts(again.evidence(renamed, NOW + 50), "81.2.69.0/24") == (20.0, 80.0)
