@@ -83,8 +83,11 @@ def one(tiers: list[int], distances: list[float], rtt: list[float | None], usabl
         # The leader keeps the lead unless beaten.
         ([2, 2, 2], [1, 2, 3], [50, 47, 45], [0, 1, 2], 2, (2, True)),
         ([2, 2, 2], [1, 2, 3], [50, 20, 45], [0, 1, 2], 2, (1, True)),
+        # The fastest down: it takes nothing from the incumbent; a usable challenger must beat it by the margin.
+        ([2, 2, 2], [1, 2, 3], [50, 20, 45], [0, 2], -1, (0, True)),
+        ([2, 2, 2], [1, 2, 3], [50, 20, 30], [0, 2], -1, (2, True)),
         # A down leader: the next covered by RTT.
-        ([2, 2, 2], [1, 2, 3], [50, 20, 45], [0, 2], -1, (2, True)),
+        ([2, 2, 2], [1, 2, 3], [50, 20, 45], [0, 2], 1, (2, True)),
         # No covered region usable: the distance order answers (not decided).
         ([2, 2, 2], [1, 2, 3], [None, 20, None], [0, 2], -1, (0, False)),
         # Country tier first: evidence for the continent tier does not pull the client out of its country.
