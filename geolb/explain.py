@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from geolb import model
 from geolb.answer import Answer, build_answer
-from geolb.dns.lookup import lookup
-from geolb.geo.choose import GeoAnswers
+from geolb.dns.lookup import RUM_TTL, lookup, rum_answer
+from geolb.geo.choose import GeoAnswers, answering_endpoints
 from geolb.geo.locate import Locator
-from geolb.geo.rank import Decision, choose, rank_regions
-from geolb.steer.overlay import describe
+from geolb.geo.rank import Decision, Location, RankedRegion, RegionRanking, choose, rank_regions
+from geolb.steer.evidence import Figures, PoolEvidence
+from geolb.steer.overlay import describe, evidence_figures
 
 
 class ExplainError(ValueError):
@@ -35,9 +37,11 @@ def explain(
     qtype: str,
     client: model.IPNetwork,
     resolver: bool = False,
+    rum_addresses: Sequence[model.IPAddress] | None = None,
 ) -> dict[str, Any]:
     """What `client` (an ECS subnet, or one address) gets for `name`/`qtype`, and why.
     `resolver`: the client is a resolver asking without ECS (its own latency evidence may apply).
+    `rum_addresses`: what "<token>.<rum_name>" answers (the server's --rum-address); None: not known here (resolve).
 
     The answer and scope come from the same maps the DNS path reads; the reasoning
     (location, ranking, skips) is worked out the straightforward way beside it.
@@ -47,6 +51,21 @@ def explain(
         raise ExplainError(f"unsupported type {qtype!r}")
     qname = name.strip().lower().rstrip(".") + "."
     found = lookup(zoneset, qname, model.RTYPE_CODES[qtype])
+    note = None
+    target = found.rum
+    if target is not None:
+        found = rum_answer(found, target, rum_addresses or ())
+        if not target.token:
+            note = f"{target.owner} is the zone's rum name: NODATA, as the server answers it"
+        elif rum_addresses is None:
+            note = (
+                f"{target.owner} is a RUM token name (SPEC §10 resolver discovery): the server answers A/AAAA with its"
+                f" --rum-address addresses (or its --rum-listen address), TTL {RUM_TTL}, NODATA for other types;"
+                " they are not known here, so the answer is shown without them"
+            )
+        else:
+            shown = ", ".join(str(a) for a in rum_addresses) or "none: NODATA for A and AAAA"
+            note = f"{target.owner} is a RUM token name (SPEC §10 resolver discovery): answered with --rum-address ({shown}), TTL {RUM_TTL}"
     address = client.network_address
     answer = build_answer(found, address, zoneset, geo, random.Random(), resolver=resolver)
     reasoning = None
@@ -55,13 +74,21 @@ def explain(
         pool = zoneset.pools[answer.choice.pool]
         location = locator.locate(address)
         ranking = rank_regions(pool, address, location)
-        reasoning = choose(pool, address, location, ranking, answer.choice.family, geo.health)
         if pool.steering == "latency":
-            place = None if location.latitude is None or location.longitude is None else (location.latitude, location.longitude)
             kind = answer.choice.evidence
-            evidence = describe(geo.evidence.get(pool.name), pool, kind, address, location.country, place)
+            pool_evidence = geo.evidence.get(pool.name)
+            evidence = describe(pool_evidence, pool, kind, address, location.country, location.coordinates)
+            found_figures = None
+            if pool_evidence is not None:
+                found_figures = evidence_figures(pool_evidence, pool, kind, address, location.country, location.coordinates)
+            if kind != "distance" and pool_evidence is not None and found_figures is not None:
+                _tier, endpoints = answering_endpoints(pool, answer.choice.family, geo.health)
+                usable = {region.name for region, chosen in zip(pool.regions, endpoints, strict=True) if chosen}
+                ranking = latency_ranking(pool, ranking, location, pool_evidence, found_figures[1], usable)
+        reasoning = choose(pool, address, location, ranking, answer.choice.family, geo.health)
     return {
         "query": {"name": qname, "type": qtype},
+        "note": note,
         "client": {"address": str(client.network_address), "prefix": client.prefixlen},
         "rcode": model.RCODE_NAMES.get(answer.rcode, str(answer.rcode)),
         "authoritative": answer.aa,
@@ -71,6 +98,57 @@ def explain(
         "additional": _records(answer.additional),
         "geo": _geo(answer, reasoning, geo, evidence),
     }
+
+
+def latency_ranking(
+    pool: model.Pool, ranking: RegionRanking, location: Location, evidence: PoolEvidence, figures: Figures, usable: set[str]
+) -> RegionRanking:
+    """The order that decided a latency pool's answer (steer/evidence.py, overlay.compose): within each §3 tier the
+    covered regions by RTT, the incumbent (the leader, else the first covered by distance) first unless the fastest
+    usable one `beats` it, behind any faster region that cannot answer; the uncovered regions after them by
+    distance. `networks` regions stay first. Its first region in `usable` is the one compose answers with."""
+    rtt = {name: value for name, value in zip(evidence.regions, figures.rtt, strict=True) if value is not None}
+    leader = evidence.regions[figures.leader] if 0 <= figures.leader < len(evidence.regions) else None
+    index = {region.name: i for i, region in enumerate(pool.regions)}
+
+    def level(ranked: RankedRegion) -> int:
+        region = ranked.region
+        if ranked.reason.startswith("networks "):
+            return -1
+        if not location.known:
+            return 0  # rule 2c: every region alike
+        if location.country is not None and location.country in region.countries:
+            return 0
+        return 1 if location.continent is not None and location.continent in region.continents else 2
+
+    tiers: dict[int, list[RankedRegion]] = {}
+    for ranked in ranking.regions:
+        tiers.setdefault(level(ranked), []).append(ranked)
+    ordered: list[RankedRegion] = []
+    for tier, members in sorted(tiers.items()):
+        covered = [r for r in members if r.region.name in rtt]
+        if tier < 0 or not covered:
+            ordered.extend(members)
+            continue
+        names = [r.region.name for r in covered]
+        incumbent = leader if leader in names else names[0]
+        fastest = min((n for n in names if n in usable), key=lambda n: (rtt[n], index[n]), default=None)
+        lead = fastest if fastest is not None and pool.latency.beats(rtt[fastest], rtt[incumbent]) else incumbent
+        # A region that cannot answer and is faster than the lead goes ahead of it: passed over (skipped), as an
+        # operator reads it; the first region able to answer is the same either way.
+        ahead = [
+            r for r in covered if r.region.name not in usable and (rtt[r.region.name], index[r.region.name]) < (rtt[lead], index[lead])
+        ]
+        rank = {id(r): (0 if r in ahead else 1 if r.region.name == lead else 2, rtt[r.region.name], index[r.region.name]) for r in covered}
+        by_rtt = sorted(covered, key=lambda r: rank[id(r)])
+        for ranked in by_rtt:
+            name = ranked.region.name
+            why = f"{rtt[name]:.0f} ms"
+            if name == lead:
+                why += ", holds the lead" if lead == incumbent else f", beats {incumbent} ({rtt[incumbent]:.0f} ms) by the margin"
+            ordered.append(RankedRegion(ranked.region, why, ranked.distance_km))
+        ordered.extend(RankedRegion(r.region, f"not measured: {r.reason}", r.distance_km) for r in members if r.region.name not in rtt)
+    return RegionRanking(f"latency within {ranking.rule} tiers", tuple(ordered), ranking.scope)
 
 
 def _records(rrsets: tuple[model.RRset, ...]) -> list[dict[str, Any]]:
@@ -156,6 +234,8 @@ def render_text(report: dict[str, Any]) -> str:
         f";; {query['name']} {query['type']} for client {client['address']}/{client['prefix']}",
         f";; status {report['rcode']}, ECS scope /{report['ecs_scope']}",
     ]
+    if report.get("note"):
+        lines.append(f";; note: {report['note']}")
     for section in ("answer", "authority", "additional"):
         if report[section]:
             lines.append(f";; {section.upper()}")

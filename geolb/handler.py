@@ -28,7 +28,7 @@ from geolb.dns.cache import (
     static_entry,
 )
 from geolb.dns.cookies import RESPONSE_OPTION_SIZE, CookieJar, new_secret
-from geolb.dns.lookup import QTYPE_A, QTYPE_AAAA, QTYPE_NSEC, QTYPE_RRSIG, Lookup, RumTarget, lookup
+from geolb.dns.lookup import QTYPE_NSEC, QTYPE_RRSIG, Lookup, RumTarget, lookup, rum_answer
 from geolb.dns.message import QueryKey
 from geolb.dns.names import labels_to_key
 from geolb.dns.peers import peer_address, remembered
@@ -49,7 +49,6 @@ log = logging.getLogger("geolb.dns")
 OWN_RECORD_TYPES = (QTYPE_NSEC, QTYPE_RRSIG)  # answered from the name's own records in a signed zone (see Signer.own_records)
 SIGNED_SETS = 1024  # per region of a signed GEO entry: endpoint sets whose RRSIG records are kept ready
 Fill = tuple[PacketCache, Key, int, int, int]  # the cache, the key, end of question, ECS offset, COOKIE offset
-RUM_TTL = 5  # "<token>.rum.<zone>": short, so that a token's lookups reach us (SPEC §10)
 MAX_SIGHTINGS = 20_000  # kept between two sends up to the main process; beyond, dropped and counted
 NegativeKey = tuple[str, int, int, int, tuple[object, ...]]  # zone, rcode, qtype, question length, rest of the key
 
@@ -412,13 +411,7 @@ class QueryHandler:
                 self.sightings.append(Sighting(target.token, peer, network, time.monotonic()))
             else:
                 self.stats.sightings_dropped += 1
-            version = {QTYPE_A: 4, QTYPE_AAAA: 6}.get(target.qtype)
-            addresses = [a for a in self.rum_addresses if a.version == version]
-            if addresses:
-                rdatas = tuple(model.address_rdata(a) for a in addresses)
-                rrset = model.RRset(target.owner, model.address_rtype(addresses[0]), RUM_TTL, rdatas)
-                return Lookup(NOERROR, True, (*found.answer, rrset), zone=found.zone)
-        return Lookup(NOERROR, True, found.answer, authority=(target.negative_soa,), zone=found.zone)
+        return rum_answer(found, target, self.rum_addresses)
 
     def take_sightings(self) -> list[Sighting]:
         """The sightings since the last call (the worker sends them to the main process's TokenBook)."""

@@ -249,6 +249,7 @@ class Server:
         self.rum_share = RumShare(self.rum_store, publish_rum, self.rum_changed)
         self.rum: RumListener | None = None
         self.rum_address: str | None = None
+        self.rum_addresses = rum_addresses(options)  # what "<token>.<rum_name>" answers (explain shows it as DNS does)
         self._rum_runner: web.AppRunner | None = None
         self._evidence_rebuild: asyncio.TimerHandle | None = None
         self._rum_evidence: dict[str, PoolEvidence] = {}  # per latency pool: the store's last evidence (RUM only)

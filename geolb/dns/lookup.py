@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from geolb import model
@@ -52,6 +53,19 @@ class Lookup:
 
 
 REFUSED_LOOKUP = Lookup(rcode=REFUSED, aa=False)
+RUM_TTL = 5  # "<token>.rum.<zone>": short, so that a token's lookups reach us (SPEC §10)
+
+
+def rum_answer(found: Lookup, target: RumTarget, addresses: Sequence[model.IPAddress]) -> Lookup:
+    """A name under a zone's rum name: `addresses` (the RUM listener's, --rum-address) of the queried family for
+    a token, NODATA for other types and for the rum name itself. The DNS path and explain both answer from here."""
+    if target.token:
+        version = {QTYPE_A: 4, QTYPE_AAAA: 6}.get(target.qtype)
+        family = [a for a in addresses if a.version == version]
+        if family:
+            rrset = model.RRset(target.owner, model.address_rtype(family[0]), RUM_TTL, tuple(model.address_rdata(a) for a in family))
+            return Lookup(NOERROR, True, (*found.answer, rrset), zone=found.zone)
+    return Lookup(NOERROR, True, found.answer, authority=(target.negative_soa,), zone=found.zone)
 
 
 def negative_soa(zone: model.Zone) -> model.RRset:

@@ -317,7 +317,7 @@ async def explain_query(request: web.Request) -> web.Response:
         client = parse_client(client_text)
         resolver = request.query.get("resolver", "").lower() in ("1", "true", "yes")
         qtype = request.query.get("type", "A")
-        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, qtype, client, resolver)
+        report = explain(snapshot.zones, server.geo_answers(), server.locator, name, qtype, client, resolver, server.rum_addresses)
     except ExplainError as exc:
         return json_error(400, str(exc))
     if report["rcode"] == "REFUSED":

@@ -41,6 +41,7 @@ class Control(Protocol):
     rum: RumListener | None  # the RUM listener (--rum-listen), None when off
     rum_store: RumStore  # every pool's measurements (SPEC §10)
     rum_address: str | None
+    rum_addresses: tuple[IPAddress, ...]  # what "<token>.<rum_name>" answers (--rum-address)
     tokens: TokenBook  # resolver discovery: token -> the latest Sighting (SPEC §10)
 
     @property

@@ -379,6 +379,35 @@ def figures_text(evidence: PoolEvidence, figures: Figures, unit: str | None = "s
     return ", ".join(parts) or "no region measured"
 
 
+def evidence_figures(
+    evidence: PoolEvidence,
+    pool: model.Pool,
+    kind: str,
+    client: model.IPAddress,
+    country: str | None,
+    place: tuple[float, float] | None,
+) -> tuple[str, Figures, str | None] | None:
+    """The figures of `kind` (KINDS) that apply to this client, with a label and their sample unit; None: none do."""
+    if kind == "network":
+        table = evidence.table(client.version)
+        row = table.row_of(client)
+        if row is not None:
+            network = ipaddress.ip_network((client, table.prefix), strict=False)
+            return f"rum {network}", table.figures(row), "samples"
+    elif kind == "resolver" and client in evidence.resolvers:
+        return f"resolver {client}", evidence.resolvers[client], "samples"
+    elif kind == "country" and country is not None and country in evidence.countries:
+        figures = evidence.countries[country]
+        return f"country {country} ({max(figures.samples, default=0)} networks)", figures, "networks"
+    elif kind == "vantage" and place is not None and evidence.vantages:
+        near = int(nearest_vantage(evidence.vantages, np.array([place[0]]), np.array([place[1]]), pool.latency.vantage_radius)[0])
+        if near >= 0:
+            vantage = evidence.vantages[near]
+            label = f"vantage {vantage.instance} ({vantage.location[0]:g}, {vantage.location[1]:g})"
+            return label, Figures(vantage.rtt, tuple(0 for _ in vantage.rtt)), None
+    return None
+
+
 def describe(
     evidence: PoolEvidence | None,
     pool: model.Pool,
@@ -388,24 +417,7 @@ def describe(
     place: tuple[float, float] | None,
 ) -> dict[str, object]:
     """What the evidence of `kind` (KINDS) said for this client, for explain: {"kind", "text", "rtt_ms": {region: ms}}."""
-    found: tuple[str, Figures, str | None] | None = None
-    if evidence is not None and kind == "network":
-        table = evidence.table(client.version)
-        row = table.row_of(client)
-        if row is not None:
-            network = ipaddress.ip_network((client, table.prefix), strict=False)
-            found = (f"rum {network}", table.figures(row), "samples")
-    elif evidence is not None and kind == "resolver" and client in evidence.resolvers:
-        found = (f"resolver {client}", evidence.resolvers[client], "samples")
-    elif evidence is not None and kind == "country" and country is not None and country in evidence.countries:
-        figures = evidence.countries[country]
-        found = (f"country {country} ({max(figures.samples, default=0)} networks)", figures, "networks")
-    elif evidence is not None and kind == "vantage" and place is not None and evidence.vantages:
-        near = int(nearest_vantage(evidence.vantages, np.array([place[0]]), np.array([place[1]]), pool.latency.vantage_radius)[0])
-        if near >= 0:
-            vantage = evidence.vantages[near]
-            label = f"vantage {vantage.instance} ({vantage.location[0]:g}, {vantage.location[1]:g})"
-            found = (label, Figures(vantage.rtt, tuple(0 for _ in vantage.rtt)), None)
+    found = None if evidence is None else evidence_figures(evidence, pool, kind, client, country, place)
     if evidence is None or found is None:
         return {"kind": "distance", "text": "distance", "rtt_ms": {}}
     label, figures, unit = found

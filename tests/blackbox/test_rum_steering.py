@@ -26,7 +26,7 @@ from tests.serverproc import ROOT, RunningServer, api, geolb_command, own_cache,
 NEAR, FAR = "127.0.0.12", "127.0.0.11"  # eu-west, near to GB clients by distance, and us-east
 MIN_SAMPLES = 3
 MIN_NETWORKS = 2
-POOLS = ("net", "samples", "country", "resolver", "restart")  # one pool per test: their evidence is apart
+POOLS = ("net", "samples", "country", "resolver", "restart", "explain")  # one pool per test: their evidence is apart
 FAST = {"us-east": 20.0, "eu-west": 95.0}  # what the beacons say: us-east is much faster, whatever the distance
 FOLLOW = 3.0  # seconds within which an answer follows new evidence (debounce + rebuild + workers: ~1 s when idle)
 DNS_TIMEOUT = 3.0  # as every other test's: laying new evidence over the maps never holds a query up
@@ -210,6 +210,68 @@ def test_resolver_without_ecs_follows_the_networks_behind_it(server: RunningServ
         beacon(server, "resolver", f"51.140.{n}.9", token=token)  # networks behind that resolver
     follows(server, "resolver", FAR, "queries without ECS from the resolver", source=resolver)
     assert answer(server, "resolver", source="127.0.0.54") == {NEAR}  # another resolver: no evidence
+
+
+def explained(server: RunningServer, name: str, qtype: str = "A", client: str = "81.2.69.0/24") -> dict[str, Any]:
+    status, report = api(server, "GET", f"/v1/explain?name={name}&type={qtype}&client={client}", token=None)
+    assert status == 200, report
+    return dict(report)
+
+
+def dns_records(server: RunningServer, name: str, qtype: str, ecs: str | None = None) -> tuple[list[tuple[str, str, int, str]], list[str]]:
+    """(answer records as (name, type, ttl, data), authority types) over UDP, as explain lists them."""
+    options = [] if ecs is None else [dns.edns.ECSOption(ecs.split("/")[0], int(ecs.split("/")[1]))]
+    query = dns.message.make_query(name, qtype, use_edns=0, options=options)
+    reply = dns.query.udp(query, server.host, port=server.port, timeout=DNS_TIMEOUT)
+    records = [(r.name.to_text(), dns.rdatatype.to_text(r.rdtype), r.ttl, item.to_text()) for r in reply.answer for item in r]
+    return sorted(records), [dns.rdatatype.to_text(r.rdtype) for r in reply.authority]
+
+
+def report_records(report: dict[str, Any]) -> tuple[list[tuple[str, str, int, str]], list[str]]:
+    return sorted((r["name"], r["type"], r["ttl"], r["data"]) for r in report["answer"]), [r["type"] for r in report["authority"]]
+
+
+def test_explain_shows_the_latency_order_and_what_it_skipped(server: RunningServer, zones: Path, tmp_path: Path) -> None:
+    """Explain ranks by the evidence that decided the answer, and names a measured region passed over as down."""
+    name, client = "explain.steer.example", "81.2.69.0/24"
+    before = explained(server, name)
+    assert [r["region"] for r in before["geo"]["ranking"]] == ["eu-west", "us-east"]  # GB, no evidence: by distance
+    for _ in range(MIN_SAMPLES):
+        beacon(server, "explain", "81.2.69.10", rtt={"us-east": 20.0, "eu-west": 120.0})
+    follows(server, "explain", FAR, "the measured network follows its beacons", ecs=client)
+    report = explained(server, name)
+    geo = report["geo"]
+    assert geo["evidence"]["kind"] == "network" and geo["region"] == "us-east"
+    assert [r["region"] for r in geo["ranking"]] == ["us-east", "eu-west"]  # the measured-faster region first
+    assert geo["ranking"][0]["reason"].startswith("20 ms") and geo["skipped"] == []
+    assert report_records(report) == dns_records(server, name, "A", client)
+    status, _ = api(server, "POST", f"/v1/endpoints/explain/us-east/{FAR}/force", {"state": "down"})
+    assert status == 200
+    try:
+        assert answer(server, "explain", ecs=client) == {NEAR}  # the API answers once the workers answer so
+        report = explained(server, name)
+        geo = report["geo"]
+        assert geo["region"] == "eu-west" and geo["evidence"]["kind"] == "network"
+        assert [r["region"] for r in geo["ranking"]] == ["us-east", "eu-west"]
+        assert geo["skipped"] == [{"region": "us-east", "reason": "every IPv4 endpoint is down"}]
+        assert report_records(report) == dns_records(server, name, "A", client)
+    finally:
+        status, _ = api(server, "POST", f"/v1/endpoints/explain/us-east/{FAR}/force", {"state": None})
+        assert status == 200
+    follows(server, "explain", FAR, "back to the checks", ecs=client)
+    # A token name: what DNS answers (the --rum-address, TTL 5; NODATA with the SOA for other types).
+    token = "tok-explain.rum.steer.example"
+    for qtype in ("A", "AAAA", "TXT"):
+        report = explained(server, token, qtype)
+        assert report["rcode"] == "NOERROR" and report["note"] and "RUM token" in report["note"]
+        assert report_records(report) == dns_records(server, token, qtype), qtype
+    assert report_records(explained(server, token, "A"))[0] == [("tok-explain.rum.steer.example.", "A", 5, "127.0.0.1")]
+    assert report_records(explained(server, token, "AAAA")) == ([], ["SOA"])
+    # `geolb resolve` cannot know the --rum-address: it says so.
+    command = geolb_command("resolve", token, "--client", client, "--zones", str(zones), "--cache-dir", str(own_cache(tmp_path)))
+    resolved = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert resolved.returncode == 0, resolved.stderr
+    assert "RUM token name" in resolved.stdout and "--rum-address" in resolved.stdout, resolved.stdout
 
 
 def test_evidence_survives_a_restart(zones: Path, cache: Path, server: RunningServer) -> None:

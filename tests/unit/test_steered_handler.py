@@ -204,3 +204,30 @@ def test_explain_names_the_evidence(setting: tuple[model.ZoneSet, dict[str, obje
     assert resolver["geo"]["region"] == "ap"
     plain = explain(zoneset, answers, locator, "www.steer.example", "A", ipaddress.ip_network("10.0.0.0/8"))
     assert plain["geo"]["evidence"] == {"kind": "distance", "text": "distance", "rtt_ms": {}}
+
+
+def test_explain_ranks_and_skips_as_the_answer_was_decided(setting: tuple[model.ZoneSet, dict[str, object], Evidence]) -> None:
+    """Measured networks and a resolver, with regions forced down: explain's ranking, read down to the region the
+    DNS path answered from, passes over exactly the regions it lists as skipped, all of them unable to answer."""
+    from geolb.explain import explain
+    from geolb.health.state import HealthView
+
+    zoneset, maps, evidence = setting
+    locator = GeoIPLocator(str(DATA / "GeoIP2-City-Test.mmdb"))
+    pool = zoneset.pools["steered"]
+    networks = [ipaddress.ip_network((int(key) << 8, 24)) for key in evidence["steered"].v4.keys[:40]]
+    outages: list[tuple[str, ...]] = [(), ("us-east",), ("eu-west",), ("gb",), ("ap",), ("us-east", "ap"), ("eu-west", "gb")]
+    steered = 0
+    for down in outages:
+        forced = MappingProxyType({("steered", r.name, e.address): False for r in pool.regions if r.name in down for e in r.endpoints})
+        answers = GeoAnswers(maps, HealthView(forced=forced), AnswerMemo(), evidence)  # type: ignore[arg-type]
+        for network in networks:
+            geo = explain(zoneset, answers, locator, "www.steer.example", "A", network)["geo"]
+            order = [r["region"] for r in geo["ranking"]]
+            assert [s["region"] for s in geo["skipped"]] == order[: order.index(geo["region"])], (network, down, geo)
+            assert all(s["reason"] == "every IPv4 endpoint is down" for s in geo["skipped"])
+            steered += geo["evidence"]["kind"] != "distance"
+        resolver = explain(zoneset, answers, locator, "www.steer.example", "A", ipaddress.ip_network("8.8.8.8/32"), resolver=True)["geo"]
+        assert [r["region"] for r in resolver["ranking"]][:3] == ["ap", "us-east", "eu-west"]  # ap 3 ms, us-east 40, eu-west 90
+        assert resolver["region"] == next(r for r in ("ap", "us-east", "eu-west") if r not in down)
+    assert steered > len(networks)  # the evidence decided most of them
