@@ -257,7 +257,7 @@ def splice_networks(
     networks of `table` laid in with answers composed from their own RTTs and each piece's place."""
     raw = region_map.v4 if table.version == 4 else region_map.v6
     width = raw.width
-    base_values = np.where(raw.values >= 0, encoded[np.maximum(raw.values, 0)], raw.values).astype(np.int32)
+    base_values = np.where(raw.values >= 0, encoded[np.maximum(raw.values, 0)], raw.values).astype(np.int32, copy=False)
     if not len(table):
         return Ranges(width, raw.hi, raw.lo, base_values).merged()
     regions = len(region_map.regions)
@@ -309,7 +309,8 @@ def splice_networks(
     extra_hi, at = extra_hi[new], at[new]
     hi = np.insert(raw.hi, at, extra_hi)
     lo = np.insert(raw.lo, at, np.zeros(len(at), dtype=np.uint64))
-    spliced = base_values[np.insert(np.arange(len(raw_keys)), at, at - 1)]  # a new start continues the range it cuts
+    # A new start continues the range it cuts (int32 positions: two million ranges' worth of int64 was 32 MB of the peak).
+    spliced = base_values[np.insert(np.arange(len(raw_keys), dtype=np.int32), at, (at - 1).astype(np.int32))]
     spliced[np.searchsorted(_keys(hi, lo, width), piece_keys, "left")] = piece_values
     return Ranges(width, hi, lo, np.asarray(spliced, dtype=np.int32)).merged()
 
