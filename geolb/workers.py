@@ -42,7 +42,7 @@ from geolb.ipc import Channel, ChannelClosed
 from geolb.limits import raise_descriptor_limit
 from geolb.net.listeners import DnsListeners, HostPort
 from geolb.net.tcp import TcpLimits
-from geolb.runtime import Runtime, Snapshot, settle_memory
+from geolb.runtime import Runtime, Snapshot, release_freed_memory, settle_memory
 from geolb.steer.evidence import Evidence
 from geolb.steer.overlay import Steered
 from geolb.steer.tokens import Sighting
@@ -146,6 +146,7 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
     )
     first_jobs = handler.steer_jobs(runtime.snapshot.zones, runtime.snapshot.maps, runtime.snapshot.health, runtime.snapshot.evidence)
     handler.adopt_steered(first_jobs, _build(first_jobs))  # before the first query: nothing is answered yet
+    release_freed_memory()  # what the build needed at its peak
     listeners = DnsListeners(handler, config.tcp)
     try:
         await listeners.start(config.listen)
@@ -178,6 +179,8 @@ async def _serve(sock: socket.socket, config: WorkerConfig) -> None:
                     zones=generation.zones, health=generation.health, maps=maps, generation=generation.number, evidence=generation.evidence
                 )
                 await channel.send(("ack", generation.number))
+                if jobs:  # the state replaced held the previous maps: give their memory back (milliseconds, off the loop)
+                    await asyncio.to_thread(release_freed_memory)
             elif kind == "stats":
                 await channel.send(("stats", message[1], handler.fold_stats()))
             elif kind == "stop":

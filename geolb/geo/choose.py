@@ -160,6 +160,11 @@ class AnswerMemo:
         """Keep a Steered map (built here or ahead, off the query path), dropping the least recently used beyond the bounds."""
         self._steered[key] = steered
         self._steered.move_to_end(key)
+        # A map of an older evidence version of this pool is never asked for again (versions only move on): drop it
+        # now rather than keep up to `steered_limit` of them, each as large as the newest, while evidence grows.
+        pool_name, version = key[4], key[5]
+        for stale in [k for k in self._steered if k[4] == pool_name and k[5] != version and k not in self._needed]:
+            del self._steered[stale]
         networks = sum(s.networks for s in self._steered.values())
         # The maps of the state being installed are never dropped (a query would then build one on the DNS loop);
         # beyond them, the least recently used go first.

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from geolb import model
 from geolb.geo.mmdbflat import ALIAS, MASK64, Ranges
-from geolb.geo.regionmap import CHUNK_CELLS, AnswerMap, Places, RegionMap, answer_table, order_keys
+from geolb.geo.regionmap import AnswerMap, Places, RegionMap, answer_table, order_keys
 from geolb.steer.evidence import V4_PREFIX, V6_PREFIX, Figures, NetworkTable, PoolEvidence, Vantage
 
 KINDS = ("distance", "network", "resolver", "country", "vantage")
@@ -35,6 +35,7 @@ EARTH_RADIUS_KM = 6371.0
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 BOOL = npt.NDArray[np.bool_]
+COMPOSE_CELLS = 1 << 18  # places x regions composed at once: compose() holds a dozen float64 arrays of this size
 
 
 # --- rankings (the aggregator's GeoOrder) ------------------------------------------------
@@ -155,7 +156,7 @@ def _compose_places(region_map: RegionMap, ids: I64, rtt: F64, leader: I64, usab
     """compose() for ranking ids (their places), a chunk at a time."""
     answers = np.empty(len(ids), dtype=np.int64)
     decided = np.zeros(len(ids), dtype=bool)
-    step = max(1, CHUNK_CELLS // max(1, len(region_map.regions)))
+    step = max(1, COMPOSE_CELLS // max(1, len(region_map.regions)))
     for start in range(0, len(ids), step):
         part = slice(start, start + step)
         tier, distance = _order_keys(region_map.places[ids[part]], region_map)
@@ -256,7 +257,7 @@ def splice_networks(
     networks of `table` laid in with answers composed from their own RTTs and each piece's place."""
     raw = region_map.v4 if table.version == 4 else region_map.v6
     width = raw.width
-    base_values = np.where(raw.values >= 0, encoded[np.maximum(raw.values, 0)], raw.values).astype(np.int32)
+    base_values = np.where(raw.values >= 0, encoded[np.maximum(raw.values, 0)], raw.values).astype(np.int32, copy=False)
     if not len(table):
         return Ranges(width, raw.hi, raw.lo, base_values).merged()
     regions = len(region_map.regions)
@@ -281,20 +282,24 @@ def splice_networks(
     piece_raw = np.asarray(raw.values[np.maximum(raw_index, 0)], dtype=np.int64)
     piece_values = np.where(piece_raw >= 0, encoded[np.maximum(piece_raw, 0)], piece_raw).astype(np.int64)
     located = np.flatnonzero(piece_raw >= 0)  # an alias of the IPv4 tree keeps its IPv4 answer
-    if len(located):
-        stride = region_map.stride
-        rows = network[located]
-        values = piece_raw[located]
+    pinned_answer = np.full(len(region_map.rules) + 1, -1, dtype=np.int64)
+    for rule, pinned in enumerate(region_map.rules, start=1):
+        pinned_answer[rule] = next((r for r in pinned if allowed[r]), -1)
+    stride = region_map.stride
+    # A slice of the pieces at a time: the [pieces, regions] float64 temporaries of a million networks at once were
+    # hundreds of MB at the build's peak, in the DNS worker.
+    step = max(1, COMPOSE_CELLS // max(1, regions))
+    for start in range(0, len(located), step):
+        part = located[start : start + step]
+        rows = network[part]
+        values = piece_raw[part]
         ids, rules = values % stride, values // stride
         rtt = pool_rtt(table.rtt[rows], columns)
         leader = pool_leader(table.leader[rows], columns)
         answers, decided = _compose_places(region_map, ids, rtt, leader, allowed, pool.latency)
-        pinned_answer = np.full(len(region_map.rules) + 1, -1, dtype=np.int64)
-        for rule, pinned in enumerate(region_map.rules, start=1):
-            pinned_answer[rule] = next((r for r in pinned if allowed[r]), -1)
         ruled = pinned_answer[rules] >= 0  # a `networks` rule's region answers first: operator intent
         steered = decided & ~ruled
-        piece_values[located[steered]] = answers[steered] + NETWORK * regions
+        piece_values[part[steered]] = answers[steered] + NETWORK * regions
     # New range starts: the networks' first addresses and the addresses after them, where no range starts yet.
     merged = np.sort(np.concatenate([first_hi, after_hi]), kind="stable")  # two sorted runs
     extra_hi = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
@@ -304,7 +309,8 @@ def splice_networks(
     extra_hi, at = extra_hi[new], at[new]
     hi = np.insert(raw.hi, at, extra_hi)
     lo = np.insert(raw.lo, at, np.zeros(len(at), dtype=np.uint64))
-    spliced = base_values[np.insert(np.arange(len(raw_keys)), at, at - 1)]  # a new start continues the range it cuts
+    # A new start continues the range it cuts (int32 positions: two million ranges' worth of int64 was 32 MB of the peak).
+    spliced = base_values[np.insert(np.arange(len(raw_keys), dtype=np.int32), at, (at - 1).astype(np.int32))]
     spliced[np.searchsorted(_keys(hi, lo, width), piece_keys, "left")] = piece_values
     return Ranges(width, hi, lo, np.asarray(spliced, dtype=np.int32)).merged()
 
