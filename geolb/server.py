@@ -415,18 +415,26 @@ class Server:
     async def _bind_http(self, wait_for_replaced: bool) -> bool:
         """Serve the API on --http; False when the address is in use and may be the replaced instance's."""
         assert self._http_runner is not None and self.options.http is not None
-        site = web.TCPSite(self._http_runner, self.options.http.host, self.options.http.port)
+        bound = await self._bind_site(self._http_runner, self.options.http, "http", wait_for_replaced)
+        if bound is not None:
+            self.http_address = bound
+        return bound is not None
+
+    async def _bind_site(
+        self, runner: web.AppRunner, address: HostPort, kind: str, wait_for_replaced: bool, backlog: int = 128
+    ) -> str | None:
+        """Start `runner` on `address`: the address bound (the port filled in), or None when it is in use by an
+        instance --replace is about to stop (`wait_for_replaced`); any other failure raises, naming the address."""
+        site = web.TCPSite(runner, address.host, address.port, backlog=backlog)
         try:
             await site.start()
         except OSError as exc:
-            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(self.options.http):
-                return False
+            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address, kind):
+                return None
             reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
-            raise GeolbError(f"cannot listen on {self.options.http} (http): {reason}") from None
-        http_bound = self._http_runner.addresses
-        port = int(http_bound[0][1]) if http_bound else self.options.http.port
-        self.http_address = str(HostPort(self.options.http.host, port))
-        return True
+            raise GeolbError(f"cannot listen on {address} ({kind}): {reason}") from None
+        bound = runner.addresses
+        return str(HostPort(address.host, int(bound[0][1]) if bound else address.port))
 
     def _held_by_replaced(self, address: HostPort, kind: str = "http") -> bool:
         """True when only instances that --replace is about to stop hold `address`: then it is ours once they exit.
@@ -439,13 +447,14 @@ class Server:
             raise GeolbError(f"cannot listen on {address} ({kind}): address in use by geolb {stranger}, which --replace does not stop")
         return bool(holders)
 
-    async def _bind_http_later(self) -> None:
-        """The replaced instance still holds our HTTP address: DNS is answered meanwhile; take it once it is free."""
+    async def _bind_later(self, bind: Callable[[bool], Coroutine[Any, Any, bool]], done: Callable[[], str]) -> None:
+        """The replaced instance still holds one of our HTTP addresses (the API's, the RUM listener's): DNS is
+        answered meanwhile; take it once it is free."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                if await self._bind_http(wait_for_replaced=False):
-                    log.info("API listening on %s", self.http_address)
+                if await bind(False):
+                    log.info("%s", done())
                     return
             except GeolbError:
                 continue
@@ -476,13 +485,17 @@ class Server:
             except GeolbError as exc:
                 # The old instance is told to stop already: whatever happens, this one keeps answering DNS.
                 log.error("%s; answering DNS meanwhile, trying again every second", exc)
-                self._http_retry = loop.create_task(self._bind_http_later(), name="take the HTTP address")
+                self._http_retry = loop.create_task(
+                    self._bind_later(self._bind_http, lambda: f"API listening on {self.http_address}"), name="take the HTTP address"
+                )
         if self._rum_deferred:
             try:
                 self._rum_deferred = not await self._bind_rum(wait_for_replaced=False)
             except GeolbError as exc:
                 log.error("%s; answering DNS meanwhile, trying again every second", exc)
-                self._rum_retry = loop.create_task(self._bind_rum_later(), name="take the RUM address")
+                self._rum_retry = loop.create_task(
+                    self._bind_later(self._bind_rum, lambda: f"RUM listener on {self.rum_address}"), name="take the RUM address"
+                )
 
     def _spawn_workers(self) -> list[tuple[socket.socket, socket.socket, HostPort]]:
         """Check the --listen addresses, pick the ports of port 0 ones, and start the worker processes on them;
@@ -819,28 +832,10 @@ class Server:
         """The RUM listener on --rum-listen; False when the address is held by an instance --replace stops."""
         address = self.options.rum_listen
         assert self._rum_runner is not None and address is not None
-        site = web.TCPSite(self._rum_runner, address.host, address.port, backlog=1024)
-        try:
-            await site.start()
-        except OSError as exc:
-            if wait_for_replaced and exc.errno == errno.EADDRINUSE and self._held_by_replaced(address, "rum"):
-                return False
-            reason = "address in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno) if exc.errno else str(exc)
-            raise GeolbError(f"cannot listen on {address} (rum): {reason}") from None
-        bound = self._rum_runner.addresses
-        self.rum_address = str(HostPort(address.host, int(bound[0][1]) if bound else address.port))
-        return True
-
-    async def _bind_rum_later(self) -> None:
-        """--replace: the replaced instance outlived its timeout holding the RUM address: take it once it is free."""
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                if await self._bind_rum(wait_for_replaced=False):
-                    log.info("RUM listener on %s", self.rum_address)
-                    return
-            except GeolbError:
-                continue
+        bound = await self._bind_site(self._rum_runner, address, "rum", wait_for_replaced, backlog=1024)
+        if bound is not None:
+            self.rum_address = bound
+        return bound is not None
 
     async def _stop_rum(self) -> None:
         if self._evidence_rebuild is not None:
